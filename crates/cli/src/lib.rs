@@ -1,0 +1,147 @@
+//! The conventions every stage binary follows, in one place so the binaries
+//! stay thin: errors are one line on stderr and a non-zero exit, long work
+//! shows an indicatif bar on stderr, and each stage ends with a short summary.
+
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Runs a stage's body. On error prints `error: <cause chain>` as one line on
+/// stderr and exits with status 1; a panic (a bug, never bad input) is also
+/// reduced to one line so users never face a backtrace.
+pub fn run<F>(stage: &str, body: F) -> !
+where
+    F: FnOnce() -> anyhow::Result<()>,
+{
+    let stage_name = stage.to_string();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "unknown panic".to_string()
+        };
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: {stage_name}: internal error{at}: {msg}");
+    }));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(())) => std::process::exit(0),
+        Ok(Err(e)) => {
+            eprintln!("error: {}", one_line(&e));
+            std::process::exit(1)
+        }
+        Err(_) => std::process::exit(101),
+    }
+}
+
+/// The cause chain of an error joined into one line: `outer: inner: root`.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string().replace('\n', " ");
+        // anyhow contexts often repeat their source's message; skip echoes.
+        if parts.last().map(|p| p.ends_with(&s)).unwrap_or(false) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ")
+}
+
+/// A progress bar on stderr in the house style. Hidden automatically when
+/// stderr is not a terminal (CI logs, pipes), so logs stay readable.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10.bold} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// A spinner for work of unknown length.
+pub fn spinner(what: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10.bold} {spinner} {elapsed} {msg}")
+            .expect("static template"),
+    );
+    pb.set_prefix(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// The one-screen summary printed at the end of a stage: aligned `key: value`
+/// lines on stderr under a title, with the stage's wall time.
+pub struct Summary {
+    title: String,
+    rows: Vec<(String, String)>,
+    started: Instant,
+}
+
+impl Summary {
+    pub fn new(title: &str) -> Self {
+        Self {
+            title: title.to_string(),
+            rows: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn add(&mut self, key: &str, value: impl Display) -> &mut Self {
+        self.rows.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn print(&self) {
+        eprint!("{}", self.render());
+    }
+
+    pub fn render(&self) -> String {
+        let width = self.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = format!("── {} ──\n", self.title);
+        for (k, v) in &self.rows {
+            out.push_str(&format!("  {k:<width$}  {v}\n"));
+        }
+        out.push_str(&format!(
+            "  {:<width$}  {:.1}s\n",
+            "wall time",
+            self.started.elapsed().as_secs_f64()
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_is_one_line() {
+        let e = anyhow::anyhow!("column `chosen` missing\nsecond line")
+            .context("reading data/pairs.parquet");
+        assert_eq!(
+            one_line(&e),
+            "reading data/pairs.parquet: column `chosen` missing second line"
+        );
+    }
+
+    #[test]
+    fn summary_aligns_keys() {
+        let mut s = Summary::new("prepare");
+        s.add("rows", 10).add("truncated rows", 2);
+        let text = s.render();
+        assert!(text.starts_with("── prepare ──\n"));
+        assert!(text.contains("  rows            10\n"));
+        assert!(text.contains("  truncated rows  2\n"));
+    }
+}
