@@ -1,0 +1,20 @@
+//! Model-free parts of marlhf's evaluation stage.
+//!
+//! - [`passk`]: the unbiased pass@k estimator and its average over problems;
+//! - [`sandbox`]: running generated Python against APPS tests in a limited,
+//!   network-less child process;
+//! - [`judge`]: pairwise LLM judging with randomised order, and an
+//!   OpenAI-compatible HTTP judge;
+//! - [`server`]: the chat-completions protocol served on loopback for any
+//!   backend, and [`prompt`] for turning chat messages into task prompts;
+//! - [`report`]: mean ± standard error, markdown tables, PNG plots and
+//!   `report.md`.
+
+pub mod client;
+pub mod judge;
+pub mod passk;
+pub mod prompt;
+pub mod protocol;
+pub mod report;
+pub mod sandbox;
+pub mod server;
