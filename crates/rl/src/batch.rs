@@ -1,0 +1,162 @@
+//! The per-sequence MA-PPO pipeline for a batch of responses of different
+//! lengths, and padding them into `[batch, time]` tensors for the losses.
+
+use candle_core::{Device, Tensor};
+
+use crate::aggregate::ValueFunction;
+use crate::error::RlError;
+use crate::gae::macro_advantages;
+use crate::reward::token_rewards;
+use crate::segment::{segment, validate_starts, SegmentInput, Termination};
+
+/// The hyper-parameters of the credit assignment. `Default` holds the
+/// paper's values (fixed 5-grams, equal value function, KL 0.05, reward
+/// clip ±2.5, γ = 1, λ = 0.95, seed 1234).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RlConfig {
+    pub termination: Termination,
+    pub value_function: ValueFunction,
+    pub kl_coef: f32,
+    pub clip_reward: f32,
+    pub gamma: f32,
+    pub lambda: f32,
+    /// Seeds the randomized termination (with each rollout's id).
+    pub seed: u64,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        RlConfig {
+            termination: Termination::Fixed { n: 5 },
+            value_function: ValueFunction::Equal,
+            kl_coef: 0.05,
+            clip_reward: 2.5,
+            gamma: 1.0,
+            lambda: 0.95,
+            seed: 1234,
+        }
+    }
+}
+
+/// One response, as a row of `rollouts.parquet` holds it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SequenceInput<'a> {
+    /// The rollout id.
+    pub id: u64,
+    /// Old policy log-probabilities of the response tokens.
+    pub logprobs: &'a [f32],
+    /// Reference model log-probabilities, aligned with `logprobs`.
+    pub ref_logprobs: &'a [f32],
+    /// Old critic values, aligned with `logprobs`.
+    pub values: &'a [f32],
+    /// The reward model's score of the whole response.
+    pub score: f32,
+    /// Decoded token pieces, needed by the parsing termination only.
+    pub pieces: Option<&'a [String]>,
+    /// A segmentation computed earlier (`segments.parquet`); when absent,
+    /// the response is segmented with the configured termination.
+    pub starts: Option<&'a [u32]>,
+}
+
+/// Everything the update stage needs about one response.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SequenceOutput {
+    pub id: u64,
+    /// Macro-action starts.
+    pub starts: Vec<u32>,
+    /// Per-token rewards (KL penalty plus the clipped score on the last).
+    pub rewards: Vec<f32>,
+    pub macro_advantages: Vec<f32>,
+    pub macro_returns: Vec<f32>,
+    /// Per token: its macro action's advantage.
+    pub advantages: Vec<f32>,
+    /// Per token: its macro action's return.
+    pub returns: Vec<f32>,
+}
+
+/// Segment → rewards → aggregate → GAE → expand, for one response. Errors
+/// name the rollout id.
+pub fn process_sequence(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
+    run(cfg, seq).map_err(|source| RlError::InSequence {
+        id: seq.id,
+        source: Box::new(source),
+    })
+}
+
+fn run(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
+    let len = seq.logprobs.len();
+    if seq.values.len() != len {
+        return Err(RlError::length("values", len, seq.values.len()));
+    }
+    let starts = match seq.starts {
+        Some(starts) => {
+            validate_starts(starts, len)?;
+            starts.to_vec()
+        }
+        None => segment(
+            &cfg.termination,
+            &SegmentInput {
+                len,
+                ref_logprobs: Some(seq.ref_logprobs),
+                pieces: seq.pieces,
+                seed: cfg.seed,
+                id: seq.id,
+            },
+        )?,
+    };
+    let rewards = token_rewards(
+        seq.logprobs,
+        seq.ref_logprobs,
+        seq.score,
+        cfg.kl_coef,
+        cfg.clip_reward,
+    )?;
+    let m = macro_advantages(
+        &rewards,
+        seq.values,
+        &starts,
+        cfg.value_function,
+        cfg.gamma,
+        cfg.lambda,
+    )?;
+    Ok(SequenceOutput {
+        id: seq.id,
+        starts,
+        rewards,
+        macro_advantages: m.macro_advantages,
+        macro_returns: m.macro_returns,
+        advantages: m.advantages,
+        returns: m.returns,
+    })
+}
+
+/// [`process_sequence`] for every response, each on its own; stops at the
+/// first bad one.
+pub fn process_batch(
+    cfg: &RlConfig,
+    seqs: &[SequenceInput],
+) -> Result<Vec<SequenceOutput>, RlError> {
+    seqs.iter().map(|s| process_sequence(cfg, s)).collect()
+}
+
+/// Right-pads rows of different lengths with zeros into a `[rows, longest]`
+/// f32 tensor.
+pub fn pad(rows: &[&[f32]], device: &Device) -> Result<Tensor, RlError> {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut flat = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        flat.extend_from_slice(row);
+        flat.extend(std::iter::repeat_n(0.0, width - row.len()));
+    }
+    Ok(Tensor::from_vec(flat, (rows.len(), width), device)?)
+}
+
+/// The 0/1 response mask matching [`pad`] for rows of these lengths.
+pub fn response_mask(lens: &[usize], device: &Device) -> Result<Tensor, RlError> {
+    let width = lens.iter().copied().max().unwrap_or(0);
+    let flat: Vec<f32> = lens
+        .iter()
+        .flat_map(|&l| (0..width).map(move |t| if t < l { 1.0 } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(flat, (lens.len(), width), device)?)
+}

@@ -1,0 +1,187 @@
+//! Generalised advantage estimation, over tokens or over macro actions.
+
+use crate::aggregate::{aggregate, expand, ValueFunction};
+use crate::error::{check_finite, check_param, RlError};
+
+/// GAE over one sequence of steps (`get_advantages_and_returns`): the value
+/// after the last step is 0 (the response has ended), and
+/// `returns = advantages + values`.
+///
+/// The arithmetic is the reference's, in f32 and in its order:
+/// `δ_t = r_t + γ·V_{t+1} − V_t`, `A_t = δ_t + (γλ)·A_{t+1}`.
+pub fn gae(
+    rewards: &[f32],
+    values: &[f32],
+    gamma: f32,
+    lambda: f32,
+) -> Result<(Vec<f32>, Vec<f32>), RlError> {
+    if values.len() != rewards.len() {
+        return Err(RlError::length("values", rewards.len(), values.len()));
+    }
+    check_finite("rewards", rewards)?;
+    check_finite("values", values)?;
+    check_param("gamma", gamma, (0.0..=1.0).contains(&gamma))?;
+    check_param("lambda", lambda, (0.0..=1.0).contains(&lambda))?;
+
+    let n = rewards.len();
+    let mut advantages = vec![0.0f32; n];
+    let mut last_gae = 0.0f32;
+    for t in (0..n).rev() {
+        let next_value = if t + 1 < n { values[t + 1] } else { 0.0 };
+        let delta = rewards[t] + gamma * next_value - values[t];
+        last_gae = delta + gamma * lambda * last_gae;
+        advantages[t] = last_gae;
+    }
+    check_finite("advantages", &advantages)?;
+    let returns = advantages.iter().zip(values).map(|(a, v)| a + v).collect();
+    Ok((advantages, returns))
+}
+
+/// Advantages and returns of one response, per macro action and per token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MacroAdvantages {
+    /// One per macro action.
+    pub macro_advantages: Vec<f32>,
+    /// One per macro action.
+    pub macro_returns: Vec<f32>,
+    /// One per token: its macro action's advantage (the actor's target).
+    pub advantages: Vec<f32>,
+    /// One per token: its macro action's return (the critic's target).
+    pub returns: Vec<f32>,
+}
+
+/// MA-PPO's credit assignment for one response: aggregate the per-token
+/// rewards and values into macro actions with `vf`, run GAE over the macro
+/// actions, and hand every token its macro action's advantage and return.
+///
+/// As in the reference (`modeling_macro_action` applied to both), rewards
+/// are aggregated with the same value function as values. With `equal` that
+/// makes a macro action's KL penalty the mean over its tokens, not the sum;
+/// the reward model's score is untouched because the last token is a macro
+/// action of its own. With one macro action per token (`fixed:1`) every
+/// aggregate is its token and this is token-level GAE, bit for bit.
+pub fn macro_advantages(
+    token_rewards: &[f32],
+    token_values: &[f32],
+    starts: &[u32],
+    vf: ValueFunction,
+    gamma: f32,
+    lambda: f32,
+) -> Result<MacroAdvantages, RlError> {
+    let len = token_rewards.len();
+    if token_values.len() != len {
+        return Err(RlError::length("values", len, token_values.len()));
+    }
+    check_finite("rewards", token_rewards)?;
+    check_finite("values", token_values)?;
+    let macro_rewards = aggregate(token_rewards, starts, vf)?;
+    let macro_values = aggregate(token_values, starts, vf)?;
+    let (macro_advantages, macro_returns) = gae(&macro_rewards, &macro_values, gamma, lambda)?;
+    Ok(MacroAdvantages {
+        advantages: expand(&macro_advantages, starts, len)?,
+        returns: expand(&macro_returns, starts, len)?,
+        macro_advantages,
+        macro_returns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gae_golden() {
+        // r = [0, 0, 1], V = [0.5, 0.25, 0.5], γ = 1, λ = 0.5 (γλ = 0.5)
+        // t=2: δ = 1 + 0 − 0.5 = 0.5;       A = 0.5
+        // t=1: δ = 0 + 0.5 − 0.25 = 0.25;   A = 0.25 + 0.5·0.5 = 0.5
+        // t=0: δ = 0 + 0.25 − 0.5 = −0.25;  A = −0.25 + 0.5·0.5 = 0
+        // returns = A + V = [0.5, 0.75, 1.0]
+        let (a, r) = gae(&[0.0, 0.0, 1.0], &[0.5, 0.25, 0.5], 1.0, 0.5).unwrap();
+        assert_eq!(a, vec![0.0, 0.5, 0.5]);
+        assert_eq!(r, vec![0.5, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn gae_discounts() {
+        // r = [1, 2], V = [1, 1], γ = 0.5, λ = 1 (γλ = 0.5)
+        // t=1: δ = 2 + 0 − 1 = 1;            A = 1
+        // t=0: δ = 1 + 0.5·1 − 1 = 0.5;      A = 0.5 + 0.5·1 = 1
+        let (a, r) = gae(&[1.0, 2.0], &[1.0, 1.0], 0.5, 1.0).unwrap();
+        assert_eq!(a, vec![1.0, 1.0]);
+        assert_eq!(r, vec![2.0, 2.0]);
+        // λ = 0 is one-step TD: A_0 = δ_0 = 0.5.
+        let (a, _) = gae(&[1.0, 2.0], &[1.0, 1.0], 0.5, 0.0).unwrap();
+        assert_eq!(a, vec![0.5, 1.0]);
+    }
+
+    #[test]
+    fn gae_empty_and_bad() {
+        assert_eq!(gae(&[], &[], 1.0, 0.95).unwrap(), (vec![], vec![]));
+        let err = gae(&[1.0], &[1.0, 2.0], 1.0, 0.95).unwrap_err().to_string();
+        assert_eq!(err, "values has length 2, expected 1");
+        let err = gae(&[1.0, f32::INFINITY], &[1.0, 2.0], 1.0, 0.95).unwrap_err();
+        assert_eq!(err.to_string(), "rewards[1] is not finite");
+        let err = gae(&[1.0], &[1.0], 1.5, 0.95).unwrap_err().to_string();
+        assert_eq!(err, "invalid gamma: 1.5 is out of range");
+        let err = gae(&[1.0], &[1.0], 1.0, f32::NAN).unwrap_err().to_string();
+        assert_eq!(err, "invalid lambda: NaN is out of range");
+    }
+
+    #[test]
+    fn macro_golden() {
+        // 5 tokens, macro actions [0 1 2] [3] [4], equal value function.
+        // rewards [0.25, −0.25, 0.5, 0, 1]   → macro rewards [1/6, 0, 1]
+        //   ((0.25 − 0.25 + 0.5)/3 = 0.5/3 = 1/6)
+        // values  [1, 2, 3, 0.5, 1]         → macro values  [2, 0.5, 1]
+        // GAE, γ = 1, λ = 0.5:
+        //   k=2: δ = 1 − 1 = 0;               A = 0
+        //   k=1: δ = 0 + 1 − 0.5 = 0.5;       A = 0.5 + 0.5·0 = 0.5
+        //   k=0: δ = 1/6 + 0.5 − 2 = −4/3;    A = −4/3 + 0.5·0.5 = −13/12
+        // returns: [−13/12 + 2, 1, 1] = [11/12, 1, 1]
+        let rewards = [0.25, -0.25, 0.5, 0.0, 1.0];
+        let values = [1.0, 2.0, 3.0, 0.5, 1.0];
+        let m = macro_advantages(
+            &rewards,
+            &values,
+            &[0, 3, 4],
+            ValueFunction::Equal,
+            1.0,
+            0.5,
+        )
+        .unwrap();
+        let close = |got: &[f32], want: &[f32]| {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+            }
+        };
+        let a0 = -13.0 / 12.0;
+        close(&m.macro_advantages, &[a0, 0.5, 0.0]);
+        close(&m.macro_returns, &[11.0 / 12.0, 1.0, 1.0]);
+        close(&m.advantages, &[a0, a0, a0, 0.5, 0.0]);
+        close(
+            &m.returns,
+            &[11.0 / 12.0, 11.0 / 12.0, 11.0 / 12.0, 1.0, 1.0],
+        );
+    }
+
+    #[test]
+    fn macro_unit_and_empty() {
+        // Unit: macro values are the last tokens: [3, 0.5, 1]; rewards [0.5, 0, 1].
+        // k=2: A = 0; k=1: δ = 0 + 1 − 0.5 = 0.5, A = 0.5;
+        // k=0: δ = 0.5 + 0.5 − 3 = −2, A = −2 + 0.5·0.5 = −1.75.
+        let m = macro_advantages(
+            &[0.25, -0.25, 0.5, 0.0, 1.0],
+            &[1.0, 2.0, 3.0, 0.5, 1.0],
+            &[0, 3, 4],
+            ValueFunction::Unit,
+            1.0,
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(m.macro_advantages, vec![-1.75, 0.5, 0.0]);
+        assert_eq!(m.returns, vec![1.25, 1.25, 1.25, 1.0, 1.0]);
+        let empty = macro_advantages(&[], &[], &[], ValueFunction::Equal, 1.0, 0.95).unwrap();
+        assert_eq!(empty, MacroAdvantages::default());
+    }
+}
