@@ -1,1 +1,22 @@
-//! placeholder
+//! marlhf's model layer: a trainable Llama-family causal LM in candle,
+//! Hugging Face checkpoints with value heads, AdamW with saved state, and
+//! batched generation with a KV cache.
+
+pub mod adamw;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod generate;
+pub mod llama;
+pub mod llama2c;
+pub mod lm;
+pub mod ops;
+pub mod params;
+pub mod tokenizer;
+
+pub use checkpoint::Checkpoint;
+pub use config::ModelConfig;
+pub use lm::Model;
+pub use params::Params;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,198 @@
+//! Batched sampling with a KV cache: temperature, top-k, top-p, per-row EOS,
+//! a token budget and a seed. Returns each new token's log-probability
+//! under the model's unmodified distribution (temperature 1), which is what
+//! PPO's importance ratio needs.
+
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::batch::{pad, Side};
+use crate::llama::{positions_from_mask, Llama};
+
+#[derive(Clone, Debug)]
+pub struct SamplingConfig {
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+    pub eos: Vec<u32>,
+    pub pad: u32,
+}
+
+impl SamplingConfig {
+    pub fn greedy(max_new_tokens: usize, eos: Vec<u32>, pad: u32) -> Self {
+        SamplingConfig {
+            max_new_tokens,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+            eos,
+            pad,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Generated {
+    /// New tokens per row, the EOS included when one was sampled.
+    pub tokens: Vec<Vec<u32>>,
+    pub logprobs: Vec<Vec<f32>>,
+    /// Whether the row ended with EOS (false: it hit the token budget).
+    pub finished: Vec<bool>,
+}
+
+/// Samples continuations of `prompts` (each non-empty). Row r draws from its
+/// own RNG seeded by (seed, r), so a row's sample does not depend on how
+/// fast the other rows finish.
+pub fn generate(model: &Llama, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Result<Generated> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Generated::default());
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        bail!("generate: every prompt needs at least one token");
+    }
+    let max_pos = model.config().max_position_embeddings;
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if longest + cfg.max_new_tokens > max_pos {
+        bail!(
+            "generate: prompt length {longest} + {} new tokens exceeds the model's {max_pos} positions",
+            cfg.max_new_tokens
+        );
+    }
+    let dev = model.device();
+    let p = pad(prompts, cfg.pad, Side::Left, dev)?;
+    let mut key_mask = p.mask.clone();
+    let mut cache = model.new_cache(p.t + cfg.max_new_tokens);
+    let pos = positions_from_mask(&p.mask, b, p.t);
+    let hidden = model.forward_cached(&p.ids, &pos, &key_mask, &mut cache)?;
+    let mut last = hidden.narrow(1, p.t - 1, 1)?.squeeze(1)?;
+    let mut next_pos: Vec<u32> = prompts.iter().map(|s| s.len() as u32).collect();
+    let mut rngs: Vec<ChaCha8Rng> = (0..b)
+        .map(|r| ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ r as u64))
+        .collect();
+    let mut out = Generated {
+        tokens: vec![Vec::new(); b],
+        logprobs: vec![Vec::new(); b],
+        finished: vec![false; b],
+    };
+    for step in 0..cfg.max_new_tokens {
+        let logits = model.logits(&last)?.to_dtype(candle_core::DType::F32)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = vec![cfg.pad; b];
+        for r in 0..b {
+            if out.finished[r] {
+                continue;
+            }
+            let (tok, lp) = sample(&logits[r], cfg, &mut rngs[r]);
+            out.tokens[r].push(tok);
+            out.logprobs[r].push(lp);
+            next[r] = tok;
+            if cfg.eos.contains(&tok) {
+                out.finished[r] = true;
+            }
+        }
+        if out.finished.iter().all(|&f| f) || step + 1 == cfg.max_new_tokens {
+            break;
+        }
+        // Finished rows keep stepping with a masked pad token so the batch
+        // stays rectangular; their outputs are ignored.
+        let total = cache.len() + 1;
+        let mut mask = Vec::with_capacity(b * total);
+        for r in 0..b {
+            mask.extend_from_slice(&key_mask[r * (total - 1)..(r + 1) * (total - 1)]);
+            mask.push(u8::from(!out.finished[r] || next[r] != cfg.pad));
+        }
+        key_mask = mask;
+        let ids = Tensor::from_vec(next, (b, 1), dev)?;
+        let hidden = model.forward_cached(&ids, &next_pos, &key_mask, &mut cache)?;
+        next_pos.iter_mut().for_each(|p| *p += 1);
+        last = hidden.squeeze(1)?;
+    }
+    Ok(out)
+}
+
+/// Log-softmax of one row at `tok`.
+fn logprob_of(logits: &[f32], tok: usize) -> f32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = m + logits.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+    logits[tok] - lse
+}
+
+fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    let tok = if cfg.temperature <= 0.0 {
+        argmax(logits)
+    } else {
+        let t = cfg.temperature as f32;
+        let mut cand: Vec<(usize, f32)> = logits.iter().map(|&v| v / t).enumerate().collect();
+        if let Some(k) = cfg.top_k.filter(|&k| k > 0 && k < cand.len()) {
+            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            cand.truncate(k);
+        }
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let m = cand[0].1;
+        let mut probs: Vec<f32> = cand.iter().map(|&(_, v)| (v - m).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        if let Some(top_p) = cfg.top_p.filter(|&p| p < 1.0) {
+            // Keep the smallest prefix whose mass reaches top_p (at least one).
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, p) in probs.iter().enumerate() {
+                acc += p;
+                if acc >= top_p as f32 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            cand.truncate(keep);
+            let s: f32 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= s);
+        }
+        let u: f32 = rng.random();
+        let mut acc = 0.0;
+        let mut chosen = cand[cand.len() - 1].0;
+        for (&(id, _), &p) in cand.iter().zip(&probs) {
+            acc += p;
+            if u < acc {
+                chosen = id;
+                break;
+            }
+        }
+        chosen
+    };
+    (tok as u32, logprob_of(logits, tok))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Greedy decoding by re-running the full forward pass each step, without
+/// a cache: the slow reference the cached path is tested against.
+pub fn greedy_uncached(model: &Llama, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+    let mut seq = prompt.to_vec();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ids = Tensor::from_slice(&seq, (1, seq.len()), model.device())?;
+        let mask = vec![1u8; seq.len()];
+        let h = model.forward_hidden(&ids, &mask)?;
+        let last = h.narrow(1, seq.len() - 1, 1)?.squeeze(1)?;
+        let tok = model.logits(&last)?.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
+        out.push(tok);
+        seq.push(tok);
+    }
+    Ok(out)
+}

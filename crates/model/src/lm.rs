@@ -1,0 +1,142 @@
+//! A loaded model — policy, reference, reward model or critic — and the
+//! quantities the stages read off it: per-token log-probabilities of given
+//! tokens, per-token values, and the scalar score at the last real token.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+
+use crate::batch::{pad, Side};
+use crate::config::ModelConfig;
+use crate::llama::{gather_rows, last_token_index, Llama};
+use crate::ops;
+use crate::params::{Params, V_HEAD};
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub params: Params,
+    pub llama: Llama,
+    pub v_head: Option<Tensor>,
+}
+
+/// Prompt+response sequences and which of their tokens are scored: token j
+/// of row r is scored when `targets` says so; it is predicted from the
+/// hidden state at j − 1.
+pub struct Scored {
+    pub seqs: Vec<Vec<u32>>,
+    /// For each row, the index of the first scored token (the response
+    /// start); every token from there to the row's end is scored.
+    pub starts: Vec<usize>,
+}
+
+impl Model {
+    pub fn new(config: ModelConfig, params: Params) -> Result<Self> {
+        params.check_against(&config)?;
+        let llama = Llama::new(&config, &params)?;
+        let v_head = if params.contains(V_HEAD) {
+            Some(params.get(V_HEAD)?)
+        } else {
+            None
+        };
+        Ok(Model {
+            config,
+            params,
+            llama,
+            v_head,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.llama.device()
+    }
+
+    /// Rebuilds the value-head handle after `Params::add_value_head`.
+    pub fn refresh_value_head(&mut self) -> Result<()> {
+        self.v_head = Some(self.params.get(V_HEAD)?);
+        Ok(())
+    }
+
+    fn value_head(&self) -> Result<&Tensor> {
+        match &self.v_head {
+            Some(v) => Ok(v),
+            None => bail!(
+                "this checkpoint has no value head ({V_HEAD}); is it a reward model or critic?"
+            ),
+        }
+    }
+
+    /// Log-probabilities of the scored tokens, flattened row by row, as a
+    /// differentiable tensor [M], plus each row's count. Only the scored
+    /// positions go through the LM head, which is most of the FLOPs saved
+    /// for short completions after long prompts.
+    pub fn token_logprobs(&self, batch: &Scored) -> Result<(Tensor, Vec<usize>)> {
+        let p = pad(&batch.seqs, 0, Side::Right, self.device())?;
+        let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
+        let (rows, targets, counts) = scored_positions(batch, p.t)?;
+        let n = rows.len();
+        let h = self.config.hidden_size;
+        let rows = Tensor::from_vec(rows, n, self.device())?;
+        let targets = Tensor::from_vec(targets, n, self.device())?;
+        let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
+        let logits = self.llama.logits(&hs)?;
+        Ok((ops::gather_logprobs(&logits, &targets)?, counts))
+    }
+
+    /// Values of the scored tokens: the critic's estimate at the state
+    /// *before* each token is emitted (the hidden state at j − 1), as in
+    /// DeepSpeed-Chat, flattened like `token_logprobs`.
+    pub fn token_values(&self, batch: &Scored) -> Result<(Tensor, Vec<usize>)> {
+        let v_head = self.value_head()?;
+        let p = pad(&batch.seqs, 0, Side::Right, self.device())?;
+        let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
+        let (rows, _, counts) = scored_positions(batch, p.t)?;
+        let n = rows.len();
+        let h = self.config.hidden_size;
+        let rows = Tensor::from_vec(rows, n, self.device())?;
+        let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
+        Ok((hs.matmul(&v_head.t()?)?.squeeze(1)?, counts))
+    }
+
+    /// The reward model's scalar score of each whole sequence, read at its
+    /// last real token. [B], differentiable.
+    pub fn scores(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        let v_head = self.value_head()?;
+        if seqs.iter().any(|s| s.is_empty()) {
+            bail!("cannot score an empty sequence");
+        }
+        let p = pad(seqs, 0, Side::Right, self.device())?;
+        let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
+        let last = last_token_index(&p.mask, p.b, p.t);
+        let hs = gather_rows(&hidden, &last)?;
+        Ok(hs.matmul(&v_head.t()?)?.squeeze(1)?)
+    }
+}
+
+/// Flat hidden-state rows (r·T + j − 1) and target ids for every scored
+/// token, and the per-row counts.
+fn scored_positions(batch: &Scored, t: usize) -> Result<(Vec<u32>, Vec<u32>, Vec<usize>)> {
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let mut counts = Vec::with_capacity(batch.seqs.len());
+    for (r, (seq, &start)) in batch.seqs.iter().zip(&batch.starts).enumerate() {
+        if start == 0 || start > seq.len() {
+            bail!("row {r}: scored tokens must start after at least one context token (start {start}, length {})", seq.len());
+        }
+        for (j, &tok) in seq.iter().enumerate().skip(start) {
+            rows.push((r * t + j - 1) as u32);
+            targets.push(tok);
+        }
+        counts.push(seq.len() - start);
+    }
+    Ok((rows, targets, counts))
+}
+
+/// Splits a flat per-token vector back into rows.
+pub fn split_rows(flat: &[f32], counts: &[usize]) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(counts.len());
+    let mut at = 0;
+    for &c in counts {
+        out.push(flat[at..at + c].to_vec());
+        at += c;
+    }
+    out
+}

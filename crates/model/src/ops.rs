@@ -1,0 +1,624 @@
+//! Fused CPU kernels with hand-written backward passes.
+//!
+//! candle-nn's fast `rms_norm`, `softmax_last_dim` and `rope` are inference
+//! only (`apply_op*_no_bwd`), and the composite versions built from
+//! elementwise ops allocate a tensor per step, which dominates a CPU training
+//! step of a small model. These ops run one rayon-parallel pass forward and
+//! one backward. On other devices, or for non-f32 tensors, every function
+//! falls back to the composite candle expression, which is also the
+//! reference the tests check the kernels against.
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
+use rayon::prelude::*;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("fused op: input is not contiguous"),
+    }
+}
+
+fn slice_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
+    let data = s.as_slice::<u32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("fused op: index input is not contiguous"),
+    }
+}
+
+fn fused_ok(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+// Rows smaller than this are processed in chunks so rayon's per-task
+// overhead stays small relative to the work.
+fn rows_per_task(row_len: usize) -> usize {
+    (16384 / row_len.max(1)).max(1)
+}
+
+// ---------------------------------------------------------------- rms_norm
+
+/// `x * rsqrt(mean(x², -1) + eps) * w`, differentiable in `x` and `w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused_ok(x) {
+        return rms_norm_reference(x, w, eps);
+    }
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+pub fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    y.to_dtype(dt)?.broadcast_mul(w)
+}
+
+#[derive(Clone, Copy)]
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "marlhf-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1)?;
+        let w = slice(s2, l2)?;
+        let h = w.len();
+        if h == 0 || x.len() % h != 0 {
+            bail!(
+                "rms_norm: weight length {h} does not divide input {}",
+                x.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        let chunk = rows_per_task(h) * h;
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(o, xs)| {
+                for (orow, xrow) in o.chunks_mut(h).zip(xs.chunks(h)) {
+                    let r = inv_rms(xrow, self.eps);
+                    for ((o, &x), &w) in orow.iter_mut().zip(xrow).zip(w) {
+                        *o = x * r * w;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let gx = x.apply_op3_no_bwd(w, &g, &RmsNormBwdX { eps: self.eps })?;
+        let gw = x.apply_op2_no_bwd(&g, &RmsNormBwdW { eps: self.eps })?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ss: f32 = row.iter().map(|v| v * v).sum();
+    1.0 / (ss / row.len() as f32 + eps).sqrt()
+}
+
+struct RmsNormBwdX {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormBwdX {
+    fn name(&self) -> &'static str {
+        "marlhf-rms-norm-bwd-x"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        let chunk = rows_per_task(h) * h;
+        // d/dx_i of x_i r w_i: r (g w)_i - x_i r³/h Σ_j (g w)_j x_j
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .for_each(|(o, (xs, gs))| {
+                for ((orow, xrow), grow) in o.chunks_mut(h).zip(xs.chunks(h)).zip(gs.chunks(h)) {
+                    let r = inv_rms(xrow, self.eps);
+                    let dot: f32 = xrow
+                        .iter()
+                        .zip(grow)
+                        .zip(w)
+                        .map(|((x, g), w)| x * g * w)
+                        .sum();
+                    let c = r * r * r * dot / h as f32;
+                    for i in 0..h {
+                        orow[i] = r * grow[i] * w[i] - xrow[i] * c;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+struct RmsNormBwdW {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNormBwdW {
+    fn name(&self) -> &'static str {
+        "marlhf-rms-norm-bwd-w"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let h = *l1.dims().last().unwrap_or(&0);
+        let chunk = rows_per_task(h) * h;
+        // Partial sums per fixed chunk, then an in-order fold: rayon's own
+        // reduce splits adaptively, and a different summation order would
+        // break bit-for-bit determinism.
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(chunk)
+            .zip(g.par_chunks(chunk))
+            .map(|(xs, gs)| {
+                let mut acc = vec![0f32; h];
+                for (xrow, grow) in xs.chunks(h).zip(gs.chunks(h)) {
+                    let r = inv_rms(xrow, self.eps);
+                    for i in 0..h {
+                        acc[i] += grow[i] * xrow[i] * r;
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut gw = vec![0f32; h];
+        for p in partials {
+            for (a, b) in gw.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        Ok((CpuStorage::F32(gw), Shape::from(h)))
+    }
+}
+
+// ---------------------------------------------------------------- softmax
+
+/// Softmax over the last dimension, differentiable.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !fused_ok(x) {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "marlhf-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let n = *l.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        let chunk = rows_per_task(n) * n;
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(o, xs)| {
+                for (orow, xrow) in o.chunks_mut(n).zip(xs.chunks(n)) {
+                    let m = xrow.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &x) in orow.iter_mut().zip(xrow) {
+                        *o = (x - m).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    orow.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwd)?))
+    }
+}
+
+struct SoftmaxBwd;
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "marlhf-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let n = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; y.len()];
+        let chunk = rows_per_task(n) * n;
+        // dx = y ⊙ (g − Σ g⊙y)
+        out.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .for_each(|(o, (ys, gs))| {
+                for ((orow, yrow), grow) in o.chunks_mut(n).zip(ys.chunks(n)).zip(gs.chunks(n)) {
+                    let dot: f32 = yrow.iter().zip(grow).map(|(y, g)| y * g).sum();
+                    for i in 0..n {
+                        orow[i] = yrow[i] * (grow[i] - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------- rope
+
+/// Rotary position embedding in the rotate-half (Hugging Face) layout.
+/// `x`: [batch, heads, time, head_dim]; `cos`, `sin`: [batch, time, head_dim/2]
+/// (per-row positions, so left-padded rows rotate by their own offsets).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !fused_ok(x) {
+        return rope_reference(x, cos, sin);
+    }
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rope { inverse: false },
+    )
+}
+
+pub fn rope_reference(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_, _, _, d) = x.dims4()?;
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos.to_dtype(x.dtype())?)?
+        + rotated.broadcast_mul(&sin.to_dtype(x.dtype())?)?
+}
+
+#[derive(Clone, Copy)]
+struct Rope {
+    inverse: bool,
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "marlhf-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, cos, sin) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (b, h, t, d) = match l1.dims() {
+            [b, h, t, d] => (*b, *h, *t, *d),
+            _ => bail!("rope: expected a 4-d input"),
+        };
+        let half = d / 2;
+        if cos.len() != b * t * half || sin.len() != cos.len() {
+            bail!("rope: cos/sin must be [{b}, {t}, {half}]");
+        }
+        let sign = if self.inverse { -1f32 } else { 1f32 };
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(t * d)
+            .zip(x.par_chunks(t * d))
+            .enumerate()
+            .for_each(|(bh, (o, xs))| {
+                let bi = bh / h;
+                for ti in 0..t {
+                    let cs = &cos[(bi * t + ti) * half..(bi * t + ti + 1) * half];
+                    let sn = &sin[(bi * t + ti) * half..(bi * t + ti + 1) * half];
+                    let xr = &xs[ti * d..(ti + 1) * d];
+                    let or = &mut o[ti * d..(ti + 1) * d];
+                    for i in 0..half {
+                        let (x1, x2) = (xr[i], xr[i + half]);
+                        let s = sign * sn[i];
+                        or[i] = x1 * cs[i] - x2 * s;
+                        or[i + half] = x2 * cs[i] + x1 * s;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // A rotation's transpose is the rotation by the opposite angle.
+        let gx = g.contiguous()?.apply_op3_no_bwd(
+            cos,
+            sin,
+            &Rope {
+                inverse: !self.inverse,
+            },
+        )?;
+        Ok((Some(gx), None, None))
+    }
+}
+
+// ---------------------------------------------------------------- log-probs
+
+/// `log_softmax(logits)[n, targets[n]]` for logits [N, V] and targets [N]
+/// (u32): the log-probability of each chosen token, differentiable in the
+/// logits. Never materialises the [N, V] log-softmax.
+pub fn gather_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if !fused_ok(logits) {
+        return gather_logprobs_reference(logits, targets);
+    }
+    logits
+        .contiguous()?
+        .apply_op2(&targets.to_dtype(DType::U32)?.contiguous()?, GatherLogprobs)
+}
+
+pub fn gather_logprobs_reference(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    lsm.gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+        .squeeze(1)
+}
+
+struct GatherLogprobs;
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+    m + s.ln()
+}
+
+impl CustomOp2 for GatherLogprobs {
+    fn name(&self) -> &'static str {
+        "marlhf-gather-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let logits = slice(s1, l1)?;
+        let targets = slice_u32(s2, l2)?;
+        let (n, v) = match l1.dims() {
+            [n, v] => (*n, *v),
+            _ => bail!("gather_logprobs: expected [N, V] logits"),
+        };
+        if targets.len() != n {
+            bail!("gather_logprobs: {} targets for {n} rows", targets.len());
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
+            bail!("gather_logprobs: token id {bad} out of vocabulary {v}");
+        }
+        let out: Vec<f32> = logits
+            .par_chunks(v)
+            .zip(targets.par_iter())
+            .map(|(row, &t)| row[t as usize] - log_sum_exp(row))
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gl = logits.apply_op3_no_bwd(targets, &g.contiguous()?, &GatherLogprobsBwd)?;
+        Ok((Some(gl), None))
+    }
+}
+
+struct GatherLogprobsBwd;
+
+impl CustomOp3 for GatherLogprobsBwd {
+    fn name(&self) -> &'static str {
+        "marlhf-gather-logprobs-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let logits = slice(s1, l1)?;
+        let targets = slice_u32(s2, l2)?;
+        let g = slice(s3, l3)?;
+        let v = l1.dims()[1];
+        let mut out = vec![0f32; logits.len()];
+        // d/dz_j [z_t − lse(z)] = 1[j = t] − softmax(z)_j
+        out.par_chunks_mut(v)
+            .zip(logits.par_chunks(v))
+            .zip(targets.par_iter().zip(g.par_iter()))
+            .for_each(|((o, row), (&t, &gn))| {
+                if gn == 0.0 {
+                    return;
+                }
+                let lse = log_sum_exp(row);
+                for (o, &z) in o.iter_mut().zip(row) {
+                    *o = -gn * (z - lse).exp();
+                }
+                o[t as usize] += gn;
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Entropy of softmax(logits) per row, [N, V] → [N]; no gradient (a metric).
+pub fn entropy(logits: &Tensor) -> Result<Tensor> {
+    let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    (lsm.exp()? * &lsm)?.sum(D::Minus1)?.neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    // Checks the fused op's value and gradients against the composite
+    // reference through candle's autograd, under a random projection so every
+    // output element contributes.
+    fn check<F, R>(inputs: &[Tensor], fused: F, reference: R)
+    where
+        F: Fn(&[Tensor]) -> Result<Tensor>,
+        R: Fn(&[Tensor]) -> Result<Tensor>,
+    {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let a = fused(&ts).unwrap();
+        let b = reference(&ts).unwrap();
+        assert!(
+            max_diff(&a, &b) < 1e-5,
+            "forward differs: {}",
+            max_diff(&a, &b)
+        );
+        let proj = rand(a.dims(), 99);
+        let ga = (a * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            match (ga.get(v), gb.get(v)) {
+                (Some(x), Some(y)) => {
+                    let d = max_diff(x, y);
+                    assert!(d < 1e-4, "gradient of input {i} differs by {d}");
+                }
+                (None, None) => {}
+                (x, y) => {
+                    // Inputs the fused op treats as constants (cos/sin, ids).
+                    assert!(
+                        x.is_none() && i > 0,
+                        "gradient presence differs for input {i}: {} vs {}",
+                        x.is_some(),
+                        y.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_reference() {
+        check(
+            &[rand(&[3, 5, 16], 1), rand(&[16], 2)],
+            |t| rms_norm(&t[0], &t[1], 1e-5),
+            |t| rms_norm_reference(&t[0], &t[1], 1e-5),
+        );
+    }
+
+    #[test]
+    fn softmax_matches_reference() {
+        check(
+            &[rand(&[2, 3, 7, 9], 3)],
+            |t| softmax_last_dim(&t[0]),
+            |t| candle_nn::ops::softmax(&t[0], D::Minus1),
+        );
+    }
+
+    #[test]
+    fn rope_matches_reference() {
+        check(
+            &[
+                rand(&[2, 3, 5, 8], 4),
+                rand(&[2, 5, 4], 5),
+                rand(&[2, 5, 4], 6),
+            ],
+            |t| rope(&t[0], &t[1], &t[2]),
+            |t| rope_reference(&t[0], &t[1], &t[2]),
+        );
+    }
+
+    #[test]
+    fn gather_logprobs_matches_reference() {
+        let logits = rand(&[6, 11], 7);
+        let targets = Tensor::new(&[0u32, 10, 3, 3, 7, 1], &Device::Cpu).unwrap();
+        let v = Var::from_tensor(&logits).unwrap();
+        let a = gather_logprobs(v.as_tensor(), &targets).unwrap();
+        let b = gather_logprobs_reference(v.as_tensor(), &targets).unwrap();
+        assert!(max_diff(&a, &b) < 1e-5);
+        let w = rand(&[6], 8);
+        let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(ga.get(&v).unwrap(), gb.get(&v).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn gather_logprobs_rejects_out_of_vocab_ids() {
+        let logits = rand(&[2, 4], 9);
+        let targets = Tensor::new(&[0u32, 4], &Device::Cpu).unwrap();
+        let err = gather_logprobs(&logits, &targets).unwrap_err().to_string();
+        assert!(err.contains("token id 4 out of vocabulary 4"), "{err}");
+    }
+}

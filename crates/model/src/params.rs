@@ -1,0 +1,230 @@
+//! The parameter store: every trainable tensor as a `Var` in a candle
+//! `VarMap`, under its Hugging Face name, with deterministic initialisation
+//! and byte-stable safetensors I/O.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::ModelConfig;
+
+/// Name of the scalar value head of reward models and critics.
+pub const V_HEAD: &str = "v_head.weight";
+
+pub struct Params {
+    pub varmap: VarMap,
+}
+
+#[derive(Clone, Copy)]
+enum Init {
+    Ones,
+    Zeros,
+    Normal(f64),
+}
+
+/// Names, shapes and initialisers of a model's parameters, in a fixed order.
+fn specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+    let std = 0.02;
+    let mut s = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![v, h],
+        Init::Normal(std),
+    )];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        s.push((format!("{p}.input_layernorm.weight"), vec![h], Init::Ones));
+        for (name, out) in [
+            ("q_proj", nh * hd),
+            ("k_proj", nkv * hd),
+            ("v_proj", nkv * hd),
+        ] {
+            s.push((
+                format!("{p}.self_attn.{name}.weight"),
+                vec![out, h],
+                Init::Normal(std),
+            ));
+            if cfg.qkv_bias() {
+                s.push((format!("{p}.self_attn.{name}.bias"), vec![out], Init::Zeros));
+            }
+        }
+        s.push((
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![h, nh * hd],
+            Init::Normal(std),
+        ));
+        s.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            Init::Ones,
+        ));
+        s.push((
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![i, h],
+            Init::Normal(std),
+        ));
+        s.push((
+            format!("{p}.mlp.up_proj.weight"),
+            vec![i, h],
+            Init::Normal(std),
+        ));
+        s.push((
+            format!("{p}.mlp.down_proj.weight"),
+            vec![h, i],
+            Init::Normal(std),
+        ));
+    }
+    s.push(("model.norm.weight".into(), vec![h], Init::Ones));
+    if !cfg.tie_word_embeddings {
+        s.push(("lm_head.weight".into(), vec![v, h], Init::Normal(std)));
+    }
+    s
+}
+
+fn make(
+    shape: &[usize],
+    init: Init,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    dev: &Device,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match init {
+        Init::Ones => vec![1.0; n],
+        Init::Zeros => vec![0.0; n],
+        Init::Normal(std) => {
+            let d = Normal::new(0.0, std as f32).map_err(|e| anyhow!("{e}"))?;
+            (0..n).map(|_| d.sample(rng)).collect()
+        }
+    };
+    Ok(Tensor::from_vec(data, shape, dev)?)
+}
+
+impl Params {
+    pub fn empty() -> Self {
+        Params {
+            varmap: VarMap::new(),
+        }
+    }
+
+    /// Fresh parameters for `cfg`, identical for identical seeds.
+    pub fn init(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Self> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let p = Params::empty();
+        for (name, shape, init) in specs(cfg) {
+            p.insert(&name, make(&shape, init, &mut rng, dev)?)?;
+        }
+        Ok(p)
+    }
+
+    /// Adds a freshly initialised value head (hidden → 1).
+    pub fn add_value_head(&self, cfg: &ModelConfig, seed: u64) -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f00d);
+        let std = 1.0 / ((cfg.hidden_size + 1) as f64).sqrt();
+        let dev = self.device()?;
+        self.insert(
+            V_HEAD,
+            make(&[1, cfg.hidden_size], Init::Normal(std), &mut rng, &dev)?,
+        )
+    }
+
+    pub fn insert(&self, name: &str, t: Tensor) -> Result<()> {
+        let mut data = self.varmap.data().lock().map_err(|_| anyhow!("poisoned"))?;
+        data.insert(name.to_string(), Var::from_tensor(&t)?);
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut data = self.varmap.data().lock().map_err(|_| anyhow!("poisoned"))?;
+        data.remove(name);
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let data = self.varmap.data().lock().map_err(|_| anyhow!("poisoned"))?;
+        data.get(name)
+            .map(|v| v.as_tensor().clone())
+            .ok_or_else(|| anyhow!("checkpoint has no parameter {name:?}"))
+    }
+
+    /// All variables sorted by name, so every iteration order is stable.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("parameter map poisoned");
+        let sorted: BTreeMap<_, _> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        sorted.into_iter().collect()
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    pub fn device(&self) -> Result<Device> {
+        self.vars()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .ok_or_else(|| anyhow!("no parameters"))
+    }
+
+    /// Loads every tensor of a safetensors file as a parameter, converted
+    /// to f32 (training precision).
+    pub fn load(path: &Path, dev: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, dev)
+            .with_context(|| format!("{}: cannot read safetensors", path.display()))?;
+        if tensors.is_empty() {
+            bail!("{}: no tensors", path.display());
+        }
+        let p = Params::empty();
+        for (name, t) in tensors {
+            p.insert(&name, t.to_dtype(DType::F32)?)?;
+        }
+        Ok(p)
+    }
+
+    /// Writes all parameters to a safetensors file. The format sorts
+    /// tensors, so equal parameters give identical bytes.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: std::collections::HashMap<String, Tensor> = self
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path)
+            .with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    /// Checks that every parameter `cfg` needs is present with the right shape.
+    pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
+        for (name, shape, _) in specs(cfg) {
+            let t = self.get(&name)?;
+            if t.dims() != shape.as_slice() {
+                bail!(
+                    "parameter {name:?} has shape {:?}, config says {shape:?}",
+                    t.dims()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A deep copy (new storage), e.g. a frozen reference model.
+    pub fn deep_clone(&self) -> Result<Self> {
+        let p = Params::empty();
+        for (name, v) in self.vars() {
+            p.insert(&name, v.as_tensor().copy()?)?;
+        }
+        Ok(p)
+    }
+}

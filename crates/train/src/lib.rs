@@ -1,0 +1,11 @@
+//! The training stages (SFT, reward model) as library code the thin
+//! binaries call, and the loop they share: micro-batches, gradient
+//! accumulation, the cosine schedule, metrics, atomic checkpoints with
+//! optimiser state, exact resumption and the NaN guard.
+
+pub mod encode;
+pub mod loop_;
+pub mod rm;
+pub mod sft;
+
+pub use loop_::{TrainConfig, TrainOutcome};
