@@ -309,8 +309,13 @@ impl Sandbox {
 
     /// Runs `code` on test `index` of `tests`.
     pub fn run_test(&self, code: &str, tests: &TestCases, index: usize) -> Result<TestResult> {
-        let input = &tests.inputs[index];
-        let expected = &tests.outputs[index];
+        let (Some(input), Some(expected)) = (tests.inputs.get(index), tests.outputs.get(index))
+        else {
+            bail!(
+                "test {index} does not exist: the problem has {} tests",
+                tests.len()
+            );
+        };
         let nonce = nonce();
         let (stdin, mut args) = match &tests.fn_name {
             None => (

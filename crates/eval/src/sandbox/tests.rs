@@ -301,6 +301,43 @@ fn call_based_function_and_solution_class() {
 }
 
 #[test]
+fn root_runs_programs_as_nobody_when_it_can() {
+    // /usr/bin/python3 is reachable by `nobody`; a pyenv one under /root
+    // usually is not.
+    let system = Path::new("/usr/bin/python3");
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !system.exists() {
+        return;
+    }
+    let sb = Sandbox::new(SandboxConfig {
+        python: system.to_path_buf(),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    if sb.network_isolation() == NetworkIsolation::GuardOnly {
+        return; // no working unshare here
+    }
+    assert!(sb.drops_privileges());
+    // It can use its working directory but not touch root's files.
+    let code = "import os\nopen('scratch.txt', 'w').write('x')\ntry:\n    open('/root/marlhf-sandbox-probe', 'w')\n    print('wrote')\nexcept PermissionError:\n    print(os.getuid())\n";
+    let tests = stdio_cases(&[("", "65534\n")]);
+    let r = sb.run_program(code, &tests).unwrap();
+    assert!(r.passed(), "{r:?}");
+    assert!(!Path::new("/root/marlhf-sandbox-probe").exists());
+}
+
+#[test]
+fn asking_for_a_missing_test_is_an_error() {
+    let sb = sandbox(1000);
+    let tests = stdio_cases(&[("", "")]);
+    let err = sb.run_test("pass", &tests, 3).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test 3 does not exist: the problem has 1 tests"
+    );
+}
+
+#[test]
 fn network_isolation_is_reported() {
     let sb = sandbox(1000);
     let root = unsafe { libc::geteuid() } == 0;
