@@ -1,1 +1,19 @@
-//! placeholder
+//! The Parquet contract between marlhf stages (see DESIGN.md): typed rows
+//! with checked readers and atomic, deterministic writers; the raw-data
+//! adapters and the split that prepare uses.
+
+pub mod adapters;
+pub mod atomic;
+pub mod error;
+pub mod parquet_io;
+mod raw;
+pub mod split;
+pub mod tables;
+#[doc(hidden)]
+pub mod testutil;
+
+pub use adapters::{prepare, write_prepared, PrepareOptions, PrepareReport, Prepared, Task};
+pub use error::{DataError, Result};
+pub use parquet_io::{read_table, write_table};
+pub use split::Split;
+pub use tables::*;

@@ -1,0 +1,314 @@
+//! Outputs appear complete or not at all: everything is written under a
+//! temporary name in the destination's own directory (so the final rename
+//! never crosses a filesystem), synced, then renamed into place. A stage that
+//! fails or is killed leaves at most a hidden `.name.tmp-<pid>` behind, never
+//! something a later stage or `make` could mistake for a result.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{DataError, Result};
+
+/// The hidden temporary sibling of `path` used while it is being written.
+pub fn temp_path(path: &Path) -> PathBuf {
+    sibling(path, "tmp")
+}
+
+fn sibling(path: &Path, what: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".to_string());
+    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> DataError {
+    DataError::file(path, format!("{what}: {e}"))
+}
+
+fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create directory", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn remove_any(path: &Path) {
+    if path.is_dir() {
+        let _ = fs::remove_dir_all(path);
+    } else {
+        let _ = fs::remove_file(path);
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, "cannot sync", e))
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| io_err(dir, "cannot list", e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| io_err(dir, "cannot list", e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            sync_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the renames themselves durable. Not every platform can open a
+/// directory for syncing, so this is best effort.
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(f) = fs::File::open(dir) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+/// A group of files written all-or-nothing: each is staged under a temporary
+/// name, and only [`FileSet::commit`] renames them into place. Dropping an
+/// uncommitted set (an error, a panic) removes every staged temporary.
+#[derive(Default)]
+pub struct FileSet {
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+impl FileSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `write` on the temporary path for `path`. On error the temporary
+    /// is removed at once and the error returned.
+    pub fn stage<T, E, F>(&mut self, path: &Path, write: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(&Path) -> std::result::Result<T, E>,
+        E: From<DataError>,
+    {
+        ensure_parent(path)?;
+        let tmp = temp_path(path);
+        remove_any(&tmp);
+        match write(&tmp) {
+            Ok(value) => {
+                if !tmp.exists() {
+                    return Err(DataError::file(path, "the writer produced no file").into());
+                }
+                self.staged.push((tmp, path.to_path_buf()));
+                Ok(value)
+            }
+            Err(e) => {
+                remove_any(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`FileSet::stage`] for a directory: `write` receives an empty
+    /// temporary directory to fill; an existing directory at `path` is
+    /// replaced whole on commit.
+    pub fn stage_dir<T, E, F>(&mut self, path: &Path, write: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(&Path) -> std::result::Result<T, E>,
+        E: From<DataError>,
+    {
+        self.stage(path, |tmp| {
+            fs::create_dir_all(tmp).map_err(|e| io_err(tmp, "cannot create directory", e))?;
+            write(tmp)
+        })
+    }
+
+    /// Syncs every staged file and renames them all into place.
+    pub fn commit(mut self) -> Result<()> {
+        for (tmp, _) in &self.staged {
+            if tmp.is_dir() {
+                sync_tree(tmp)?;
+            } else {
+                sync_file(tmp)?;
+            }
+        }
+        let staged = std::mem::take(&mut self.staged);
+        for (i, (tmp, path)) in staged.iter().enumerate() {
+            if let Err(e) = replace(tmp, path) {
+                // Remove what has not been renamed yet; those already in
+                // place are complete files, so they may stay.
+                for (rest, _) in &staged[i..] {
+                    remove_any(rest);
+                }
+                return Err(e);
+            }
+            sync_parent(path);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileSet {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.staged {
+            remove_any(tmp);
+        }
+    }
+}
+
+/// Moves a finished temporary into place. A directory that already exists is
+/// moved aside first and deleted only once the new one is in place.
+fn replace(tmp: &Path, path: &Path) -> Result<()> {
+    if tmp.is_dir() && path.exists() {
+        if !path.is_dir() {
+            return Err(DataError::file(path, "exists and is not a directory"));
+        }
+        let old = sibling(path, "old");
+        remove_any(&old);
+        fs::rename(path, &old).map_err(|e| io_err(path, "cannot move aside", e))?;
+        if let Err(e) = fs::rename(tmp, path) {
+            let _ = fs::rename(&old, path);
+            return Err(io_err(path, "cannot rename into place", e));
+        }
+        remove_any(&old);
+        Ok(())
+    } else {
+        fs::rename(tmp, path).map_err(|e| io_err(path, "cannot rename into place", e))
+    }
+}
+
+/// Writes one file atomically: `write` receives the temporary path to create.
+pub fn write_file<T, E, F>(path: &Path, write: F) -> std::result::Result<T, E>
+where
+    F: FnOnce(&Path) -> std::result::Result<T, E>,
+    E: From<DataError>,
+{
+    let mut set = FileSet::new();
+    let value = set.stage(path, write)?;
+    set.commit()?;
+    Ok(value)
+}
+
+/// Writes a whole directory atomically (a checkpoint): `write` receives an
+/// empty temporary directory to fill. An existing directory at `path` is
+/// replaced only once the new one is complete.
+pub fn write_dir<T, E, F>(path: &Path, write: F) -> std::result::Result<T, E>
+where
+    F: FnOnce(&Path) -> std::result::Result<T, E>,
+    E: From<DataError>,
+{
+    let mut set = FileSet::new();
+    let value = set.stage_dir(path, write)?;
+    set.commit()?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn file_appears_only_when_complete() {
+        let dir = TempDir::new("atomic-file");
+        let path = dir.path().join("sub/out.txt");
+        write_file(&path, |tmp| -> Result<()> {
+            assert!(!path.exists(), "final name must not exist while writing");
+            assert_eq!(tmp.parent(), path.parent());
+            fs::write(tmp, b"hello").map_err(|e| io_err(tmp, "write", e))
+        })
+        .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(listing(&dir.path().join("sub")), vec!["out.txt"]);
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing_and_keeps_the_old_file() {
+        let dir = TempDir::new("atomic-fail");
+        let path = dir.path().join("out.txt");
+        fs::write(&path, b"old").unwrap();
+        let r: anyhow::Result<()> = write_file(&path, |tmp| {
+            fs::write(tmp, b"partial")?;
+            anyhow::bail!("disk on fire")
+        });
+        assert_eq!(r.unwrap_err().to_string(), "disk on fire");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(listing(dir.path()), vec!["out.txt"]);
+    }
+
+    #[test]
+    fn file_set_is_all_or_nothing() {
+        let dir = TempDir::new("atomic-set");
+        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b.txt");
+        {
+            let mut set = FileSet::new();
+            set.stage(&a, |tmp| {
+                fs::write(tmp, b"a").map_err(|e| io_err(tmp, "w", e))
+            })
+            .unwrap();
+            let r = set.stage(&b, |_tmp| -> Result<()> { Err(DataError::invalid("nope")) });
+            assert!(r.is_err());
+            // dropped without commit
+        }
+        assert!(listing(dir.path()).is_empty());
+
+        let mut set = FileSet::new();
+        set.stage(&a, |tmp| {
+            fs::write(tmp, b"a").map_err(|e| io_err(tmp, "w", e))
+        })
+        .unwrap();
+        set.stage(&b, |tmp| {
+            fs::write(tmp, b"b").map_err(|e| io_err(tmp, "w", e))
+        })
+        .unwrap();
+        assert!(!a.exists() && !b.exists());
+        set.commit().unwrap();
+        assert_eq!(listing(dir.path()), vec!["a.txt", "b.txt"]);
+    }
+
+    #[test]
+    fn directory_is_replaced_whole() {
+        let dir = TempDir::new("atomic-dir");
+        let ckpt = dir.path().join("ckpt");
+        write_dir(&ckpt, |tmp| -> Result<()> {
+            fs::write(tmp.join("one"), b"1").unwrap();
+            fs::write(tmp.join("stale"), b"x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(listing(&ckpt), vec!["one", "stale"]);
+
+        write_dir(&ckpt, |tmp| -> Result<()> {
+            assert!(listing(tmp).is_empty(), "a fresh directory every time");
+            fs::write(tmp.join("two"), b"2").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(listing(&ckpt), vec!["two"]);
+        assert_eq!(listing(dir.path()), vec!["ckpt"]);
+
+        let r = write_dir(&ckpt, |tmp| -> Result<()> {
+            fs::write(tmp.join("three"), b"3").unwrap();
+            Err(DataError::invalid("interrupted"))
+        });
+        assert!(r.is_err());
+        assert_eq!(listing(&ckpt), vec!["two"]);
+        assert_eq!(listing(dir.path()), vec!["ckpt"]);
+    }
+}
