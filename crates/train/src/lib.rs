@@ -3,8 +3,10 @@
 //! accumulation, the cosine schedule, metrics, atomic checkpoints with
 //! optimiser state, exact resumption and the NaN guard.
 
+pub mod args;
 pub mod encode;
 pub mod loop_;
+pub mod ppo;
 pub mod rm;
 pub mod sft;
 

@@ -99,3 +99,101 @@ mod tests {
         assert!((y[2] - 30.0).abs() < 1e-5);
     }
 }
+
+pub struct RmOptions {
+    pub data: std::path::PathBuf,
+    /// The SFT checkpoint the reward model starts from.
+    pub init: std::path::PathBuf,
+    pub max_prompt_tokens: usize,
+    pub max_completion_tokens: usize,
+    pub val_fraction: f64,
+    pub limit: Option<usize>,
+    pub device: candle_core::Device,
+    pub train: crate::TrainConfig,
+}
+
+pub struct RmReport {
+    pub lengths: crate::encode::LengthReport,
+    pub identical_pairs: usize,
+    pub train_pairs: usize,
+    pub val_pairs: usize,
+    pub outcome: crate::TrainOutcome,
+}
+
+pub fn run(opts: &RmOptions) -> Result<RmReport> {
+    use anyhow::bail;
+    let rows = marlhf_data::read_pairs(&opts.data)?;
+    let rows = match opts.limit {
+        Some(n) => &rows[..n.min(rows.len())],
+        None => &rows[..],
+    };
+    if rows.is_empty() {
+        bail!("{}: no preference pairs to train on", opts.data.display());
+    }
+    let ck = marlhf_model::Checkpoint::load(&opts.init, &opts.device)?;
+    let mut model = ck.model;
+    if !model.params.contains(marlhf_model::params::V_HEAD) {
+        model
+            .params
+            .add_value_head(&model.config, opts.train.seed)?;
+        model.refresh_value_head()?;
+    }
+    let tok = ck.tokenizer;
+    let mut lengths = crate::encode::LengthReport::default();
+    let mut identical = 0;
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for r in rows {
+        lengths.rows += 1;
+        if r.chosen == r.rejected {
+            // No preference to learn; counted and reported, not trained on.
+            identical += 1;
+            lengths.skip("chosen == rejected");
+            continue;
+        }
+        let c = crate::encode::encode_pair(
+            &tok,
+            r.id,
+            &r.prompt,
+            &r.chosen,
+            opts.max_prompt_tokens,
+            opts.max_completion_tokens,
+            &mut lengths,
+        )?;
+        let j = crate::encode::encode_pair(
+            &tok,
+            r.id,
+            &r.prompt,
+            &r.rejected,
+            opts.max_prompt_tokens,
+            opts.max_completion_tokens,
+            &mut lengths,
+        )?;
+        let (Some(c), Some(j)) = (c, j) else { continue };
+        let pair = Pair {
+            id: r.id,
+            chosen: c.sequence(),
+            rejected: j.sequence(),
+        };
+        if pair.chosen == pair.rejected {
+            lengths.skip("identical after truncation");
+            continue;
+        }
+        if crate::sft::is_validation(r.id, opts.val_fraction, opts.train.seed) {
+            val.push(pair);
+        } else {
+            train.push(pair);
+        }
+    }
+    let obj = RewardModel {
+        eval_batch: opts.train.batch_size,
+    };
+    let tok_path = opts.init.join(marlhf_model::checkpoint::TOKENIZER);
+    let outcome = crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train)?;
+    Ok(RmReport {
+        lengths,
+        identical_pairs: identical,
+        train_pairs: train.len(),
+        val_pairs: val.len(),
+        outcome,
+    })
+}

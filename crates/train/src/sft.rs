@@ -56,3 +56,134 @@ impl Objective for Sft {
         ])
     }
 }
+
+/// Where the model to fine-tune comes from.
+pub enum Init {
+    /// A Hugging Face checkpoint directory (its own tokenizer.json).
+    Checkpoint(std::path::PathBuf),
+    /// A fresh Llama with a trained tokenizer (`marlhf-tokenizer`).
+    Scratch {
+        tokenizer: std::path::PathBuf,
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        mlp: usize,
+        max_positions: usize,
+    },
+}
+
+pub struct SftOptions {
+    pub data: std::path::PathBuf,
+    pub init: Init,
+    pub max_prompt_tokens: usize,
+    pub max_completion_tokens: usize,
+    pub val_fraction: f64,
+    pub limit: Option<usize>,
+    pub device: candle_core::Device,
+    pub train: crate::TrainConfig,
+}
+
+pub struct SftReport {
+    pub lengths: crate::encode::LengthReport,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub params: usize,
+    pub outcome: crate::TrainOutcome,
+}
+
+/// Deterministic held-out split by id hash, so it does not depend on row
+/// order or on `--limit`.
+pub fn is_validation(id: u64, fraction: f64, seed: u64) -> bool {
+    let mut x = id ^ seed.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x as f64 / u64::MAX as f64) < fraction
+}
+
+/// Loads the model to train and the tokenizer file that goes with it.
+pub fn init_model(
+    init: &Init,
+    seed: u64,
+    dev: &candle_core::Device,
+) -> Result<(Model, marlhf_model::Tokenizer, std::path::PathBuf)> {
+    use marlhf_model::{checkpoint, ModelConfig, Params, Tokenizer};
+    match init {
+        Init::Checkpoint(dir) => {
+            let ck = marlhf_model::Checkpoint::load(dir, dev)?;
+            Ok((ck.model, ck.tokenizer, dir.join(checkpoint::TOKENIZER)))
+        }
+        Init::Scratch {
+            tokenizer,
+            hidden,
+            layers,
+            heads,
+            mlp,
+            max_positions,
+        } => {
+            let tok = Tokenizer::load(tokenizer, None, None, None)?;
+            let mut cfg = ModelConfig::tiny_llama(tok.vocab_size(), *hidden, *layers, *heads, *mlp);
+            cfg.max_position_embeddings = *max_positions;
+            cfg.bos_token_id = tok.bos;
+            cfg.eos_token_id = Some(marlhf_model::config::TokenIds::One(tok.eos));
+            cfg.pad_token_id = Some(tok.pad);
+            cfg.validate()?;
+            let params = Params::init(&cfg, seed, dev)?;
+            Ok((Model::new(cfg, params)?, tok, tokenizer.clone()))
+        }
+    }
+}
+
+pub fn run(opts: &SftOptions) -> Result<SftReport> {
+    use anyhow::bail;
+    let rows = marlhf_data::read_sft(&opts.data)?;
+    let rows = match opts.limit {
+        Some(n) => &rows[..n.min(rows.len())],
+        None => &rows[..],
+    };
+    if rows.is_empty() {
+        bail!("{}: no rows to train on", opts.data.display());
+    }
+    let (model, tok, tok_path) = init_model(&opts.init, opts.train.seed, &opts.device)?;
+    let max_pos = model.config.max_position_embeddings;
+    if opts.max_prompt_tokens + opts.max_completion_tokens > max_pos {
+        bail!(
+            "--max-prompt-tokens {} + --max-completion-tokens {} exceeds the model's {max_pos} positions",
+            opts.max_prompt_tokens,
+            opts.max_completion_tokens
+        );
+    }
+    let mut lengths = crate::encode::LengthReport::default();
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for r in rows {
+        lengths.rows += 1;
+        if let Some(e) = crate::encode::encode_pair(
+            &tok,
+            r.id,
+            &r.prompt,
+            &r.completion,
+            opts.max_prompt_tokens,
+            opts.max_completion_tokens,
+            &mut lengths,
+        )? {
+            if is_validation(r.id, opts.val_fraction, opts.train.seed) {
+                val.push(e);
+            } else {
+                train.push(e);
+            }
+        }
+    }
+    let obj = Sft {
+        eval_batch: opts.train.batch_size,
+    };
+    let params = model.params.num_params();
+    let outcome = crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train)?;
+    Ok(SftReport {
+        lengths,
+        train_examples: train.len(),
+        val_examples: val.len(),
+        params,
+        outcome,
+    })
+}

@@ -1,0 +1,62 @@
+//! `marlhf-rm`: pairwise reward model on `pairs.parquet`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use marlhf_train::args::TrainArgs;
+use marlhf_train::rm::{self, RmOptions};
+
+/// Train a reward model (−log σ(r_chosen − r_rejected), score at the last
+/// real token) from the SFT checkpoint; report held-out pairwise accuracy.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// pairs.parquet from `marlhf-prepare`
+    #[arg(long)]
+    data: PathBuf,
+    /// The SFT checkpoint to start from
+    #[arg(long)]
+    init: PathBuf,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+fn main() {
+    marlhf_cli::run("rm", || {
+        let cli = Cli::parse();
+        let opts = RmOptions {
+            data: cli.data.clone(),
+            init: cli.init.clone(),
+            max_prompt_tokens: cli.train.max_prompt_tokens,
+            max_completion_tokens: cli.train.max_completion_tokens,
+            val_fraction: cli.train.val_fraction,
+            limit: cli.train.limit,
+            device: marlhf_model::device::parse(&cli.train.device)?,
+            train: cli.train.config("rm")?,
+        };
+        let r = rm::run(&opts)?;
+        let mut s = marlhf_cli::Summary::new("rm");
+        s.add("checkpoint", cli.train.out.display())
+            .add("data", &r.lengths)
+            .add("chosen == rejected (skipped)", r.identical_pairs)
+            .add(
+                "train / val pairs",
+                format!("{} / {}", r.train_pairs, r.val_pairs),
+            )
+            .add("steps", r.outcome.steps);
+        for (k, v) in r
+            .outcome
+            .last
+            .iter()
+            .filter(|(k, _)| k == "loss" || k == "accuracy")
+        {
+            s.add(&format!("final train {k}"), format!("{v:.4}"));
+        }
+        for (k, v) in &r.outcome.eval {
+            s.add(k, format!("{v:.4}"));
+        }
+        s.add("pairs/s", format!("{:.1}", r.outcome.units_per_second));
+        s.print();
+        Ok(())
+    })
+}
