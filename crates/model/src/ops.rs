@@ -52,7 +52,11 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 pub fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let dt = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
+    // Half precision accumulates in f32; f32 and f64 stay as they are.
+    let xf = match dt {
+        DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
     let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
     y.to_dtype(dt)?.broadcast_mul(w)
