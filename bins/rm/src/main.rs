@@ -24,6 +24,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("rm", || {
         let cli = Cli::parse();
+        let mut s = marlhf_cli::Summary::new("rm");
         let opts = RmOptions {
             data: cli.data.clone(),
             init: cli.init.clone(),
@@ -35,7 +36,6 @@ fn main() {
             train: cli.train.config("rm")?,
         };
         let r = rm::run(&opts)?;
-        let mut s = marlhf_cli::Summary::new("rm");
         s.add("checkpoint", cli.train.out.display())
             .add("data", &r.lengths)
             .add("chosen == rejected (skipped)", r.identical_pairs)

@@ -42,6 +42,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("sft", || {
         let cli = Cli::parse();
+        let mut s = marlhf_cli::Summary::new("sft");
         let init = match (&cli.init, &cli.tokenizer) {
             (Some(dir), None) => Init::Checkpoint(dir.clone()),
             (None, Some(tok)) => Init::Scratch {
@@ -65,7 +66,6 @@ fn main() {
             train: cli.train.config("sft")?,
         };
         let r = sft::run(&opts)?;
-        let mut s = marlhf_cli::Summary::new("sft");
         s.add("checkpoint", cli.train.out.display())
             .add("parameters", r.params)
             .add("data", &r.lengths)

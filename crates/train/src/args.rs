@@ -49,6 +49,9 @@ pub struct TrainArgs {
     /// Continue an interrupted run from the checkpoint in --out
     #[arg(long)]
     pub resume: bool,
+    /// Pause after this many steps (use with --save-every, then --resume)
+    #[arg(long)]
+    pub stop_after: Option<u64>,
     /// Fraction of rows held out for evaluation
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
@@ -90,6 +93,7 @@ impl TrainArgs {
             save_every: self.save_every,
             eval_every: self.eval_every,
             resume: self.resume,
+            stop_after: self.stop_after,
         })
     }
 }

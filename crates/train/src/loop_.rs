@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Continue from the checkpoint in `out` if it holds an unfinished run.
     pub resume: bool,
+    /// Pause after this many steps (with `save_every`, to continue later
+    /// with `resume`); the schedule still spans the whole run.
+    pub stop_after: Option<u64>,
 }
 
 /// What `trainer_state.json` records beside a checkpoint.
@@ -221,6 +224,9 @@ pub fn train<O: Objective>(
     let started = Instant::now();
     let mut units_done = 0usize;
     for step in start..total {
+        if cfg.stop_after == Some(step) {
+            break;
+        }
         let t0 = Instant::now();
         // The micro-batches of this step, located in the deterministic
         // stream of epochs so a resumed run sees exactly the same data.
@@ -293,6 +299,7 @@ pub fn train<O: Objective>(
             ("lr".to_string(), lr),
             ("grad_norm".to_string(), st.grad_norm),
             ("units".to_string(), units as f64),
+            ("seconds".to_string(), secs),
             ("units_per_second".to_string(), units as f64 / secs),
         ];
         values.extend(stats.into_iter().map(|(k, v)| (k, v / units as f64)));
@@ -327,7 +334,7 @@ pub fn train<O: Objective>(
         .cloned()
         .collect();
     Ok(TrainOutcome {
-        steps: total,
+        steps: metrics.last().map(|m| m.step).unwrap_or(0),
         resumed_from,
         last,
         eval,
