@@ -66,18 +66,26 @@ fn check_finite_differences(bias: bool) {
             .unwrap()
             .to_vec1::<f64>()
             .unwrap();
-        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         // A few coordinates of every parameter tensor.
         for &i in &[0, base.len() / 2, base.len() - 1] {
             let mut plus = base.clone();
             plus[i] += eps;
-            var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
             let lp = scalar(&loss(&m));
             let mut minus = base.clone();
             minus[i] -= eps;
-            var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
             let lm = scalar(&loss(&m));
-            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
             let numeric = (lp - lm) / (2.0 * eps);
             let err = (numeric - g[i]).abs() / (1e-6 + numeric.abs().max(g[i].abs()));
             assert!(
@@ -115,16 +123,30 @@ fn checkpoint_round_trip_is_bit_identical() {
     let (a, b) = (dir.join("a"), dir.join("b"));
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
-    let tok = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer.json");
+    let tok =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer.json");
     checkpoint::save_into(&a, &m.config, &m.params, &tok).unwrap();
     let loaded = Checkpoint::load(&a, &Device::Cpu).unwrap();
     loaded.save_into(&b).unwrap();
-    for f in [checkpoint::CONFIG, checkpoint::WEIGHTS, checkpoint::TOKENIZER] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    for f in [
+        checkpoint::CONFIG,
+        checkpoint::WEIGHTS,
+        checkpoint::TOKENIZER,
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
     }
     for (name, v) in m.params.vars() {
         let w = loaded.model.params.get(&name).unwrap();
-        let d = (v.as_tensor() - &w).unwrap().abs().unwrap().sum_all().unwrap();
+        let d = (v.as_tensor() - &w)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         assert_eq!(scalar(&d), 0.0, "{name}");
     }
     assert!(loaded.model.v_head.is_some());

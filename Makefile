@@ -1,0 +1,117 @@
+# marlhf — the MA-RLHF pipeline as file-based make targets.
+#
+#   make pipeline TASK=hh-rlhf            # everything, cached by files
+#   make sft | rm | ppo | eval            # one stage (and what it needs)
+#   make test                             # all tests (what CI runs)
+#   make bench                            # throughput benchmarks
+#
+# Every stage writes its outputs atomically, so a file that exists is
+# complete; make reruns a stage when an input is newer than its output.
+# Stage binaries are order-only prerequisites: rebuilding the code does not
+# invalidate finished results (delete a stage's output to redo it).
+
+TASK ?= hh-rlhf
+NAME ?= default
+PRESET ?= tiny
+RAW ?= ../shared/data
+DEVICE ?= cpu
+SEED ?= 1234
+CARGO ?= cargo
+# `make pipeline CUDA=1 DEVICE=cuda` on a GPU machine (needs the CUDA toolkit).
+CUDA ?=
+
+RUN := runs/$(TASK)/$(NAME)
+BIN := target/release
+
+ifeq ($(wildcard pipelines/$(TASK).mk),)
+$(error unknown TASK "$(TASK)": expected one of $(basename $(notdir $(wildcard pipelines/*.mk))))
+endif
+ifeq ($(wildcard pipelines/presets/$(PRESET).mk),)
+$(error unknown PRESET "$(PRESET)": expected one of $(basename $(notdir $(wildcard pipelines/presets/*.mk))))
+endif
+include pipelines/presets/$(PRESET).mk
+include pipelines/$(TASK).mk
+
+.DEFAULT_GOAL := help
+.PHONY: help build pipeline prepare tokenizer sft rm test bench lint fmt clean-run
+
+help:
+	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
+	@echo "make prepare|tokenizer|sft|rm|ppo|eval                         run one stage"
+	@echo "make test                                                       run all tests"
+	@echo "make bench                                                      throughput benchmarks"
+	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
+
+build:
+	@$(CARGO) build --release --bins $(if $(CUDA),--features marlhf-model/cuda)
+
+$(BIN)/marlhf-%: build ;
+
+# ---------------------------------------------------------------- prepare
+RAW_FILES := $(shell find $(RAW)/$(TASK) -type f 2>/dev/null)
+DATA_FILES := $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+
+$(DATA_FILES) &: $(RAW_FILES) | $(BIN)/marlhf-prepare
+	@echo "==> prepare ($(TASK))"
+	$(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED)
+
+prepare: $(DATA_FILES)
+
+# ---------------------------------------------------------------- tokenizer
+$(RUN)/tokenizer.json: $(DATA_FILES) | $(BIN)/marlhf-tokenizer
+	@echo "==> tokenizer"
+	$(BIN)/marlhf-tokenizer --data $(RUN)/data --out $@ --vocab-size $(VOCAB_SIZE)
+
+tokenizer: $(RUN)/tokenizer.json
+
+# ---------------------------------------------------------------- sft
+$(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(BIN)/marlhf-sft
+	@echo "==> sft"
+	$(BIN)/marlhf-sft --data $(RUN)/data/sft.parquet --tokenizer $(RUN)/tokenizer.json \
+	  --out $(RUN)/sft --hidden $(MODEL_HIDDEN) --layers $(MODEL_LAYERS) --heads $(MODEL_HEADS) \
+	  --mlp $(MODEL_MLP) --max-positions $$(( $(MAX_PROMPT_TOKENS) + $(MAX_COMPLETION_TOKENS) )) \
+	  --lr $(SFT_LR) --epochs $(SFT_EPOCHS) --batch-size $(SFT_BATCH) \
+	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
+	  --seed $(SEED) --device $(DEVICE)
+
+sft: $(RUN)/sft/model.safetensors
+
+# ---------------------------------------------------------------- rm
+$(RUN)/rm/model.safetensors: $(RUN)/data/pairs.parquet $(RUN)/sft/model.safetensors | $(BIN)/marlhf-rm
+	@echo "==> rm"
+	$(BIN)/marlhf-rm --data $(RUN)/data/pairs.parquet --init $(RUN)/sft --out $(RUN)/rm \
+	  --lr $(RM_LR) --epochs $(RM_EPOCHS) --batch-size $(RM_BATCH) \
+	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
+	  --seed $(SEED) --device $(DEVICE)
+
+rm: $(RUN)/rm/model.safetensors
+
+# ---------------------------------------------------------------- ppo, eval
+# The PPO loop and the evaluation stage live in their own fragments.
+-include mk/ppo.mk
+-include mk/eval.mk
+
+# The whole method: vanilla PPO (n = 1) and MA-PPO (n = 5) from the same
+# SFT model and reward model, then the evaluation report. PIPELINE_GOALS is
+# extended by the fragments above.
+PIPELINE_GOALS ?= $(RUN)/rm/model.safetensors
+
+pipeline: $(PIPELINE_GOALS)
+	@echo "==> pipeline $(TASK) ($(PRESET)) complete: $(RUN)/"
+
+# ---------------------------------------------------------------- dev
+test:
+	$(CARGO) test --release --workspace
+
+bench:
+	$(CARGO) run --release -p marlhf-bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-run:
+	rm -rf $(RUN)

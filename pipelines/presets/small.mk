@@ -1,0 +1,13 @@
+# PRESET=small: the benchmark configuration (hidden 256, 4 layers, 8 heads,
+# vocab 8192), longer sequences and more training, for users with an hour.
+VOCAB_SIZE ?= 8192
+MODEL_HIDDEN ?= 256
+MODEL_LAYERS ?= 4
+MODEL_HEADS ?= 8
+MODEL_MLP ?= 688
+MAX_PROMPT_TOKENS ?= 256
+MAX_COMPLETION_TOKENS ?= 96
+SFT_EPOCHS ?= 3
+SFT_BATCH ?= 16
+RM_EPOCHS ?= 2
+RM_BATCH ?= 8
