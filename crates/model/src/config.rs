@@ -196,13 +196,13 @@ impl ModelConfig {
             }
         }
         let h = self.num_attention_heads;
-        if h == 0 || self.kv_heads() == 0 || h % self.kv_heads() != 0 {
+        if h == 0 || self.kv_heads() == 0 || !h.is_multiple_of(self.kv_heads()) {
             bail!(
                 "num_attention_heads {h} must be a positive multiple of num_key_value_heads {}",
                 self.kv_heads()
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             bail!(
                 "head dimension {} must be even for rotary embeddings",
                 self.head_dim()

@@ -82,7 +82,7 @@ pub fn import_model(path: &Path, dev: &Device) -> Result<(ModelConfig, Params)> 
     let seq_len = r.i32()? as usize;
     let shared = vocab_raw > 0;
     let vocab = vocab_raw.unsigned_abs() as usize;
-    if dim == 0 || heads == 0 || kv_heads == 0 || layers == 0 || dim % heads != 0 {
+    if dim == 0 || heads == 0 || kv_heads == 0 || layers == 0 || !dim.is_multiple_of(heads) {
         bail!("{}: implausible llama2.c header", path.display());
     }
     let hs = dim / heads;
@@ -226,8 +226,8 @@ pub fn import_tokenizer(path: &Path, vocab_size: usize) -> Result<String> {
             continue;
         }
         let chars: Vec<(usize, char)> = piece.char_indices().collect();
-        for k in 1..chars.len() {
-            let (l, rgt) = piece.split_at(chars[k].0);
+        for &(at, _) in chars.iter().skip(1) {
+            let (l, rgt) = piece.split_at(at);
             if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(rgt)) {
                 if li > 2 && ri > 2 {
                     merges.push((scores[id], id, l.to_string(), rgt.to_string()));

@@ -159,6 +159,8 @@ pub fn run(opts: &RmOptions) -> Result<RmReport> {
             opts.max_completion_tokens,
             &mut lengths,
         )?;
+        // The prompt is shared: count its truncation once per pair.
+        let mut second = crate::encode::LengthReport::default();
         let j = crate::encode::encode_pair(
             &tok,
             r.id,
@@ -166,8 +168,14 @@ pub fn run(opts: &RmOptions) -> Result<RmReport> {
             &r.rejected,
             opts.max_prompt_tokens,
             opts.max_completion_tokens,
-            &mut lengths,
+            &mut second,
         )?;
+        lengths.completion_truncated += second.completion_truncated;
+        for (reason, n) in second.skipped {
+            for _ in 0..n {
+                lengths.skip(&reason);
+            }
+        }
         let (Some(c), Some(j)) = (c, j) else { continue };
         let pair = Pair {
             id: r.id,
