@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod encode;
+pub mod evaluate;
 pub mod loop_;
 pub mod ppo;
 pub mod rm;

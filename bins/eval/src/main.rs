@@ -1,0 +1,404 @@
+//! `marlhf-eval`: the evaluation stage, one subcommand per step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use marlhf_cli::Summary;
+use marlhf_eval::judge::HttpJudgeConfig;
+use marlhf_train::evaluate::generate::{generate, GenerateConfig};
+use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
+use marlhf_train::evaluate::passk::{passk, PasskConfig};
+use marlhf_train::evaluate::report::{report, ReportConfig};
+use marlhf_train::evaluate::{parse_ks, parse_named_path};
+
+/// Evaluate policies: generate and score responses, judge policies against
+/// each other, measure pass@k on code, and write the report.
+#[derive(Parser, Debug)]
+#[command(about, version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Generate(GenerateArgs),
+    Judge(JudgeArgs),
+    Passk(PasskArgs),
+    Report(ReportArgs),
+}
+
+fn named(s: &str) -> Result<(String, PathBuf), String> {
+    parse_named_path(s).map_err(|e| e.to_string())
+}
+
+fn ks(s: &str) -> Result<Vec<usize>, String> {
+    parse_ks(s).map_err(|e| e.to_string())
+}
+
+/// Answer a seeded sample of the evaluation prompts with each policy and
+/// score every response with the reward model → responses.parquet. Every
+/// policy gets the same prompts and sampling seeds.
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// A policy as NAME=CHECKPOINT_DIR (repeat for several, e.g.
+    /// sft=…/sft ppo=…/ppo-n1/iter-004/actor ma-ppo=…/ppo-n5/iter-004/actor)
+    #[arg(long = "policy", required = true, value_parser = named)]
+    policies: Vec<(String, PathBuf)>,
+    /// Evaluation prompts (prepare's eval_prompts.parquet)
+    #[arg(long, default_value = "runs/hh-rlhf/default/data/eval_prompts.parquet")]
+    prompts: PathBuf,
+    /// The reward model that scores every response (without one, e.g. for
+    /// APPS, the scores are NaN)
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
+    /// Output file (written atomically)
+    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    out: PathBuf,
+    /// Prompts to answer, drawn with --seed (all of them when the file has fewer)
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    /// Responses per prompt and policy (several for pass@k)
+    #[arg(long, default_value_t = 1)]
+    samples_per_prompt: usize,
+    /// Longest prompt in tokens (longer ones keep their end)
+    #[arg(long, default_value_t = 512)]
+    max_prompt_tokens: usize,
+    /// Longest response in tokens (a response cut here has no EOS)
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Sampling temperature, the paper's for generation (0: greedy)
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample among the K most likely tokens (0: all)
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus sampling mass (1: off)
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Sequences per generation and scoring batch (the samples depend on it)
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Seed of the prompt sample and of the sampling
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum JudgeChoice {
+    /// The local reward model: prefers the higher score, offline
+    Rm,
+    /// An OpenAI-compatible chat-completions endpoint (GPT-4 style prompts)
+    Http,
+}
+
+/// Judge policy A against each policy B on a seeded sample of the prompts
+/// they all answered, in a random order per pair → judgements.parquet.
+#[derive(Args, Debug)]
+struct JudgeArgs {
+    /// responses.parquet from `marlhf-eval generate`
+    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    responses: PathBuf,
+    /// Policy A: verdicts are from its side
+    #[arg(long, default_value = "ma-ppo")]
+    a: String,
+    /// Policy B (repeat to compare A with several)
+    #[arg(long = "b", default_value = "ppo")]
+    b: Vec<String>,
+    /// Who judges
+    #[arg(long, value_enum, default_value_t = JudgeChoice::Rm)]
+    judge: JudgeChoice,
+    /// Pairs judged per comparison (all common prompts when fewer)
+    #[arg(long, default_value_t = 50)]
+    sample: usize,
+    /// Seed of the sample and of the presentation orders
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Pipeline task, which picks the judge's template: hh-rlhf, tldr or webgpt
+    #[arg(long, default_value = "hh-rlhf")]
+    task: String,
+    /// Output file (written atomically)
+    #[arg(long, default_value = "runs/hh-rlhf/default/eval/judgements.parquet")]
+    out: PathBuf,
+    /// --judge rm: the reward model
+    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    reward_model: PathBuf,
+    /// --judge rm: longest prompt in tokens (longer ones keep their end)
+    #[arg(long, default_value_t = 512)]
+    max_prompt_tokens: usize,
+    /// --judge rm: scores at most this far apart are a tie
+    #[arg(long, default_value_t = 1e-3)]
+    tie_epsilon: f32,
+    /// --judge rm: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// --judge http: the endpoint, up to and including the API version
+    #[arg(long, default_value = "https://api.openai.com/v1")]
+    base_url: String,
+    /// --judge http: the judge model
+    #[arg(long, default_value = "gpt-4o")]
+    model: String,
+    /// --judge http: the environment variable that holds the API key
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// --judge http: seconds per request attempt
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// --judge http: retries with exponential backoff after a failed attempt
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// --judge http: longest judge answer in tokens
+    #[arg(long, default_value_t = 512)]
+    max_tokens: u32,
+}
+
+/// Run every response (an APPS program) against its problem's tests in a
+/// sandbox → passk.parquet, and print pass@k.
+#[derive(Args, Debug)]
+struct PasskArgs {
+    /// responses.parquet from `marlhf-eval generate`
+    #[arg(long, default_value = "runs/apps/default/eval/responses.parquet")]
+    responses: PathBuf,
+    /// The prompts with their tests (prepare's eval_prompts.parquet)
+    #[arg(long, default_value = "runs/apps/default/data/eval_prompts.parquet")]
+    prompts: PathBuf,
+    /// The k of pass@k, comma-separated (each needs k samples per problem)
+    #[arg(long, default_value = "1", value_parser = ks)]
+    k: ::std::vec::Vec<usize>,
+    /// Output file, one row per program (written atomically)
+    #[arg(long, default_value = "runs/apps/default/eval/passk.parquet")]
+    out: PathBuf,
+    /// The Python interpreter that runs the programs
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Seconds per test (wall clock)
+    #[arg(long, default_value_t = 4.0)]
+    timeout: f64,
+    /// Memory limit per program in MiB
+    #[arg(long, default_value_t = 1024)]
+    memory_mb: u64,
+    /// Programs run at once (0: one per CPU)
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+}
+
+/// Write report.md with its plots from whatever eval and training files are
+/// given.
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// responses.parquet: mean RM score ± s.e. per policy and score histograms
+    #[arg(long)]
+    responses: Option<PathBuf>,
+    /// judgements.parquet: win / tie / lose per comparison
+    #[arg(long)]
+    judgements: Option<PathBuf>,
+    /// passk.parquet: pass@k per policy
+    #[arg(long)]
+    passk: Option<PathBuf>,
+    /// The k of pass@k, comma-separated
+    #[arg(long, default_value = "1", value_parser = ks)]
+    k: ::std::vec::Vec<usize>,
+    /// The reward model's metrics.parquet: its held-out accuracy
+    #[arg(long)]
+    rm_metrics: Option<PathBuf>,
+    /// A PPO run's metrics as NAME=FILE (repeat): reward curves over iterations
+    #[arg(long = "ppo-metrics", value_parser = named)]
+    ppo_metrics: Vec<(String, PathBuf)>,
+    /// The metrics column drawn as the reward curve
+    #[arg(long, default_value = "score_mean")]
+    curve_metric: String,
+    /// Pipeline task, shown in the title and plots
+    #[arg(long, default_value = "hh-rlhf")]
+    task: String,
+    #[arg(long, default_value = "MA-RLHF evaluation")]
+    title: String,
+    /// The report; its PNG plots are written beside it (all atomically)
+    #[arg(long, default_value = "runs/hh-rlhf/default/eval/report.md")]
+    out: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(a) => marlhf_cli::run("eval generate", || run_generate(a)),
+        Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),
+        Command::Passk(a) => marlhf_cli::run("eval passk", || run_passk(a)),
+        Command::Report(a) => marlhf_cli::run("eval report", || run_report(a)),
+    }
+}
+
+fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let cfg = GenerateConfig {
+        policies: a.policies,
+        prompts: a.prompts,
+        reward_model: a.reward_model,
+        out: a.out,
+        n: a.n,
+        samples_per_prompt: a.samples_per_prompt,
+        seed: a.seed,
+        max_prompt_tokens: a.max_prompt_tokens,
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        batch_size: a.batch_size,
+        device: marlhf_model::device::parse(&a.device)?,
+    };
+    let mut s = Summary::new("eval generate");
+    let r = generate(&cfg)?;
+    s.add("responses", cfg.out.display())
+        .add(
+            "prompts",
+            format!("{} of {} in the file", r.prompts_used, r.prompts_in_file),
+        )
+        .add("samples per prompt", cfg.samples_per_prompt)
+        .add("truncated prompt encodings", r.truncated_prompts);
+    for p in &r.policies {
+        let score = if cfg.reward_model.is_some() {
+            format!("RM score {:.4} ± {:.4}, ", p.score.mean, p.score.se)
+        } else {
+            String::new()
+        };
+        s.add(
+            &p.policy,
+            format!(
+                "{score}{} responses, {} finished, {:.1} tokens on average, {:.0} tokens/s",
+                p.responses, p.finished, p.mean_length, p.tokens_per_second
+            ),
+        );
+    }
+    s.print();
+    Ok(())
+}
+
+fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
+    let kind = match a.judge {
+        JudgeChoice::Rm => JudgeKind::RewardModel {
+            dir: a.reward_model.clone(),
+            max_prompt_tokens: a.max_prompt_tokens,
+            tie_epsilon: a.tie_epsilon,
+            device: marlhf_model::device::parse(&a.device)?,
+        },
+        JudgeChoice::Http => JudgeKind::Http(HttpJudgeConfig {
+            base_url: a.base_url.clone(),
+            model: a.model.clone(),
+            api_key_env: a.api_key_env.clone(),
+            timeout: Duration::from_secs(a.timeout),
+            max_retries: a.retries,
+            max_tokens: a.max_tokens,
+            ..HttpJudgeConfig::default()
+        }),
+    };
+    let cfg = JudgeConfig {
+        responses: a.responses,
+        a: a.a,
+        b: a.b,
+        task: a.task,
+        sample: a.sample,
+        seed: a.seed,
+        judge: kind,
+        out: a.out,
+    };
+    let mut s = Summary::new("eval judge");
+    let r = judge(&cfg)?;
+    s.add("judgements", cfg.out.display())
+        .add("prompts answered by all", r.common_prompts);
+    for row in &r.rows {
+        let w = &row.rate;
+        s.add(
+            &format!("{} vs {}", row.policy_a, row.policy_b),
+            format!(
+                "win {} / tie {} / lose {} / unparseable {} of {} ({:.1}% wins, judge: {})",
+                w.win,
+                w.tie,
+                w.lose,
+                w.unparseable,
+                w.n,
+                100.0 * w.win_rate(),
+                row.judge
+            ),
+        );
+    }
+    s.print();
+    Ok(())
+}
+
+fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let jobs = if a.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        a.jobs
+    };
+    let cfg = PasskConfig {
+        responses: a.responses,
+        prompts: a.prompts,
+        ks: a.k,
+        out: a.out,
+        python: a.python,
+        timeout: Duration::from_secs_f64(a.timeout),
+        memory_bytes: a.memory_mb << 20,
+        jobs,
+    };
+    let mut s = Summary::new("eval passk");
+    let r = passk(&cfg)?;
+    s.add("results", cfg.out.display())
+        .add(
+            "programs passing every test",
+            format!("{} of {}", r.passed, r.programs),
+        )
+        .add(
+            "sandbox",
+            format!(
+                "network: {}, runs as nobody: {}",
+                r.network, r.drops_privileges
+            ),
+        );
+    for p in &r.pass_at_k {
+        s.add(
+            &format!("{} pass@{}", p.policy, p.k),
+            format!("{:.2}% over {} problems", 100.0 * p.pass_at_k, p.problems),
+        );
+    }
+    s.print();
+    Ok(())
+}
+
+fn run_report(a: ReportArgs) -> anyhow::Result<()> {
+    let cfg = ReportConfig {
+        responses: a.responses,
+        judgements: a.judgements,
+        passk: a.passk,
+        ks: a.k,
+        rm_metrics: a.rm_metrics,
+        ppo_metrics: a.ppo_metrics,
+        curve_metric: a.curve_metric,
+        task: a.task,
+        title: a.title,
+        out: a.out,
+        notes: Vec::new(),
+    };
+    let mut s = Summary::new("eval report");
+    let r = report(&cfg)?;
+    if let Some(rm) = &r.rm {
+        s.add(
+            "RM held-out accuracy",
+            format!("{:.2}%", 100.0 * rm.accuracy),
+        );
+    }
+    s.add("policies", r.input.policies.len())
+        .add("comparisons", r.input.pairwise.len())
+        .add("reward curves", r.input.curves.len());
+    for image in &r.images {
+        s.add("plot", image.display());
+    }
+    s.add("report", r.report.display());
+    s.print();
+    Ok(())
+}

@@ -1,0 +1,662 @@
+//! The eval stage's own Parquet tables: `responses.parquet`,
+//! `judgements.parquet` and `passk.parquet`. Like the contract's tables in
+//! `marlhf-data`, each has a typed row, a reader that names the file, row
+//! and column of anything wrong, and an atomic deterministic writer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch,
+    StringArray, UInt32Array, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, UInt32Type, UInt64Type};
+use marlhf_data::{read_rows, write_rows, DataError, Table};
+
+type Result<T> = std::result::Result<T, DataError>;
+
+/// One policy's response to one evaluation prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseRow {
+    /// Unique within the file.
+    pub id: u64,
+    /// The `id` of the prompt in `eval_prompts.parquet`.
+    pub prompt_id: u64,
+    pub policy: String,
+    /// 0 .. samples-per-prompt: several samples of one prompt (pass@k).
+    pub sample: u32,
+    pub prompt: String,
+    pub response: String,
+    /// The generated ids, EOS included when the response finished.
+    pub response_tokens: Vec<u32>,
+    /// The reward model's score of prompt + response.
+    pub score: f32,
+    /// Ended with EOS (false: cut at the token budget).
+    pub finished: bool,
+}
+
+/// One pairwise judgement, from `policy_a`'s side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgementRow {
+    pub prompt_id: u64,
+    pub policy_a: String,
+    pub policy_b: String,
+    /// `reward model`, or the HTTP judge's model name.
+    pub judge: String,
+    /// Policy A's response was presented first (as "A").
+    pub a_shown_first: bool,
+    /// `win`, `tie`, `lose` or `unparseable`.
+    pub verdict: String,
+    /// What the judge picked among the responses as presented: `A`, `B`,
+    /// `E` (equal), or null when unparseable.
+    pub choice: Option<String>,
+    /// The judge's answer, verbatim.
+    pub raw: String,
+}
+
+/// One APPS program (one response) run against its problem's tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasskRow {
+    /// The response's `id` in `responses.parquet`.
+    pub id: u64,
+    pub prompt_id: u64,
+    pub policy: String,
+    pub sample: u32,
+    /// Every test ran and passed.
+    pub passed: bool,
+    /// Fraction of the problem's tests passed (APPS "test case average").
+    pub pass_fraction: f64,
+    /// The first outcome that is not a pass (`pass` when none).
+    pub outcome: String,
+    /// How many tests the problem has.
+    pub tests: u32,
+}
+
+pub fn read_responses(path: &Path) -> Result<Vec<ResponseRow>> {
+    read_rows(path)
+}
+
+pub fn write_responses(path: &Path, rows: &[ResponseRow]) -> Result<()> {
+    write_rows(path, rows)
+}
+
+pub fn read_judgements(path: &Path) -> Result<Vec<JudgementRow>> {
+    read_rows(path)
+}
+
+pub fn write_judgements(path: &Path, rows: &[JudgementRow]) -> Result<()> {
+    write_rows(path, rows)
+}
+
+pub fn read_passk(path: &Path) -> Result<Vec<PasskRow>> {
+    read_rows(path)
+}
+
+pub fn write_passk(path: &Path, rows: &[PasskRow]) -> Result<()> {
+    write_rows(path, rows)
+}
+
+const VERDICTS: [&str; 4] = ["win", "tie", "lose", "unparseable"];
+const CHOICES: [&str; 3] = ["A", "B", "E"];
+
+impl Table for ResponseRow {
+    fn to_batch(path: &Path, rows: &[Self]) -> Result<RecordBatch> {
+        unique(path, "id", rows.iter().map(|r| r.id))?;
+        let tokens: Vec<&[u32]> = rows.iter().map(|r| r.response_tokens.as_slice()).collect();
+        build(
+            path,
+            vec![
+                ("id", DataType::UInt64, u64s(rows.iter().map(|r| r.id))),
+                (
+                    "prompt_id",
+                    DataType::UInt64,
+                    u64s(rows.iter().map(|r| r.prompt_id)),
+                ),
+                (
+                    "policy",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.policy.as_str())),
+                ),
+                (
+                    "sample",
+                    DataType::UInt32,
+                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.sample))),
+                ),
+                (
+                    "prompt",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.prompt.as_str())),
+                ),
+                (
+                    "response",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.response.as_str())),
+                ),
+                ("response_tokens", list_u32_type(), list_u32(&tokens)),
+                (
+                    "score",
+                    DataType::Float32,
+                    Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
+                ),
+                (
+                    "finished",
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| r.finished).collect::<Vec<_>>(),
+                    )),
+                ),
+            ],
+        )
+    }
+
+    fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
+        let c = Cols { path, batch };
+        let ids = c.u64("id")?;
+        unique(path, "id", ids.iter().copied())?;
+        let prompt_ids = c.u64("prompt_id")?;
+        let policies = c.string("policy")?;
+        if let Some(row) = policies.iter().position(|p| p.is_empty()) {
+            return Err(DataError::cell(path, row + 1, "policy", "empty string"));
+        }
+        // Older files without `sample` hold one sample per prompt.
+        let samples = if batch.column_by_name("sample").is_some() {
+            c.u32("sample")?
+        } else {
+            vec![0; ids.len()]
+        };
+        let prompts = c.string("prompt")?;
+        let responses = c.string("response")?;
+        let tokens = c.list_u32("response_tokens")?;
+        let scores = c.f32("score")?;
+        let finished = c.bool("finished")?;
+        Ok((0..ids.len())
+            .map(|i| ResponseRow {
+                id: ids[i],
+                prompt_id: prompt_ids[i],
+                policy: policies[i].clone(),
+                sample: samples[i],
+                prompt: prompts[i].clone(),
+                response: responses[i].clone(),
+                response_tokens: tokens[i].clone(),
+                score: scores[i],
+                finished: finished[i],
+            })
+            .collect())
+    }
+}
+
+impl Table for JudgementRow {
+    fn to_batch(path: &Path, rows: &[Self]) -> Result<RecordBatch> {
+        for (i, r) in rows.iter().enumerate() {
+            check_verdict(path, i, &r.verdict, r.choice.as_deref())?;
+        }
+        build(
+            path,
+            vec![
+                (
+                    "prompt_id",
+                    DataType::UInt64,
+                    u64s(rows.iter().map(|r| r.prompt_id)),
+                ),
+                (
+                    "policy_a",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.policy_a.as_str())),
+                ),
+                (
+                    "policy_b",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.policy_b.as_str())),
+                ),
+                (
+                    "judge",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.judge.as_str())),
+                ),
+                (
+                    "a_shown_first",
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| r.a_shown_first).collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "verdict",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.verdict.as_str())),
+                ),
+                (
+                    "choice",
+                    DataType::Utf8,
+                    Arc::new(StringArray::from_iter(
+                        rows.iter().map(|r| r.choice.as_deref()),
+                    )),
+                ),
+                (
+                    "raw",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.raw.as_str())),
+                ),
+            ],
+        )
+    }
+
+    fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
+        let c = Cols { path, batch };
+        let prompt_ids = c.u64("prompt_id")?;
+        let a = c.string("policy_a")?;
+        let b = c.string("policy_b")?;
+        let judge = c.string("judge")?;
+        let first = c.bool("a_shown_first")?;
+        let verdict = c.string("verdict")?;
+        let choice = if batch.column_by_name("choice").is_some() {
+            c.opt_string("choice")?
+        } else {
+            vec![None; prompt_ids.len()]
+        };
+        let raw = c.string("raw")?;
+        for (i, v) in verdict.iter().enumerate() {
+            check_verdict(path, i, v, choice[i].as_deref())?;
+        }
+        Ok((0..prompt_ids.len())
+            .map(|i| JudgementRow {
+                prompt_id: prompt_ids[i],
+                policy_a: a[i].clone(),
+                policy_b: b[i].clone(),
+                judge: judge[i].clone(),
+                a_shown_first: first[i],
+                verdict: verdict[i].clone(),
+                choice: choice[i].clone(),
+                raw: raw[i].clone(),
+            })
+            .collect())
+    }
+}
+
+fn check_verdict(path: &Path, row: usize, verdict: &str, choice: Option<&str>) -> Result<()> {
+    if !VERDICTS.contains(&verdict) {
+        return Err(DataError::cell(
+            path,
+            row + 1,
+            "verdict",
+            format!("{verdict:?} is not one of win, tie, lose, unparseable"),
+        ));
+    }
+    if let Some(c) = choice {
+        if !CHOICES.contains(&c) {
+            return Err(DataError::cell(
+                path,
+                row + 1,
+                "choice",
+                format!("{c:?} is not one of A, B, E"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Table for PasskRow {
+    fn to_batch(path: &Path, rows: &[Self]) -> Result<RecordBatch> {
+        unique(path, "id", rows.iter().map(|r| r.id))?;
+        build(
+            path,
+            vec![
+                ("id", DataType::UInt64, u64s(rows.iter().map(|r| r.id))),
+                (
+                    "prompt_id",
+                    DataType::UInt64,
+                    u64s(rows.iter().map(|r| r.prompt_id)),
+                ),
+                (
+                    "policy",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.policy.as_str())),
+                ),
+                (
+                    "sample",
+                    DataType::UInt32,
+                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.sample))),
+                ),
+                (
+                    "passed",
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| r.passed).collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "pass_fraction",
+                    DataType::Float64,
+                    Arc::new(Float64Array::from_iter_values(
+                        rows.iter().map(|r| r.pass_fraction),
+                    )),
+                ),
+                (
+                    "outcome",
+                    DataType::Utf8,
+                    strs(rows.iter().map(|r| r.outcome.as_str())),
+                ),
+                (
+                    "tests",
+                    DataType::UInt32,
+                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.tests))),
+                ),
+            ],
+        )
+    }
+
+    fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
+        let c = Cols { path, batch };
+        let ids = c.u64("id")?;
+        unique(path, "id", ids.iter().copied())?;
+        let prompt_ids = c.u64("prompt_id")?;
+        let policy = c.string("policy")?;
+        let sample = c.u32("sample")?;
+        let passed = c.bool("passed")?;
+        let fraction = c.f64("pass_fraction")?;
+        let outcome = c.string("outcome")?;
+        let tests = c.u32("tests")?;
+        Ok((0..ids.len())
+            .map(|i| PasskRow {
+                id: ids[i],
+                prompt_id: prompt_ids[i],
+                policy: policy[i].clone(),
+                sample: sample[i],
+                passed: passed[i],
+                pass_fraction: fraction[i],
+                outcome: outcome[i].clone(),
+                tests: tests[i],
+            })
+            .collect())
+    }
+}
+
+fn unique(path: &Path, column: &str, ids: impl Iterator<Item = u64>) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, id) in ids.enumerate() {
+        if let Some(first) = seen.insert(id, i) {
+            return Err(DataError::cell(
+                path,
+                i + 1,
+                column,
+                format!("duplicate id {id} (first at row {})", first + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn u64s(values: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(values))
+}
+
+fn strs<'s>(values: impl Iterator<Item = &'s str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+fn item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt32, false))
+}
+
+fn list_u32_type() -> DataType {
+    DataType::List(item())
+}
+
+fn list_u32(lists: &[&[u32]]) -> ArrayRef {
+    let values: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+    let offsets = OffsetBuffer::from_lengths(lists.iter().map(|l| l.len()));
+    Arc::new(ListArray::new(
+        item(),
+        offsets,
+        Arc::new(UInt32Array::from(values)),
+        None,
+    ))
+}
+
+/// A batch of non-nullable columns, except the string column `choice`.
+fn build(path: &Path, columns: Vec<(&str, DataType, ArrayRef)>) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, ty, _)| Field::new(*name, ty.clone(), *name == "choice"))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, _, a)| a).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| DataError::file(path, format!("cannot build table: {e}")))
+}
+
+/// Typed, checked access to the columns of one table.
+struct Cols<'a> {
+    path: &'a Path,
+    batch: &'a RecordBatch,
+}
+
+impl Cols<'_> {
+    fn get(&self, name: &str, want: &DataType) -> Result<ArrayRef> {
+        let col = self
+            .batch
+            .column_by_name(name)
+            .ok_or_else(|| DataError::column(self.path, name, "is missing"))?;
+        let have = col.data_type();
+        let same_kind = match (have, want) {
+            (DataType::LargeUtf8 | DataType::Utf8View, DataType::Utf8) => true,
+            (DataType::List(h) | DataType::LargeList(h), DataType::List(w)) => {
+                h.data_type() == w.data_type()
+            }
+            (h, w) => h == w,
+        };
+        if !same_kind {
+            return Err(DataError::column(
+                self.path,
+                name,
+                format!("has type {have}, expected {want}"),
+            ));
+        }
+        let col = if have == want {
+            col.clone()
+        } else {
+            cast(col, want).map_err(|e| {
+                DataError::column(self.path, name, format!("cannot be read as {want}: {e}"))
+            })?
+        };
+        Ok(col)
+    }
+
+    fn required(&self, name: &str, want: &DataType) -> Result<ArrayRef> {
+        let col = self.get(name, want)?;
+        if let Some(row) = (0..col.len()).find(|&i| col.is_null(i)) {
+            return Err(DataError::cell(
+                self.path,
+                row + 1,
+                name,
+                "null in a required column",
+            ));
+        }
+        Ok(col)
+    }
+
+    fn u64(&self, name: &str) -> Result<Vec<u64>> {
+        let col = self.required(name, &DataType::UInt64)?;
+        Ok(col.as_primitive::<UInt64Type>().values().to_vec())
+    }
+
+    fn u32(&self, name: &str) -> Result<Vec<u32>> {
+        let col = self.required(name, &DataType::UInt32)?;
+        Ok(col.as_primitive::<UInt32Type>().values().to_vec())
+    }
+
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let col = self.required(name, &DataType::Float32)?;
+        Ok(col.as_primitive::<Float32Type>().values().to_vec())
+    }
+
+    fn f64(&self, name: &str) -> Result<Vec<f64>> {
+        let col = self.required(name, &DataType::Float64)?;
+        Ok(col.as_primitive::<Float64Type>().values().to_vec())
+    }
+
+    fn bool(&self, name: &str) -> Result<Vec<bool>> {
+        let col = self.required(name, &DataType::Boolean)?;
+        Ok(col
+            .as_boolean()
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect())
+    }
+
+    fn string(&self, name: &str) -> Result<Vec<String>> {
+        let col = self.required(name, &DataType::Utf8)?;
+        Ok(col
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Vec<Option<String>>> {
+        let col = self.get(name, &DataType::Utf8)?;
+        Ok(col
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    }
+
+    fn list_u32(&self, name: &str) -> Result<Vec<Vec<u32>>> {
+        let col = self.required(name, &list_u32_type())?;
+        let list = col.as_list::<i32>();
+        let mut out = Vec::with_capacity(list.len());
+        for i in 0..list.len() {
+            let values = list.value(i);
+            if values.null_count() > 0 {
+                return Err(DataError::cell(
+                    self.path,
+                    i + 1,
+                    name,
+                    "null inside the list",
+                ));
+            }
+            out.push(values.as_primitive::<UInt32Type>().values().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marlhf_data::testutil::TempDir;
+
+    fn response(id: u64, policy: &str) -> ResponseRow {
+        ResponseRow {
+            id,
+            prompt_id: 100 + id / 2,
+            policy: policy.to_string(),
+            sample: (id % 2) as u32,
+            prompt: format!("prompt {id}"),
+            response: format!("response {id} | with a pipe"),
+            response_tokens: (0..id as u32).collect(),
+            score: id as f32 - 1.5,
+            finished: id.is_multiple_of(3),
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_byte_stable() {
+        let dir = TempDir::new("eval-tables");
+        let rows: Vec<ResponseRow> = (0..5)
+            .map(|i| response(i, if i < 3 { "sft" } else { "ppo" }))
+            .collect();
+        let a = dir.path().join("a.parquet");
+        let b = dir.path().join("b.parquet");
+        write_responses(&a, &rows).unwrap();
+        write_responses(&b, &rows).unwrap();
+        assert_eq!(read_responses(&a).unwrap(), rows);
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let mut dup = rows.clone();
+        dup[4].id = 1;
+        let err = write_responses(&a, &dup).unwrap_err().to_string();
+        assert!(
+            err.ends_with("row 5, column \"id\": duplicate id 1 (first at row 2)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn judgements_round_trip_and_reject_unknown_verdicts() {
+        let dir = TempDir::new("eval-tables");
+        let rows = vec![
+            JudgementRow {
+                prompt_id: 1,
+                policy_a: "ma-ppo".into(),
+                policy_b: "ppo".into(),
+                judge: "reward model".into(),
+                a_shown_first: true,
+                verdict: "win".into(),
+                choice: Some("A".into()),
+                raw: "A".into(),
+            },
+            JudgementRow {
+                prompt_id: 2,
+                policy_a: "ma-ppo".into(),
+                policy_b: "ppo".into(),
+                judge: "gpt-4o".into(),
+                a_shown_first: false,
+                verdict: "unparseable".into(),
+                choice: None,
+                raw: "hmm".into(),
+            },
+        ];
+        let path = dir.path().join("j.parquet");
+        write_judgements(&path, &rows).unwrap();
+        assert_eq!(read_judgements(&path).unwrap(), rows);
+        let mut bad = rows.clone();
+        bad[1].verdict = "draw".into();
+        let err = write_judgements(&path, &bad).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "row 2, column \"verdict\": \"draw\" is not one of win, tie, lose, unparseable"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn readers_name_missing_and_mistyped_columns() {
+        let dir = TempDir::new("eval-tables");
+        let path = dir.path().join("p.parquet");
+        let rows = vec![PasskRow {
+            id: 1,
+            prompt_id: 2,
+            policy: "sft".into(),
+            sample: 0,
+            passed: false,
+            pass_fraction: 0.5,
+            outcome: "fail".into(),
+            tests: 2,
+        }];
+        write_passk(&path, &rows).unwrap();
+        assert_eq!(read_passk(&path).unwrap(), rows);
+        // A passk file is not a responses file.
+        let err = read_responses(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{}: column \"prompt\" is missing", path.display())
+        );
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])),
+            vec![strs(["x"].into_iter())],
+        )
+        .unwrap();
+        marlhf_data::write_table(&path, &batch).unwrap();
+        let err = read_passk(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: column \"id\" has type Utf8, expected UInt64",
+                path.display()
+            )
+        );
+    }
+}
