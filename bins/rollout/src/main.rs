@@ -1,0 +1,128 @@
+//! `marlhf-rollout`: one PPO iteration's prompts → `rollouts.parquet`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use marlhf_cli::Summary;
+use marlhf_train::ppo::{rollout, RolloutConfig};
+
+/// Sample responses to one PPO iteration's prompts with the actor, then
+/// compute per response token the actor's and the reference model's
+/// log-probabilities and the critic's values, and the reward model's score
+/// of each response. Iteration K takes prompts [K·M, (K+1)·M) of the file
+/// (M = --rollout-batch), wrapping around.
+#[derive(Parser, Debug)]
+#[command(about, version)]
+struct Args {
+    /// Prompts to sample from (prepare's prompts.parquet)
+    #[arg(long, default_value = "runs/hh-rlhf/default/data/prompts.parquet")]
+    prompts: PathBuf,
+    /// The policy being trained (the SFT model at iteration 0)
+    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    actor: PathBuf,
+    /// The frozen reference policy of the KL penalty (the SFT model)
+    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    reference: PathBuf,
+    /// The value model (the reward model at iteration 0)
+    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    critic: PathBuf,
+    /// The reward model
+    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    reward_model: PathBuf,
+    /// Output file (written atomically)
+    #[arg(
+        long,
+        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
+    )]
+    out: PathBuf,
+    /// The PPO iteration: picks the prompts and is stored with every rollout
+    #[arg(long, default_value_t = 0)]
+    iteration: u32,
+    /// Prompts (and so rollouts) per iteration
+    #[arg(long, default_value_t = 64)]
+    rollout_batch: usize,
+    /// Sequences per generation and forward batch
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Longest prompt in tokens (longer ones keep their end)
+    #[arg(long, default_value_t = 512)]
+    max_prompt_tokens: usize,
+    /// Longest response in tokens (a response cut here has no EOS)
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0: greedy)
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample among the K most likely tokens (0: all)
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus sampling mass (1: off)
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampling (mixed with the iteration)
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    marlhf_cli::run("rollout", || {
+        let cfg = RolloutConfig {
+            prompts: args.prompts,
+            actor: args.actor,
+            reference: args.reference,
+            critic: args.critic,
+            reward_model: args.reward_model,
+            out: args.out,
+            iteration: args.iteration,
+            rollout_batch: args.rollout_batch,
+            batch_size: args.batch_size,
+            max_prompt_tokens: args.max_prompt_tokens,
+            max_new_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+            device: marlhf_model::device::parse(&args.device)?,
+        };
+        let mut summary = Summary::new(&format!("rollout, iteration {}", cfg.iteration));
+        let r = rollout(&cfg)?;
+        summary
+            .add("rollouts", r.rollouts)
+            .add(
+                "prompts",
+                format!(
+                    "{} distinct of {} in the file",
+                    r.distinct_prompts, r.prompts_in_file
+                ),
+            )
+            .add("truncated prompts", r.truncated_prompts)
+            .add("mean score", format!("{:.4}", r.mean_score))
+            .add("mean length", format!("{:.1} tokens", r.mean_length))
+            .add(
+                "finished (EOS)",
+                format!(
+                    "{} of {} ({:.1}%); the rest hit --max-new-tokens",
+                    r.finished,
+                    r.rollouts,
+                    100.0 * r.finished as f64 / r.rollouts.max(1) as f64
+                ),
+            )
+            .add(
+                "generation",
+                format!(
+                    "{} tokens in {:.1}s ({:.1} tokens/s)",
+                    r.generated_tokens,
+                    r.generate_seconds,
+                    r.tokens_per_second()
+                ),
+            )
+            .add("scoring", format!("{:.1}s", r.score_seconds))
+            .add("written to", cfg.out.display());
+        summary.print();
+        Ok(())
+    })
+}

@@ -1,0 +1,206 @@
+//! `marlhf-rollout` as a process on a tiny random model over the real
+//! stories260K vocabulary.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use marlhf_data::{read_rollouts, RolloutRow};
+use marlhf_model::lm::Scored;
+use marlhf_model::Checkpoint;
+use marlhf_train::ppo::fixture::{poison, run_stage, Exit, Run, EOS};
+
+const EXE: &str = env!("CARGO_BIN_EXE_marlhf-rollout");
+const MAX_NEW: usize = 12;
+
+fn rollout(run: &Run, out: &Path, seed: u64, overrides: &[(&str, &str)]) -> Exit {
+    let p = |x: PathBuf| x.display().to_string();
+    let mut args: Vec<(String, String)> = [
+        ("--prompts", p(run.prompts())),
+        ("--actor", p(run.sft())),
+        ("--reference", p(run.sft())),
+        ("--critic", p(run.rm())),
+        ("--reward-model", p(run.rm())),
+        ("--out", p(out.to_path_buf())),
+        ("--iteration", "1".into()),
+        ("--rollout-batch", "5".into()),
+        ("--batch-size", "2".into()),
+        ("--max-new-tokens", MAX_NEW.to_string()),
+        ("--seed", seed.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in overrides {
+        match args.iter_mut().find(|(a, _)| a == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => args.push((k.to_string(), v.to_string())),
+        }
+    }
+    let flat: Vec<String> = args.into_iter().flat_map(|(k, v)| [k, v]).collect();
+    run_stage(EXE, &flat)
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
+}
+
+/// Each row's numbers recomputed for that row alone, unbatched.
+fn check_against_single_passes(run: &Run, rows: &[RolloutRow]) {
+    let sft = Checkpoint::load(&run.sft(), &Device::Cpu).unwrap();
+    let rm = Checkpoint::load(&run.rm(), &Device::Cpu).unwrap();
+    for r in rows {
+        let seq: Vec<u32> = r
+            .prompt_tokens
+            .iter()
+            .chain(&r.response_tokens)
+            .copied()
+            .collect();
+        let one = Scored {
+            seqs: vec![seq.clone()],
+            starts: vec![r.prompt_tokens.len()],
+        };
+        let lp: Vec<f32> = sft.model.token_logprobs(&one).unwrap().0.to_vec1().unwrap();
+        let v: Vec<f32> = rm.model.token_values(&one).unwrap().0.to_vec1().unwrap();
+        let s: Vec<f32> = rm.model.scores(&[seq]).unwrap().to_vec1().unwrap();
+        for t in 0..lp.len() {
+            assert!(
+                close(lp[t], r.logprobs[t]),
+                "rollout {} token {t}: {} vs {}",
+                r.id,
+                lp[t],
+                r.logprobs[t]
+            );
+            assert!(
+                close(v[t], r.values[t]),
+                "rollout {} token {t}: value {} vs {}",
+                r.id,
+                v[t],
+                r.values[t]
+            );
+        }
+        assert!(
+            close(s[0], r.score),
+            "rollout {}: score {} vs {}",
+            r.id,
+            s[0],
+            r.score
+        );
+        assert_eq!(
+            r.response,
+            sft.tokenizer.decode(&r.response_tokens).unwrap(),
+            "rollout {}",
+            r.id
+        );
+    }
+}
+
+#[test]
+fn rollouts_are_aligned_scored_and_deterministic() {
+    let run = Run::new("rollout", 6).unwrap();
+    let out = run.root().join("ppo/iter-001/rollouts.parquet");
+    let exit = rollout(&run, &out, 7, &[]);
+    assert!(exit.success, "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("── rollout, iteration 1 ──"),
+        "{}",
+        exit.stderr
+    );
+    let rows = read_rollouts(&out).unwrap();
+
+    // Iteration 1 of 5 prompts per iteration over 6: rows 5, 0, 1, 2, 3.
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.prompt_id).collect::<Vec<_>>(),
+        [1005, 1000, 1001, 1002, 1003]
+    );
+    for r in &rows {
+        assert_eq!(r.iteration, 1);
+        assert_eq!(r.prompt_tokens[0], 1, "prompts start with BOS");
+        let n = r.response_tokens.len();
+        assert!((1..=MAX_NEW).contains(&n));
+        assert_eq!(
+            (r.logprobs.len(), r.ref_logprobs.len(), r.values.len()),
+            (n, n, n)
+        );
+        // Finished means the response ends with its only EOS; unfinished
+        // means it ran to the limit without one.
+        let eos_at = r.response_tokens.iter().position(|&t| t == EOS);
+        if r.finished {
+            assert_eq!(eos_at, Some(n - 1), "rollout {}", r.id);
+        } else {
+            assert_eq!((eos_at, n), (None, MAX_NEW), "rollout {}", r.id);
+        }
+        for x in r.logprobs.iter().chain(&r.values).chain([&r.score]) {
+            assert!(x.is_finite());
+        }
+        assert!(r.logprobs.iter().all(|&l| l <= 0.0));
+        // Actor and reference are the same checkpoint: identical numbers.
+        assert_eq!(r.logprobs, r.ref_logprobs);
+    }
+    let finished = rows.iter().filter(|r| r.finished).count();
+    assert!(
+        finished > 0 && finished < rows.len(),
+        "the EOS-tilted fixture should end some responses and cut others ({finished} of 5)"
+    );
+    check_against_single_passes(&run, &rows);
+
+    // Same seed, same bytes; another seed, other samples.
+    let again = run.root().join("again.parquet");
+    assert!(rollout(&run, &again, 7, &[]).success);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    let other = run.root().join("other.parquet");
+    assert!(rollout(&run, &other, 8, &[]).success);
+    let other = read_rollouts(&other).unwrap();
+    assert_ne!(
+        other.iter().map(|r| &r.response_tokens).collect::<Vec<_>>(),
+        rows.iter().map(|r| &r.response_tokens).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_models_and_limits_stop_with_one_line_and_no_output() {
+    let run = Run::new("rollout-bad", 3).unwrap();
+    let out = run.root().join("r.parquet");
+
+    let sft = run.sft().display().to_string();
+    let exit = rollout(&run, &out, 1, &[("--critic", &sft)]);
+    let line = exit.error_line();
+    assert!(line.contains("no value head"), "{line}");
+    assert!(!out.exists());
+
+    let missing = run.root().join("nope").display().to_string();
+    let exit = rollout(&run, &out, 1, &[("--reward-model", &missing)]);
+    let line = exit.error_line();
+    assert!(
+        line.contains("nope") && line.contains("not found"),
+        "{line}"
+    );
+    assert!(!out.exists());
+
+    let exit = rollout(&run, &out, 1, &[("--max-new-tokens", "1020")]);
+    let line = exit.error_line();
+    assert!(
+        line.contains("exceeds the model's 1024 positions"),
+        "{line}"
+    );
+
+    // A NaN weight in the actor: refused before anything is written.
+    let exit = rollout(&run, &out, 1, &[]);
+    assert!(exit.success, "{}", exit.stderr);
+    std::fs::remove_file(&out).unwrap();
+    poison(&run.sft(), "model.norm.weight").unwrap();
+    let exit = rollout(&run, &out, 1, &[]);
+    let line = exit.error_line();
+    assert!(line.contains("sft") && line.contains("NaN"), "{line}");
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(run.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
