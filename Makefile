@@ -19,8 +19,12 @@ SEED ?= 1234
 CARGO ?= cargo
 # `make pipeline CUDA=1 DEVICE=cuda` on a GPU machine (needs the CUDA toolkit).
 CUDA ?=
+# Extra flags per stage, e.g. PREPARE_ARGS="--limit 500" SFT_ARGS="--max-steps 20".
+PREPARE_ARGS ?=
+SFT_ARGS ?=
+RM_ARGS ?=
 
-RUN := runs/$(TASK)/$(NAME)
+RUN ?= runs/$(TASK)/$(NAME)
 BIN := target/release
 
 ifeq ($(wildcard pipelines/$(TASK).mk),)
@@ -53,7 +57,7 @@ DATA_FILES := $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet
 
 $(DATA_FILES) &: $(RAW_FILES) | $(BIN)/marlhf-prepare
 	@echo "==> prepare ($(TASK))"
-	$(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED)
+	$(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
 
 prepare: $(DATA_FILES)
 
@@ -72,7 +76,7 @@ $(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(
 	  --mlp $(MODEL_MLP) --max-positions $$(( $(MAX_PROMPT_TOKENS) + $(MAX_COMPLETION_TOKENS) )) \
 	  --lr $(SFT_LR) --epochs $(SFT_EPOCHS) --batch-size $(SFT_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
-	  --seed $(SEED) --device $(DEVICE)
+	  --seed $(SEED) --device $(DEVICE) $(SFT_ARGS)
 
 sft: $(RUN)/sft/model.safetensors
 
@@ -82,7 +86,7 @@ $(RUN)/rm/model.safetensors: $(RUN)/data/pairs.parquet $(RUN)/sft/model.safetens
 	$(BIN)/marlhf-rm --data $(RUN)/data/pairs.parquet --init $(RUN)/sft --out $(RUN)/rm \
 	  --lr $(RM_LR) --epochs $(RM_EPOCHS) --batch-size $(RM_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
-	  --seed $(SEED) --device $(DEVICE)
+	  --seed $(SEED) --device $(DEVICE) $(RM_ARGS)
 
 rm: $(RUN)/rm/model.safetensors
 
@@ -100,7 +104,10 @@ pipeline: $(PIPELINE_GOALS)
 	@echo "==> pipeline $(TASK) ($(PRESET)) complete: $(RUN)/"
 
 # ---------------------------------------------------------------- dev
+# The end-to-end tests run the stage binaries, so build them first (same
+# profile as the tests: one compilation of the dependency tree).
 test:
+	$(CARGO) build --release --bins
 	$(CARGO) test --release --workspace
 
 bench:

@@ -84,22 +84,6 @@ impl Objective for RewardModel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn neg_log_sigmoid_golden_values() {
-        // −log σ(0) = ln 2; −log σ(2) = ln(1+e^−2); −log σ(−30) ≈ 30 (stable).
-        let x = Tensor::new(&[0f32, 2.0, -30.0], &Device::Cpu).unwrap();
-        let y: Vec<f32> = neg_log_sigmoid(&x).unwrap().to_vec1().unwrap();
-        assert!((y[0] - std::f32::consts::LN_2).abs() < 1e-6);
-        assert!((y[1] - (1.0 + (-2f32).exp()).ln()).abs() < 1e-6);
-        assert!((y[2] - 30.0).abs() < 1e-5);
-    }
-}
-
 pub struct RmOptions {
     pub data: std::path::PathBuf,
     /// The SFT checkpoint the reward model starts from.
@@ -204,4 +188,20 @@ pub fn run(opts: &RmOptions) -> Result<RmReport> {
         val_pairs: val.len(),
         outcome,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn neg_log_sigmoid_golden_values() {
+        // −log σ(0) = ln 2; −log σ(2) = ln(1+e^−2); −log σ(−30) ≈ 30 (stable).
+        let x = Tensor::new(&[0f32, 2.0, -30.0], &Device::Cpu).unwrap();
+        let y: Vec<f32> = neg_log_sigmoid(&x).unwrap().to_vec1().unwrap();
+        assert!((y[0] - std::f32::consts::LN_2).abs() < 1e-6);
+        assert!((y[1] - (1.0 + (-2f32).exp()).ln()).abs() < 1e-6);
+        assert!((y[2] - 30.0).abs() < 1e-5);
+    }
 }

@@ -108,7 +108,16 @@ pub fn reward_curves_png(curves: &[RewardCurve], title: &str) -> Result<Vec<u8>>
             .axis_desc_style(("sans-serif", 18))
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(210, 210, 210))
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Iterations are whole numbers: label only those, so a short run
+            // does not print "0 0 0 1 1 1".
+            .x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12))
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.2}"))
             .draw()
             .map_err(plot_err)?;
