@@ -69,7 +69,7 @@ ppo_dir = $(RUN)/ppo-$(if $(filter fixed:%,$(1)),n$(patsubst fixed:%,%,$(1)),$(s
 ppo_iter = $(call ppo_dir,$(1))/iter-$(shell printf '%03d' $(2))
 ppo_actor = $(if $(filter 0,$(2)),$(PPO_SFT),$(call ppo_iter,$(1),$(2))/actor)
 ppo_critic = $(if $(filter 0,$(2)),$(PPO_RM),$(call ppo_iter,$(1),$(2))/critic)
-ppo_final_actor = $(call ppo_iter,$(1),$(ITERS))/actor
+ppo_final_actor = $(call ppo_actor,$(1),$(ITERS))
 ppo_done = $(call ppo_iter,$(1),$(shell expr $(ITERS) - 1))/advantages.parquet
 
 PPO_DIR := $(call ppo_dir,$(TERMINATION))
@@ -116,7 +116,7 @@ $(foreach t,$(sort $(TERMINATION) $(PPO_PIPELINE_TERMINATIONS)),\
   $(foreach k,$(ppo_iterations),\
     $(eval $(call ppo_iteration,$(t),$(k),$(shell expr $(k) - 1),$(shell expr $(k) + 1)))))
 
-PIPELINE_GOALS += $(foreach t,$(PPO_PIPELINE_TERMINATIONS),$(call ppo_done,$(t)))
+PIPELINE_GOALS += $(if $(ppo_iterations),$(foreach t,$(PPO_PIPELINE_TERMINATIONS),$(call ppo_done,$(t))))
 
 .PHONY: ppo ppo-metrics
 ppo: $(if $(ppo_iterations),$(call ppo_done,$(TERMINATION)))
