@@ -47,7 +47,7 @@ help:
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
 
 build:
-	@$(CARGO) build --release --bins $(if $(CUDA),--features marlhf-model/cuda)
+	@$(CARGO) build --release --workspace --bins $(if $(CUDA),--features marlhf-model/cuda)
 
 $(BIN)/marlhf-%: build ;
 
@@ -107,7 +107,7 @@ pipeline: $(PIPELINE_GOALS)
 # The end-to-end tests run the stage binaries, so build them first (same
 # profile as the tests: one compilation of the dependency tree).
 test:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 
 bench:

@@ -70,7 +70,11 @@ ppo_iter = $(call ppo_dir,$(1))/iter-$(shell printf '%03d' $(2))
 ppo_actor = $(if $(filter 0,$(2)),$(PPO_SFT),$(call ppo_iter,$(1),$(2))/actor)
 ppo_critic = $(if $(filter 0,$(2)),$(PPO_RM),$(call ppo_iter,$(1),$(2))/critic)
 ppo_final_actor = $(call ppo_actor,$(1),$(ITERS))
-ppo_done = $(call ppo_iter,$(1),$(shell expr $(ITERS) - 1))/advantages.parquet
+# The policy a run ends with: iteration ITERS − 1's update writes it (and
+# the critic) together with that iteration's advantages.parquet.
+ppo_done = $(call ppo_iter,$(1),$(ITERS))/actor/model.safetensors
+# What iteration K (≥ 1) starts from: the checkpoints iteration K − 1 wrote.
+ppo_inputs = $(call ppo_iter,$(1),$(2))/actor/model.safetensors $(call ppo_iter,$(1),$(2))/critic/model.safetensors
 
 PPO_DIR := $(call ppo_dir,$(TERMINATION))
 
@@ -79,7 +83,7 @@ PPO_DIR := $(call ppo_dir,$(TERMINATION))
 # iteration K − 1's last output. Hyper-parameters are read when the recipe
 # runs ($$), so command-line overrides always apply.
 define ppo_iteration
-$(call ppo_iter,$(1),$(2))/rollouts.parquet: $(if $(filter 0,$(2)),$(PPO_SFT_DONE) $(PPO_RM_DONE),$(call ppo_iter,$(1),$(3))/advantages.parquet) $(PPO_PROMPTS) | $(BIN)/marlhf-rollout
+$(call ppo_iter,$(1),$(2))/rollouts.parquet: $(if $(filter 0,$(2)),$(PPO_SFT_DONE) $(PPO_RM_DONE),$(call ppo_inputs,$(1),$(2))) $(PPO_PROMPTS) | $(BIN)/marlhf-rollout
 	@echo "==> ppo $(1): iteration $(2) rollout"
 	$(BIN)/marlhf-rollout --prompts $(PPO_PROMPTS) \
 	  --actor $(call ppo_actor,$(1),$(2)) --reference $(PPO_SFT) \
@@ -94,13 +98,15 @@ $(call ppo_iter,$(1),$(2))/segments.parquet: $(call ppo_iter,$(1),$(2))/rollouts
 	$(BIN)/marlhf-segment --rollouts $$< --out $$@ --termination $(1) \
 	  --seed $$(PPO_SEED) --tokenizer $(call ppo_actor,$(1),$(2)) $$(PPO_SEGMENT_ARGS)
 
-$(call ppo_iter,$(1),$(2))/advantages.parquet: $(call ppo_iter,$(1),$(2))/rollouts.parquet $(call ppo_iter,$(1),$(2))/segments.parquet | $(BIN)/marlhf-update
+# One update writes three things, a grouped target: deleting the next
+# iteration's directory (its actor and critic) reruns this update.
+$(call ppo_iter,$(1),$(2))/advantages.parquet $(call ppo_inputs,$(1),$(4)) &: $(call ppo_iter,$(1),$(2))/rollouts.parquet $(call ppo_iter,$(1),$(2))/segments.parquet | $(BIN)/marlhf-update
 	@echo "==> ppo $(1): iteration $(2) update"
 	$(BIN)/marlhf-update --rollouts $(call ppo_iter,$(1),$(2))/rollouts.parquet \
 	  --segments $(call ppo_iter,$(1),$(2))/segments.parquet \
 	  --actor $(call ppo_actor,$(1),$(2)) --critic $(call ppo_critic,$(1),$(2)) \
 	  --out-actor $(call ppo_iter,$(1),$(4))/actor --out-critic $(call ppo_iter,$(1),$(4))/critic \
-	  --advantages $$@ --metrics $(call ppo_dir,$(1))/metrics.parquet \
+	  --advantages $(call ppo_iter,$(1),$(2))/advantages.parquet --metrics $(call ppo_dir,$(1))/metrics.parquet \
 	  --value-function $$(PPO_VALUE_FUNCTION) --kl-coef $$(PPO_KL) --clip-reward $$(PPO_CLIP_REWARD) \
 	  --gamma $$(PPO_GAMMA) --lambda $$(PPO_LAMBDA) --clip $$(PPO_CLIP) --value-clip $$(PPO_VALUE_CLIP) \
 	  --ppo-epochs $$(PPO_EPOCHS) --mini-batch $$(PPO_MINI_BATCH) \

@@ -12,26 +12,17 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The directory holding this test's `marlhf-update`, with the other stage
-/// binaries built into it by the same command `make test` runs first (so it
-/// is a no-op there, and the features match what the tests were built with).
+/// The directory holding this test's `marlhf-update` and the other stage
+/// binaries, which `make test` builds (same profile) before the tests run.
 fn bin_dir() -> PathBuf {
     let exe = Path::new(env!("CARGO_BIN_EXE_marlhf-update"));
     let dir = exe.parent().unwrap().to_path_buf();
-    let profile = match dir.file_name().unwrap().to_str().unwrap() {
-        "debug" => "dev".to_string(),
-        other => other.to_string(),
-    };
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--profile", &profile, "--bins"])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for b in ["marlhf-rollout", "marlhf-segment", "marlhf-update"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} not built: run `cargo build --release --workspace --bins` first (make test does)"
+        );
+    }
     dir
 }
 

@@ -1,0 +1,242 @@
+//! `make pipeline` end to end on the real HH-RLHF data at the smallest
+//! settings: every stage runs as a process through the Makefile, and the
+//! content of every output is checked. Then the make caching contract:
+//! a rerun does nothing, touching an input reruns exactly its dependants,
+//! and deleting a PPO iteration continues from there.
+//!
+//! Needs the release binaries (`make test` builds them first).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use marlhf_data::{
+    read_advantages, read_metrics, read_pairs, read_prompts, read_rollouts, read_segments,
+    read_sft, read_table,
+};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The smallest settings that still run every stage for real.
+fn settings(run: &Path) -> Vec<String> {
+    [
+        "TASK=hh-rlhf",
+        "PRESET=tiny",
+        "CARGO=true",
+        "PREPARE_ARGS=--limit 300",
+        "VOCAB_SIZE=512",
+        "MODEL_HIDDEN=32",
+        "MODEL_LAYERS=1",
+        "MODEL_HEADS=2",
+        "MODEL_MLP=64",
+        "MAX_PROMPT_TOKENS=48",
+        "MAX_COMPLETION_TOKENS=12",
+        "SFT_ARGS=--max-steps 6",
+        "RM_ARGS=--max-steps 4",
+        "ITERS=2",
+        "PPO_ROLLOUT_BATCH=6",
+        "PPO_BATCH=3",
+        "PPO_MINI_BATCH=3",
+        "EVAL_N=6",
+        "EVAL_BATCH=3",
+        "EVAL_JUDGE_SAMPLE=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("RUN={}", run.display())])
+    .collect()
+}
+
+fn make(run: &Path, extra: &[&str]) -> String {
+    let out = Command::new("make")
+        .current_dir(root())
+        .args(settings(run))
+        .args(extra)
+        .output()
+        .expect("make runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "make {extra:?} failed:\n{text}");
+    text
+}
+
+fn stages_run(make_output: &str) -> Vec<String> {
+    make_output
+        .lines()
+        .filter(|l| {
+            l.starts_with("==> ")
+                && !l.starts_with("==> pipeline")
+                && !l.contains("iteration(s) in")
+        })
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn touch(p: &Path) {
+    let f = std::fs::File::options().append(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+fn finite(v: &[f32]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+#[test]
+fn pipeline_end_to_end_with_make_caching() {
+    let bin = root().join("target/release/marlhf-prepare");
+    assert!(
+        bin.exists(),
+        "build the binaries first: cargo build --release --bins"
+    );
+    let run = std::env::temp_dir().join(format!("marlhf-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+
+    let first = make(&run, &["pipeline"]);
+
+    // prepare: the 20/40/40 split of the first 300 real rows plus eval.
+    let sft = read_sft(&run.join("data/sft.parquet")).unwrap();
+    let pairs = read_pairs(&run.join("data/pairs.parquet")).unwrap();
+    let prompts = read_prompts(&run.join("data/prompts.parquet")).unwrap();
+    let eval_prompts = read_prompts(&run.join("data/eval_prompts.parquet")).unwrap();
+    let total = sft.len() + pairs.len() + prompts.len() + eval_prompts.len();
+    assert!((280..=300).contains(&total), "{total} rows");
+    assert!(sft
+        .iter()
+        .all(|r| r.prompt.ends_with("\n\nAssistant:") && !r.completion.is_empty()));
+    let ratio = pairs.len() as f64 / sft.len() as f64;
+    assert!((1.6..2.4).contains(&ratio), "pairs/sft ratio {ratio}");
+
+    // tokenizer
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("tokenizer.json")).unwrap())
+            .unwrap();
+    assert_eq!(tok["model"]["vocab"].as_object().unwrap().len(), 512);
+
+    // sft and rm metrics
+    let m = read_metrics(&run.join("sft/metrics.parquet")).unwrap();
+    assert_eq!(m.len(), 6);
+    assert!(m.iter().all(|r| r.get("loss").unwrap().is_finite()));
+    assert!(m.last().unwrap().get("val_loss").unwrap().is_finite());
+    let m = read_metrics(&run.join("rm/metrics.parquet")).unwrap();
+    assert_eq!(m.len(), 4);
+    let acc = m.last().unwrap().get("val_accuracy").unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    // PPO: both conditions, two iterations each.
+    for (dir, n) in [("ppo-n1", 1u32), ("ppo-n5", 5)] {
+        let metrics = read_metrics(&run.join(dir).join("metrics.parquet")).unwrap();
+        assert_eq!(metrics.len(), 2, "{dir}: one metrics row per iteration");
+        for k in 0..2 {
+            let it = run.join(dir).join(format!("iter-{k:03}"));
+            let rollouts = read_rollouts(&it.join("rollouts.parquet")).unwrap();
+            assert_eq!(rollouts.len(), 6);
+            for r in &rollouts {
+                assert_eq!(r.iteration, k);
+                assert!(r.response_tokens.len() <= 12);
+                assert!(finite(&r.logprobs) && finite(&r.ref_logprobs) && finite(&r.values));
+                assert!(r.score.is_finite());
+                assert!(r.logprobs.iter().all(|&l| l <= 0.0));
+            }
+            let segments = read_segments(&it.join("segments.parquet")).unwrap();
+            assert_eq!(segments.len(), rollouts.len());
+            for (s, r) in segments.iter().zip(&rollouts) {
+                let len = r.response_tokens.len() as u32;
+                let expected: Vec<u32> = if len == 0 {
+                    vec![]
+                } else {
+                    // fixed n-grams, the last token a macro action of its own
+                    let mut v: Vec<u32> = (0..len - 1).step_by(n as usize).collect();
+                    if len >= 2 || v.is_empty() {
+                        v.push(len - 1);
+                    }
+                    v.dedup();
+                    v
+                };
+                assert_eq!(s.starts, expected, "{dir} iter {k} rollout {}", s.id);
+            }
+            let adv = read_advantages(&it.join("advantages.parquet")).unwrap();
+            assert_eq!(adv.len(), rollouts.len());
+            for (a, s) in adv.iter().zip(&segments) {
+                assert_eq!(a.macro_advantages.len(), s.starts.len());
+                assert!(finite(&a.advantages) && finite(&a.returns) && finite(&a.rewards));
+            }
+        }
+        assert!(run
+            .join(dir)
+            .join("iter-002/actor/model.safetensors")
+            .exists());
+    }
+
+    // eval
+    let responses = read_table(&run.join("eval/responses.parquet")).unwrap();
+    assert_eq!(responses.num_rows(), 3 * 6);
+    let judgements = read_table(&run.join("eval/judgements.parquet")).unwrap();
+    assert_eq!(
+        judgements.num_rows(),
+        2 * 4,
+        "ma-ppo vs ppo and vs sft on 4 prompts"
+    );
+    let report = std::fs::read_to_string(run.join("eval/report.md")).unwrap();
+    for needle in ["sft", "ppo", "ma-ppo", "accuracy", "win"] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+    assert!(first.contains("==> pipeline"));
+
+    // Rerunning does nothing.
+    let again = make(&run, &["pipeline"]);
+    assert!(stages_run(&again).is_empty(), "rerun ran stages:\n{again}");
+
+    // Touching the SFT checkpoint (the reward model's input) reruns rm and
+    // everything after it, but not prepare, the tokenizer or sft.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    touch(&run.join("sft/model.safetensors"));
+    let plan = make(&run, &["-n", "pipeline"]);
+    assert!(plan.contains("marlhf-rm "), "{plan}");
+    assert!(
+        plan.contains("marlhf-rollout ") && plan.contains("marlhf-eval "),
+        "{plan}"
+    );
+    for stage in ["marlhf-prepare ", "marlhf-tokenizer ", "marlhf-sft "] {
+        assert!(!plan.contains(stage), "{stage} would rerun:\n{plan}");
+    }
+    let rerun = make(&run, &["pipeline"]);
+    assert!(rerun.contains("==> rm"), "{rerun}");
+    assert!(stages_run(&make(&run, &["pipeline"])).is_empty());
+
+    // Deleting the last MA-PPO iteration continues from there: iteration 1's
+    // update writes the final policy again, and only evaluation follows.
+    let before = read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap();
+    std::fs::remove_dir_all(run.join("ppo-n5/iter-002")).unwrap();
+    let resumed = make(&run, &["pipeline"]);
+    let ran = stages_run(&resumed);
+    assert_eq!(
+        ran,
+        vec![
+            "==> ppo fixed:5: iteration 1 update".to_string(),
+            "==> eval: generate".to_string(),
+            "==> eval: judge (rm)".to_string(),
+            "==> eval: report".to_string(),
+        ],
+        "{resumed}"
+    );
+    assert!(run.join("ppo-n5/iter-002/actor/model.safetensors").exists());
+    // The redone update is the same computation: same advantages.
+    assert_eq!(
+        read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap(),
+        before
+    );
+    assert_eq!(
+        read_metrics(&run.join("ppo-n5/metrics.parquet"))
+            .unwrap()
+            .len(),
+        2
+    );
+    std::fs::remove_dir_all(&run).ok();
+}
