@@ -102,6 +102,8 @@ PIPELINE_GOALS ?= $(RUN)/rm/model.safetensors
 
 pipeline: $(PIPELINE_GOALS)
 	@echo "==> pipeline $(TASK) ($(PRESET)) complete: $(RUN)/"
+	@if [ -f $(RUN)/eval/report.md ]; then grep '^|' $(RUN)/eval/report.md; \
+	  echo "report: $(RUN)/eval/report.md (plots beside it)"; fi
 
 # ---------------------------------------------------------------- dev
 # The end-to-end tests run the stage binaries, so build them first (same

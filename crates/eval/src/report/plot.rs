@@ -118,7 +118,8 @@ pub fn reward_curves_png(curves: &[RewardCurve], title: &str) -> Result<Vec<u8>>
                     String::new()
                 }
             })
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            // Avoid "-0.00" at the zero line.
+            .y_label_formatter(&|y| format!("{:.2}", if y.abs() < 5e-3 { 0.0 } else { *y }))
             .draw()
             .map_err(plot_err)?;
         for (i, (curve, points)) in curves.iter().zip(&finite).enumerate() {
@@ -211,7 +212,8 @@ pub fn score_histograms_png(policies: &[PolicyScores], title: &str) -> Result<Ve
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(210, 210, 210))
             .x_label_formatter(&|x| format!("{x:.2}"))
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            // Avoid "-0.00" at the zero line.
+            .y_label_formatter(&|y| format!("{:.2}", if y.abs() < 5e-3 { 0.0 } else { *y }))
             .draw()
             .map_err(plot_err)?;
         for (i, (policy, share)) in policies.iter().zip(&shares).enumerate() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use marlhf_data::testutil::TempDir;
-use marlhf_data::{write_prompts, MetricsRow, PromptRow};
+use marlhf_data::MetricsRow;
 use marlhf_model::checkpoint::save_into;
 use marlhf_model::{llama2c, ModelConfig, Params};
 
@@ -54,28 +54,9 @@ fn write(dir: &Path, cfg: &ModelConfig, params: &Params) -> Result<()> {
     Ok(())
 }
 
-const PROMPTS: [&str; 6] = [
-    "Once upon a time, there was a little dog.",
-    "Tom and Lily went to the park.",
-    "The sun was hot and the birds were singing.",
-    "Sue had a red ball. She liked to",
-    "One day, a big cat saw a fish in the water.",
-    "Mom said: \"Let us bake a cake!\"",
-];
-
 /// `n` prompts with ids 500, 501, …
 pub fn write_prompt_file(path: &Path, n: usize) -> Result<()> {
-    let rows: Vec<PromptRow> = (0..n)
-        .map(|i| PromptRow {
-            id: 500 + i as u64,
-            prompt: PROMPTS[i % PROMPTS.len()].to_string(),
-            reference: None,
-            subreddit: None,
-            tests: None,
-        })
-        .collect();
-    write_prompts(path, &rows)?;
-    Ok(())
+    crate::ppo::fixture::write_prompt_file_from(path, n, 500)
 }
 
 /// A run directory with what the eval stage reads: `sft/` (stories260K),

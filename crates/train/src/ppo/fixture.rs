@@ -78,9 +78,14 @@ const PROMPTS: [&str; 6] = [
 ];
 
 pub fn write_prompt_file(path: &Path, n: usize) -> Result<()> {
+    write_prompt_file_from(path, n, 1000)
+}
+
+/// `n` short story prompts with ids `first_id`, `first_id + 1`, …
+pub fn write_prompt_file_from(path: &Path, n: usize, first_id: u64) -> Result<()> {
     let rows: Vec<PromptRow> = (0..n)
         .map(|i| PromptRow {
-            id: 1000 + i as u64,
+            id: first_id + i as u64,
             prompt: PROMPTS[i % PROMPTS.len()].to_string(),
             reference: None,
             subreddit: None,
