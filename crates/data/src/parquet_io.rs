@@ -81,11 +81,11 @@ pub fn stage_table(set: &mut FileSet, path: &Path, batch: &RecordBatch) -> Resul
     set.stage(path, |tmp| write_bytes(tmp, path, &bytes))
 }
 
-pub(crate) fn required(name: &str, data_type: DataType) -> Field {
+pub fn required(name: &str, data_type: DataType) -> Field {
     Field::new(name, data_type, false)
 }
 
-pub(crate) fn optional(name: &str, data_type: DataType) -> Field {
+pub fn optional(name: &str, data_type: DataType) -> Field {
     Field::new(name, data_type, true)
 }
 
@@ -94,11 +94,11 @@ fn item_field(data_type: DataType) -> FieldRef {
 }
 
 /// `List<item>` with non-nullable items: the contract's list columns.
-pub(crate) fn list_of(data_type: DataType) -> DataType {
+pub fn list_of(data_type: DataType) -> DataType {
     DataType::List(item_field(data_type))
 }
 
-pub(crate) fn list_array<T: ArrowPrimitiveType>(lists: &[&[T::Native]]) -> ArrayRef
+pub fn list_array<T: ArrowPrimitiveType>(lists: &[&[T::Native]]) -> ArrayRef
 where
     PrimitiveArray<T>: From<Vec<T::Native>>,
 {
@@ -113,45 +113,43 @@ where
     ))
 }
 
-pub(crate) fn u64_array(values: Vec<u64>) -> ArrayRef {
-    Arc::new(UInt64Array::from(values))
+pub fn u64_array(values: impl IntoIterator<Item = u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(values))
 }
 
-pub(crate) fn u32_array(values: Vec<u32>) -> ArrayRef {
-    Arc::new(UInt32Array::from(values))
+pub fn u32_array(values: impl IntoIterator<Item = u32>) -> ArrayRef {
+    Arc::new(UInt32Array::from_iter_values(values))
 }
 
-pub(crate) fn f32_array(values: Vec<f32>) -> ArrayRef {
-    Arc::new(Float32Array::from(values))
+pub fn f32_array(values: impl IntoIterator<Item = f32>) -> ArrayRef {
+    Arc::new(Float32Array::from_iter_values(values))
 }
 
-pub(crate) fn f64_array(values: Vec<Option<f64>>) -> ArrayRef {
+pub fn f64_array(values: Vec<Option<f64>>) -> ArrayRef {
     Arc::new(Float64Array::from(values))
 }
 
-pub(crate) fn bool_array(values: Vec<bool>) -> ArrayRef {
-    Arc::new(BooleanArray::from(values))
+pub fn bool_array(values: impl IntoIterator<Item = bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from(
+        values.into_iter().collect::<Vec<bool>>(),
+    ))
 }
 
-pub(crate) fn str_array<'s>(values: impl IntoIterator<Item = &'s str>) -> ArrayRef {
+pub fn str_array<'s>(values: impl IntoIterator<Item = &'s str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-pub(crate) fn opt_str_array<'s>(values: impl IntoIterator<Item = Option<&'s str>>) -> ArrayRef {
+pub fn opt_str_array<'s>(values: impl IntoIterator<Item = Option<&'s str>>) -> ArrayRef {
     Arc::new(StringArray::from_iter(values))
 }
 
-pub(crate) fn batch(
-    path: &Path,
-    fields: Vec<Field>,
-    columns: Vec<ArrayRef>,
-) -> Result<RecordBatch> {
+pub fn batch(path: &Path, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| DataError::file(path, format!("cannot build table: {e}")))
 }
 
 /// A short human name for a type: `List<UInt32>` rather than arrow's Debug.
-pub(crate) fn type_name(data_type: &DataType) -> String {
+pub fn type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
             format!("List<{}>", type_name(f.data_type()))
@@ -175,7 +173,7 @@ fn same_logical_type(have: &DataType, want: &DataType) -> bool {
 }
 
 /// Typed access to the columns of one table, for the readers.
-pub(crate) struct Columns<'a> {
+pub struct Columns<'a> {
     path: &'a Path,
     batch: &'a RecordBatch,
 }
@@ -187,6 +185,10 @@ impl<'a> Columns<'a> {
 
     pub fn len(&self) -> usize {
         self.batch.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -252,6 +254,10 @@ impl<'a> Columns<'a> {
 
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
         self.primitive::<Float32Type>(name)
+    }
+
+    pub fn f64(&self, name: &str) -> Result<Vec<f64>> {
+        self.primitive::<Float64Type>(name)
     }
 
     pub fn bool(&self, name: &str) -> Result<Vec<bool>> {
@@ -350,7 +356,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-pub(crate) fn check_unique_ids(path: &Path, name: &str, ids: &[u64]) -> Result<()> {
+pub fn check_unique_ids(path: &Path, name: &str, ids: &[u64]) -> Result<()> {
     let mut seen: HashMap<u64, usize> = HashMap::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         if let Some(first) = seen.insert(*id, i) {

@@ -70,7 +70,7 @@ impl Table for AdvantageRow {
                 required("rewards", list_of(DataType::Float32)),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
                 lists(|r| &r.macro_advantages),
                 lists(|r| &r.macro_returns),
                 lists(|r| &r.advantages),

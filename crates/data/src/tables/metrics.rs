@@ -64,8 +64,8 @@ impl Table for MetricsRow {
             required("iteration", DataType::UInt32),
         ];
         let mut arrays = vec![
-            u64_array(rows.iter().map(|r| r.step).collect()),
-            u32_array(rows.iter().map(|r| r.iteration).collect()),
+            u64_array(rows.iter().map(|r| r.step)),
+            u32_array(rows.iter().map(|r| r.iteration)),
         ];
         for key in &keys {
             fields.push(optional(key, DataType::Float64));

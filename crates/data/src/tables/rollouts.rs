@@ -87,17 +87,17 @@ impl Table for RolloutRow {
                 required("finished", DataType::Boolean),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
-                u64_array(rows.iter().map(|r| r.prompt_id).collect()),
-                u32_array(rows.iter().map(|r| r.iteration).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
+                u64_array(rows.iter().map(|r| r.prompt_id)),
+                u32_array(rows.iter().map(|r| r.iteration)),
                 lists_u32(|r| &r.prompt_tokens),
                 lists_u32(|r| &r.response_tokens),
                 str_array(rows.iter().map(|r| r.response.as_str())),
                 lists_f32(|r| &r.logprobs),
                 lists_f32(|r| &r.ref_logprobs),
                 lists_f32(|r| &r.values),
-                f32_array(rows.iter().map(|r| r.score).collect()),
-                bool_array(rows.iter().map(|r| r.finished).collect()),
+                f32_array(rows.iter().map(|r| r.score)),
+                bool_array(rows.iter().map(|r| r.finished)),
             ],
         )
     }

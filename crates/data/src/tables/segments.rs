@@ -53,7 +53,7 @@ impl Table for SegmentRow {
                 required("starts", list_of(DataType::UInt32)),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
                 str_array(rows.iter().map(|r| r.termination.as_str())),
                 list_array::<UInt32Type>(
                     &rows.iter().map(|r| r.starts.as_slice()).collect::<Vec<_>>(),

@@ -67,7 +67,7 @@ impl Table for SftRow {
                 required("completion", DataType::Utf8),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
                 str_array(rows.iter().map(|r| r.prompt.as_str())),
                 str_array(rows.iter().map(|r| r.completion.as_str())),
             ],
@@ -107,7 +107,7 @@ impl Table for PairRow {
                 required("rejected", DataType::Utf8),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
                 str_array(rows.iter().map(|r| r.prompt.as_str())),
                 str_array(rows.iter().map(|r| r.chosen.as_str())),
                 str_array(rows.iter().map(|r| r.rejected.as_str())),
@@ -149,7 +149,7 @@ impl Table for PromptRow {
                 optional("tests", DataType::Utf8),
             ],
             vec![
-                u64_array(rows.iter().map(|r| r.id).collect()),
+                u64_array(rows.iter().map(|r| r.id)),
                 str_array(rows.iter().map(|r| r.prompt.as_str())),
                 opt_str_array(rows.iter().map(|r| r.reference.as_deref())),
                 opt_str_array(rows.iter().map(|r| r.subreddit.as_deref())),

@@ -6,13 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch,
-    StringArray, UInt32Array, UInt64Array,
+use arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, UInt32Type};
+use marlhf_data::parquet_io::{
+    batch, bool_array, check_unique_ids, f32_array, list_array, list_of, opt_str_array, str_array,
+    u32_array, u64_array, Columns,
 };
-use arrow::buffer::OffsetBuffer;
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, UInt32Type, UInt64Type};
 use marlhf_data::{read_rows, write_rows, DataError, Table};
 
 type Result<T> = std::result::Result<T, DataError>;
@@ -108,51 +107,53 @@ impl Table for ResponseRow {
         build(
             path,
             vec![
-                ("id", DataType::UInt64, u64s(rows.iter().map(|r| r.id))),
+                ("id", DataType::UInt64, u64_array(rows.iter().map(|r| r.id))),
                 (
                     "prompt_id",
                     DataType::UInt64,
-                    u64s(rows.iter().map(|r| r.prompt_id)),
+                    u64_array(rows.iter().map(|r| r.prompt_id)),
                 ),
                 (
                     "policy",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.policy.as_str())),
+                    str_array(rows.iter().map(|r| r.policy.as_str())),
                 ),
                 (
                     "sample",
                     DataType::UInt32,
-                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.sample))),
+                    u32_array(rows.iter().map(|r| r.sample)),
                 ),
                 (
                     "prompt",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.prompt.as_str())),
+                    str_array(rows.iter().map(|r| r.prompt.as_str())),
                 ),
                 (
                     "response",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.response.as_str())),
+                    str_array(rows.iter().map(|r| r.response.as_str())),
                 ),
-                ("response_tokens", list_u32_type(), list_u32(&tokens)),
+                (
+                    "response_tokens",
+                    list_of(DataType::UInt32),
+                    list_array::<UInt32Type>(&tokens),
+                ),
                 (
                     "score",
                     DataType::Float32,
-                    Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
+                    f32_array(rows.iter().map(|r| r.score)),
                 ),
                 (
                     "finished",
                     DataType::Boolean,
-                    Arc::new(BooleanArray::from(
-                        rows.iter().map(|r| r.finished).collect::<Vec<_>>(),
-                    )),
+                    bool_array(rows.iter().map(|r| r.finished)),
                 ),
             ],
         )
     }
 
     fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
-        let c = Cols { path, batch };
+        let c = Columns::new(path, batch);
         let ids = c.u64("id")?;
         unique(path, "id", ids.iter().copied())?;
         let prompt_ids = c.u64("prompt_id")?;
@@ -198,53 +199,49 @@ impl Table for JudgementRow {
                 (
                     "prompt_id",
                     DataType::UInt64,
-                    u64s(rows.iter().map(|r| r.prompt_id)),
+                    u64_array(rows.iter().map(|r| r.prompt_id)),
                 ),
                 (
                     "policy_a",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.policy_a.as_str())),
+                    str_array(rows.iter().map(|r| r.policy_a.as_str())),
                 ),
                 (
                     "policy_b",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.policy_b.as_str())),
+                    str_array(rows.iter().map(|r| r.policy_b.as_str())),
                 ),
                 (
                     "judge",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.judge.as_str())),
+                    str_array(rows.iter().map(|r| r.judge.as_str())),
                 ),
                 (
                     "a_shown_first",
                     DataType::Boolean,
-                    Arc::new(BooleanArray::from(
-                        rows.iter().map(|r| r.a_shown_first).collect::<Vec<_>>(),
-                    )),
+                    bool_array(rows.iter().map(|r| r.a_shown_first)),
                 ),
                 (
                     "verdict",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.verdict.as_str())),
+                    str_array(rows.iter().map(|r| r.verdict.as_str())),
                 ),
                 (
                     "choice",
                     DataType::Utf8,
-                    Arc::new(StringArray::from_iter(
-                        rows.iter().map(|r| r.choice.as_deref()),
-                    )),
+                    opt_str_array(rows.iter().map(|r| r.choice.as_deref())),
                 ),
                 (
                     "raw",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.raw.as_str())),
+                    str_array(rows.iter().map(|r| r.raw.as_str())),
                 ),
             ],
         )
     }
 
     fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
-        let c = Cols { path, batch };
+        let c = Columns::new(path, batch);
         let prompt_ids = c.u64("prompt_id")?;
         let a = c.string("policy_a")?;
         let b = c.string("policy_b")?;
@@ -303,28 +300,26 @@ impl Table for PasskRow {
         build(
             path,
             vec![
-                ("id", DataType::UInt64, u64s(rows.iter().map(|r| r.id))),
+                ("id", DataType::UInt64, u64_array(rows.iter().map(|r| r.id))),
                 (
                     "prompt_id",
                     DataType::UInt64,
-                    u64s(rows.iter().map(|r| r.prompt_id)),
+                    u64_array(rows.iter().map(|r| r.prompt_id)),
                 ),
                 (
                     "policy",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.policy.as_str())),
+                    str_array(rows.iter().map(|r| r.policy.as_str())),
                 ),
                 (
                     "sample",
                     DataType::UInt32,
-                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.sample))),
+                    u32_array(rows.iter().map(|r| r.sample)),
                 ),
                 (
                     "passed",
                     DataType::Boolean,
-                    Arc::new(BooleanArray::from(
-                        rows.iter().map(|r| r.passed).collect::<Vec<_>>(),
-                    )),
+                    bool_array(rows.iter().map(|r| r.passed)),
                 ),
                 (
                     "pass_fraction",
@@ -336,19 +331,19 @@ impl Table for PasskRow {
                 (
                     "outcome",
                     DataType::Utf8,
-                    strs(rows.iter().map(|r| r.outcome.as_str())),
+                    str_array(rows.iter().map(|r| r.outcome.as_str())),
                 ),
                 (
                     "tests",
                     DataType::UInt32,
-                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.tests))),
+                    u32_array(rows.iter().map(|r| r.tests)),
                 ),
             ],
         )
     }
 
     fn from_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<Self>> {
-        let c = Cols { path, batch };
+        let c = Columns::new(path, batch);
         let ids = c.u64("id")?;
         unique(path, "id", ids.iter().copied())?;
         let prompt_ids = c.u64("prompt_id")?;
@@ -374,45 +369,7 @@ impl Table for PasskRow {
 }
 
 fn unique(path: &Path, column: &str, ids: impl Iterator<Item = u64>) -> Result<()> {
-    let mut seen = std::collections::HashMap::new();
-    for (i, id) in ids.enumerate() {
-        if let Some(first) = seen.insert(id, i) {
-            return Err(DataError::cell(
-                path,
-                i + 1,
-                column,
-                format!("duplicate id {id} (first at row {})", first + 1),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn u64s(values: impl Iterator<Item = u64>) -> ArrayRef {
-    Arc::new(UInt64Array::from_iter_values(values))
-}
-
-fn strs<'s>(values: impl Iterator<Item = &'s str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(values))
-}
-
-fn item() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::UInt32, false))
-}
-
-fn list_u32_type() -> DataType {
-    DataType::List(item())
-}
-
-fn list_u32(lists: &[&[u32]]) -> ArrayRef {
-    let values: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
-    let offsets = OffsetBuffer::from_lengths(lists.iter().map(|l| l.len()));
-    Arc::new(ListArray::new(
-        item(),
-        offsets,
-        Arc::new(UInt32Array::from(values)),
-        None,
-    ))
+    check_unique_ids(path, column, &ids.collect::<Vec<_>>())
 }
 
 /// A batch of non-nullable columns, except the string column `choice`.
@@ -422,130 +379,13 @@ fn build(path: &Path, columns: Vec<(&str, DataType, ArrayRef)>) -> Result<Record
         .map(|(name, ty, _)| Field::new(*name, ty.clone(), *name == "choice"))
         .collect();
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, _, a)| a).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-        .map_err(|e| DataError::file(path, format!("cannot build table: {e}")))
-}
-
-/// Typed, checked access to the columns of one table.
-struct Cols<'a> {
-    path: &'a Path,
-    batch: &'a RecordBatch,
-}
-
-impl Cols<'_> {
-    fn get(&self, name: &str, want: &DataType) -> Result<ArrayRef> {
-        let col = self
-            .batch
-            .column_by_name(name)
-            .ok_or_else(|| DataError::column(self.path, name, "is missing"))?;
-        let have = col.data_type();
-        let same_kind = match (have, want) {
-            (DataType::LargeUtf8 | DataType::Utf8View, DataType::Utf8) => true,
-            (DataType::List(h) | DataType::LargeList(h), DataType::List(w)) => {
-                h.data_type() == w.data_type()
-            }
-            (h, w) => h == w,
-        };
-        if !same_kind {
-            return Err(DataError::column(
-                self.path,
-                name,
-                format!("has type {have}, expected {want}"),
-            ));
-        }
-        let col = if have == want {
-            col.clone()
-        } else {
-            cast(col, want).map_err(|e| {
-                DataError::column(self.path, name, format!("cannot be read as {want}: {e}"))
-            })?
-        };
-        Ok(col)
-    }
-
-    fn required(&self, name: &str, want: &DataType) -> Result<ArrayRef> {
-        let col = self.get(name, want)?;
-        if let Some(row) = (0..col.len()).find(|&i| col.is_null(i)) {
-            return Err(DataError::cell(
-                self.path,
-                row + 1,
-                name,
-                "null in a required column",
-            ));
-        }
-        Ok(col)
-    }
-
-    fn u64(&self, name: &str) -> Result<Vec<u64>> {
-        let col = self.required(name, &DataType::UInt64)?;
-        Ok(col.as_primitive::<UInt64Type>().values().to_vec())
-    }
-
-    fn u32(&self, name: &str) -> Result<Vec<u32>> {
-        let col = self.required(name, &DataType::UInt32)?;
-        Ok(col.as_primitive::<UInt32Type>().values().to_vec())
-    }
-
-    fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        let col = self.required(name, &DataType::Float32)?;
-        Ok(col.as_primitive::<Float32Type>().values().to_vec())
-    }
-
-    fn f64(&self, name: &str) -> Result<Vec<f64>> {
-        let col = self.required(name, &DataType::Float64)?;
-        Ok(col.as_primitive::<Float64Type>().values().to_vec())
-    }
-
-    fn bool(&self, name: &str) -> Result<Vec<bool>> {
-        let col = self.required(name, &DataType::Boolean)?;
-        Ok(col
-            .as_boolean()
-            .iter()
-            .map(|v| v.unwrap_or(false))
-            .collect())
-    }
-
-    fn string(&self, name: &str) -> Result<Vec<String>> {
-        let col = self.required(name, &DataType::Utf8)?;
-        Ok(col
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    }
-
-    fn opt_string(&self, name: &str) -> Result<Vec<Option<String>>> {
-        let col = self.get(name, &DataType::Utf8)?;
-        Ok(col
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
-    }
-
-    fn list_u32(&self, name: &str) -> Result<Vec<Vec<u32>>> {
-        let col = self.required(name, &list_u32_type())?;
-        let list = col.as_list::<i32>();
-        let mut out = Vec::with_capacity(list.len());
-        for i in 0..list.len() {
-            let values = list.value(i);
-            if values.null_count() > 0 {
-                return Err(DataError::cell(
-                    self.path,
-                    i + 1,
-                    name,
-                    "null inside the list",
-                ));
-            }
-            out.push(values.as_primitive::<UInt32Type>().values().to_vec());
-        }
-        Ok(out)
-    }
+    batch(path, fields, arrays)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::Schema;
     use marlhf_data::testutil::TempDir;
 
     fn response(id: u64, policy: &str) -> ResponseRow {
@@ -646,7 +486,7 @@ mod tests {
         );
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])),
-            vec![strs(["x"].into_iter())],
+            vec![str_array(["x"].into_iter())],
         )
         .unwrap();
         marlhf_data::write_table(&path, &batch).unwrap();
