@@ -15,7 +15,10 @@ fn load() -> (Model, Tokenizer) {
     let dir = shared();
     let (cfg, params) = llama2c::import_model(&dir.join("stories260K.bin"), &Device::Cpu).unwrap();
     let json = llama2c::import_tokenizer(&dir.join("tok512.bin"), cfg.vocab_size).unwrap();
-    let tmp = std::env::temp_dir().join(format!("marlhf-tok512-{}.json", std::process::id()));
+    // Tests run in parallel: each call needs its own file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("marlhf-tok512-{}-{n}.json", std::process::id()));
     std::fs::write(&tmp, json).unwrap();
     let tok = Tokenizer::load(&tmp, Some(1), Some(2), Some(0)).unwrap();
     std::fs::remove_file(&tmp).ok();
