@@ -97,3 +97,23 @@ impl TrainArgs {
         })
     }
 }
+
+/// The sampling flags every generating stage takes (rollout, eval), checked
+/// before any model is loaded.
+pub fn check_sampling(
+    max_prompt_tokens: usize,
+    max_new_tokens: usize,
+    temperature: f64,
+    top_p: f64,
+) -> anyhow::Result<()> {
+    if max_new_tokens == 0 || max_prompt_tokens == 0 {
+        anyhow::bail!("--max-new-tokens and --max-prompt-tokens must be positive");
+    }
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        anyhow::bail!("--temperature must be a finite number ≥ 0");
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        anyhow::bail!("--top-p must be in (0, 1]");
+    }
+    Ok(())
+}

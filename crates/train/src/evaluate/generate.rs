@@ -77,16 +77,12 @@ impl GenerateConfig {
         if self.n == 0 || self.samples_per_prompt == 0 || self.batch_size == 0 {
             bail!("--n, --samples-per-prompt and --batch-size must be positive");
         }
-        if self.max_new_tokens == 0 || self.max_prompt_tokens == 0 {
-            bail!("--max-new-tokens and --max-prompt-tokens must be positive");
-        }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!("--temperature must be a finite number ≥ 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1]");
-        }
-        Ok(())
+        crate::args::check_sampling(
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+        )
     }
 }
 

@@ -82,16 +82,12 @@ impl RolloutConfig {
         if self.rollout_batch == 0 || self.batch_size == 0 {
             bail!("--rollout-batch and --batch-size must be positive");
         }
-        if self.max_new_tokens == 0 || self.max_prompt_tokens == 0 {
-            bail!("--max-new-tokens and --max-prompt-tokens must be positive");
-        }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!("--temperature must be a finite number ≥ 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1]");
-        }
-        Ok(())
+        crate::args::check_sampling(
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+        )
     }
 }
 
