@@ -127,15 +127,21 @@ fn pipeline_end_to_end_with_make_caching() {
     assert!((0.0..=1.0).contains(&acc));
 
     // PPO: both conditions, two iterations each.
-    for (dir, n) in [("ppo-n1", 1u32), ("ppo-n5", 5)] {
+    for (dir, n) in [("ppo-n1/seed-1234", 1u32), ("ppo-n5/seed-1234", 5)] {
         let metrics = read_metrics(&run.join(dir).join("metrics.parquet")).unwrap();
         assert_eq!(metrics.len(), 2, "{dir}: one metrics row per iteration");
         for k in 0..2 {
             let it = run.join(dir).join(format!("iter-{k:03}"));
             let rollouts = read_rollouts(&it.join("rollouts.parquet")).unwrap();
             assert_eq!(rollouts.len(), 6);
+            // Sampling and scoring agree: at iteration 0 the actor is the
+            // reference, so the two log-probabilities are one number.
             for r in &rollouts {
                 assert_eq!(r.iteration, k);
+                assert_eq!(r.logprob_temperature, r.temperature);
+                if k == 0 {
+                    assert_eq!(r.logprobs, r.ref_logprobs);
+                }
                 assert!(r.response_tokens.len() <= 12);
                 assert!(finite(&r.logprobs) && finite(&r.ref_logprobs) && finite(&r.values));
                 assert!(r.score.is_finite());
@@ -212,28 +218,31 @@ fn pipeline_end_to_end_with_make_caching() {
 
     // Deleting the last MA-PPO iteration continues from there: iteration 1's
     // update writes the final policy again, and only evaluation follows.
-    let before = read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap();
-    std::fs::remove_dir_all(run.join("ppo-n5/iter-002")).unwrap();
+    let before =
+        read_advantages(&run.join("ppo-n5/seed-1234/iter-001/advantages.parquet")).unwrap();
+    std::fs::remove_dir_all(run.join("ppo-n5/seed-1234/iter-002")).unwrap();
     let resumed = make(&run, &["pipeline"]);
     let ran = stages_run(&resumed);
     assert_eq!(
         ran,
         vec![
-            "==> ppo fixed:5: iteration 1 update".to_string(),
+            "==> ppo fixed:5 seed 1234: iteration 1 update".to_string(),
             "==> eval: generate".to_string(),
             "==> eval: judge (rm)".to_string(),
             "==> eval: report".to_string(),
         ],
         "{resumed}"
     );
-    assert!(run.join("ppo-n5/iter-002/actor/model.safetensors").exists());
+    assert!(run
+        .join("ppo-n5/seed-1234/iter-002/actor/model.safetensors")
+        .exists());
     // The redone update is the same computation: same advantages.
     assert_eq!(
-        read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap(),
+        read_advantages(&run.join("ppo-n5/seed-1234/iter-001/advantages.parquet")).unwrap(),
         before
     );
     assert_eq!(
-        read_metrics(&run.join("ppo-n5/metrics.parquet"))
+        read_metrics(&run.join("ppo-n5/seed-1234/metrics.parquet"))
             .unwrap()
             .len(),
         2

@@ -370,7 +370,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
     assert_eq!(
         e.error_line(),
         format!(
-            "error: {}: column \"reward_mean\" is missing or empty (columns: kl_mean, score_mean); choose another with --curve-metric",
+            "error: {}: column \"reward_mean\" is missing or empty (columns: kl_k1_seq_sum, score_mean); choose another with --curve-metric",
             run.ppo_metrics("ppo-n1").display()
         )
     );

@@ -50,15 +50,24 @@ struct Args {
     /// Longest response in tokens (a response cut here has no EOS)
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
-    /// Sampling temperature (0: greedy)
+    /// Sampling temperature (0: greedy); the paper's 0.8
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Sample among the K most likely tokens (0: all)
-    #[arg(long, default_value_t = 50)]
+    /// Sample among the K most likely tokens (0: all). Off by default: the
+    /// log-probabilities are those of the whole tempered distribution, so
+    /// with top-k the tokens are drawn from a distribution that is not the
+    /// one scored (the released code has Hugging Face's default of 50)
+    #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Nucleus sampling mass (1: off)
+    /// Nucleus sampling mass (1: off; like top-k, not reflected in the
+    /// log-probabilities)
     #[arg(long, default_value_t = 1.0)]
     top_p: f64,
+    /// Temperature of the stored log-probabilities (default: the sampling
+    /// temperature, so sampling and scoring agree; 1 reproduces the paper's
+    /// released code, which scores at 1 whatever it samples at)
+    #[arg(long)]
+    logprob_temperature: Option<f64>,
     /// Seed of the sampling (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -85,6 +94,7 @@ fn main() {
             temperature: args.temperature,
             top_k: args.top_k,
             top_p: args.top_p,
+            logprob_temperature: args.logprob_temperature,
             seed: args.seed,
             device: marlhf_model::device::parse(&args.device)?,
         };
@@ -100,6 +110,16 @@ fn main() {
                 ),
             )
             .add("truncated prompts", r.truncated_prompts)
+            .add(
+                "sampling",
+                format!(
+                    "temperature {}, top-k {}, top-p {}; log-probs at temperature {}",
+                    cfg.temperature,
+                    cfg.top_k,
+                    cfg.top_p,
+                    cfg.scoring_temperature()
+                ),
+            )
             .add("mean score", format!("{:.4}", r.mean_score))
             .add("mean length", format!("{:.1} tokens", r.mean_length))
             .add(

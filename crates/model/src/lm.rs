@@ -64,11 +64,30 @@ impl Model {
         }
     }
 
-    /// Log-probabilities of the scored tokens, flattened row by row, as a
-    /// differentiable tensor [M], plus each row's count. Only the scored
-    /// positions go through the LM head, which is most of the FLOPs saved
-    /// for short completions after long prompts.
+    /// Log-probabilities of the scored tokens under the model's own
+    /// distribution (temperature 1), flattened row by row, as a
+    /// differentiable tensor [M], plus each row's count.
     pub fn token_logprobs(&self, batch: &Scored) -> Result<(Tensor, Vec<usize>)> {
+        self.token_logprobs_at(batch, 1.0)
+    }
+
+    /// Log-probabilities of the scored tokens under the distribution
+    /// sampled at `temperature`: log-softmax(logits / T).
+    pub fn token_logprobs_at(
+        &self,
+        batch: &Scored,
+        temperature: f64,
+    ) -> Result<(Tensor, Vec<usize>)> {
+        let s = self.token_logits(batch)?;
+        let logits = ops::temper(&s.logits, temperature)?;
+        Ok((ops::gather_logprobs(&logits, &s.targets)?, s.counts))
+    }
+
+    /// The LM-head logits [M, V] that predict the scored tokens, with the
+    /// tokens themselves. Only the scored positions go through the LM head,
+    /// which is most of the FLOPs saved for short completions after long
+    /// prompts.
+    pub fn token_logits(&self, batch: &Scored) -> Result<ScoredLogits> {
         let p = pad(&batch.seqs, 0, Side::Right, self.device())?;
         let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
         let (rows, targets, counts) = scored_positions(batch, p.t)?;
@@ -77,8 +96,11 @@ impl Model {
         let rows = Tensor::from_vec(rows, n, self.device())?;
         let targets = Tensor::from_vec(targets, n, self.device())?;
         let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
-        let logits = self.llama.logits(&hs)?;
-        Ok((ops::gather_logprobs(&logits, &targets)?, counts))
+        Ok(ScoredLogits {
+            logits: self.llama.logits(&hs)?,
+            targets,
+            counts,
+        })
     }
 
     /// Values of the scored tokens: the critic's estimate at the state
@@ -109,6 +131,16 @@ impl Model {
         let hs = gather_rows(&hidden, &last)?;
         Ok(hs.matmul(&v_head.t()?)?.squeeze(1)?)
     }
+}
+
+/// What [`Model::token_logits`] returns.
+pub struct ScoredLogits {
+    /// [M, V], differentiable.
+    pub logits: Tensor,
+    /// [M] u32: the scored tokens, row by row.
+    pub targets: Tensor,
+    /// Scored tokens per row.
+    pub counts: Vec<usize>,
 }
 
 /// Flat hidden-state rows (r·T + j − 1) and target ids for every scored

@@ -392,6 +392,21 @@ impl CustomOp3 for Rope {
 /// `log_softmax(logits)[n, targets[n]]` for logits [N, V] and targets [N]
 /// (u32): the log-probability of each chosen token, differentiable in the
 /// logits. Never materialises the [N, V] log-softmax.
+/// Logits divided by a sampling temperature, so that softmax gives the
+/// distribution tokens are drawn from. `temperature == 1` returns the
+/// logits themselves (no rounding through a multiplication), so scoring at
+/// temperature 1 is bit for bit what it was before temperatures existed.
+pub fn temper(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("a scoring temperature must be a positive number, got {temperature}");
+    }
+    if temperature == 1.0 {
+        Ok(logits.clone())
+    } else {
+        logits / temperature
+    }
+}
+
 pub fn gather_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if !fused_ok(logits) {
         return gather_logprobs_reference(logits, targets);

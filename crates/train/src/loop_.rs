@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{backprop::GradStore, Tensor};
+use candle_core::Tensor;
 use marlhf_data::{atomic, read_metrics, write_metrics, MetricsRow};
-use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig};
+use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig, GradAccumulator};
 use marlhf_model::checkpoint::save_into;
 use marlhf_model::Model;
 use rand::seq::SliceRandom;
@@ -107,26 +107,6 @@ fn epoch_batches<O: Objective>(
     }
     batches.shuffle(&mut rng);
     batches
-}
-
-fn add_grads(
-    acc: &mut Option<Vec<Option<Tensor>>>,
-    vars: &[(String, candle_core::Var)],
-    g: GradStore,
-) -> Result<()> {
-    let next: Vec<Option<Tensor>> = vars.iter().map(|(_, v)| g.get(v).cloned()).collect();
-    match acc {
-        None => *acc = Some(next),
-        Some(a) => {
-            for (x, y) in a.iter_mut().zip(next) {
-                *x = match (x.take(), y) {
-                    (Some(x), Some(y)) => Some((x + y)?),
-                    (x, y) => x.or(y),
-                };
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn read_state(dir: &Path) -> Result<Option<TrainerState>> {
@@ -247,7 +227,7 @@ pub fn train<O: Objective>(
         if units == 0 {
             bail!("{}: step {step} has no training units", cfg.stage);
         }
-        let mut grads: Option<Vec<Option<Tensor>>> = None;
+        let mut grads = GradAccumulator::new();
         let mut loss_total = 0f64;
         let mut stats: Vec<(String, f64)> = Vec::new();
         for mb in &micro {
@@ -272,19 +252,12 @@ pub fn train<O: Objective>(
                     None => stats.push((k, v)),
                 }
             }
-            add_grads(&mut grads, &vars, scaled.backward()?)?;
+            grads.add(&vars, scaled.backward()?)?;
         }
-        let mut store = GradStoreLike::new();
-        if let Some(g) = grads {
-            for ((_, var), g) in vars.iter().zip(g) {
-                if let Some(g) = g {
-                    store.insert(var, g);
-                }
-            }
-        }
+        let store = grads.into_store(&vars)?;
         let lr = cosine_lr(cfg.lr, step, warmup, total, cfg.min_lr_ratio);
         let st = opt
-            .step(&vars, &store.0, lr, cfg.max_grad_norm)
+            .step(&vars, &store, lr, cfg.max_grad_norm)
             .with_context(|| {
                 format!(
                     "{}: step {} — stopped; the last saved checkpoint is intact",
@@ -340,20 +313,4 @@ pub fn train<O: Objective>(
         eval,
         units_per_second: units_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
-}
-
-/// A GradStore assembled from accumulated gradients.
-struct GradStoreLike(GradStore);
-
-impl GradStoreLike {
-    fn new() -> Self {
-        // An empty store: the backward of a constant has no gradients.
-        let zero =
-            Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).expect("scalar");
-        GradStoreLike(zero.backward().expect("empty grad store"))
-    }
-
-    fn insert(&mut self, var: &candle_core::Var, g: Tensor) {
-        self.0.insert(var.as_tensor(), g);
-    }
 }

@@ -3,6 +3,15 @@
 //! actor (log-probs), the reference model (log-probs) and the critic
 //! (values), and every whole response with the reward model.
 //!
+//! Every log-probability is taken under the distribution the tokens were
+//! sampled from, log-softmax(logits / T) with T the sampling temperature,
+//! for the actor and the reference alike, so that −β·(logπ − logπ_ref) on
+//! the sampled tokens is a KL penalty between the two sampling
+//! distributions (TRL does the same). `logprob_temperature` overrides it;
+//! 1 reproduces the paper's released code, which samples at 0.8 but scores
+//! at 1 and so pays the policy for flattening its distribution (DESIGN.md,
+//! "Where marlhf differs from the released code").
+//!
 //! The actor's log-probs are recomputed by a full forward pass rather than
 //! taken from the sampler, so that they are exactly what the update's
 //! forward pass computes before its first step: the PPO ratio starts at 1
@@ -41,6 +50,9 @@ pub struct RolloutConfig {
     pub top_k: usize,
     /// 1: no nucleus filter.
     pub top_p: f64,
+    /// The temperature log-probabilities are taken at; `None`: the sampling
+    /// temperature (1 when sampling is greedy).
+    pub logprob_temperature: Option<f64>,
     pub seed: u64,
     pub device: Device,
 }
@@ -78,9 +90,24 @@ pub fn select_prompts(n_prompts: usize, iteration: u32, m: usize) -> Vec<usize> 
 }
 
 impl RolloutConfig {
+    /// The temperature every stored log-probability is computed at.
+    pub fn scoring_temperature(&self) -> f64 {
+        self.logprob_temperature
+            .unwrap_or(if self.temperature > 0.0 {
+                self.temperature
+            } else {
+                1.0
+            })
+    }
+
     fn check(&self) -> Result<()> {
         if self.rollout_batch == 0 || self.batch_size == 0 {
             bail!("--rollout-batch and --batch-size must be positive");
+        }
+        if let Some(t) = self.logprob_temperature {
+            if !(t.is_finite() && t > 0.0) {
+                bail!("--logprob-temperature must be a number > 0, got {t}");
+            }
         }
         crate::args::check_sampling(
             self.max_prompt_tokens,
@@ -207,15 +234,21 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
     let n = picked.len() as u64;
     let phase = |name: &str| marlhf_cli::bar(n, name);
 
+    let scoring_t = cfg.scoring_temperature();
     let pb = phase("actor");
-    let logprobs = forward::logprobs(&actor.model, &resp, cfg.batch_size, &|k| pb.inc(k))?;
+    let logprobs = forward::logprobs(&actor.model, &resp, scoring_t, cfg.batch_size, &|k| {
+        pb.inc(k)
+    })?;
     pb.finish_and_clear();
     check_finite("an actor log-prob", &cfg.actor, &ids, &logprobs)?;
 
     let reference = models.get(&cfg.reference)?;
     vocab.check("reference", reference)?;
     let pb = phase("reference");
-    let ref_logprobs = forward::logprobs(&reference.model, &resp, cfg.batch_size, &|k| pb.inc(k))?;
+    let ref_logprobs =
+        forward::logprobs(&reference.model, &resp, scoring_t, cfg.batch_size, &|k| {
+            pb.inc(k)
+        })?;
     pb.finish_and_clear();
     check_finite("a reference log-prob", &cfg.reference, &ids, &ref_logprobs)?;
 
@@ -262,6 +295,8 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
             values: v,
             score: scores[j],
             finished: finished[j],
+            temperature: cfg.temperature,
+            logprob_temperature: scoring_t,
         });
     }
     report.finished = rows.iter().filter(|r| r.finished).count();
