@@ -33,6 +33,16 @@ fn named(s: &str) -> Result<(String, PathBuf), String> {
     parse_named_path(s).map_err(|e| e.to_string())
 }
 
+fn pair(s: &str) -> Result<(String, String), String> {
+    let Some((a, b)) = s.split_once(':') else {
+        return Err(format!("{s:?} is not A:B"));
+    };
+    for name in [a, b] {
+        marlhf_train::evaluate::check_name(name).map_err(|e| e.to_string())?;
+    }
+    Ok((a.to_string(), b.to_string()))
+}
+
 fn ks(s: &str) -> Result<Vec<usize>, String> {
     parse_ks(s).map_err(|e| e.to_string())
 }
@@ -96,19 +106,24 @@ enum JudgeChoice {
     Http,
 }
 
-/// Judge policy A against each policy B on a seeded sample of the prompts
-/// they all answered, in a random order per pair → judgements.parquet.
+/// Judge policy A against each policy B (or each --pair) on a seeded sample
+/// of the prompts they all answered, in a random order per pair →
+/// judgements.parquet.
 #[derive(Args, Debug)]
 struct JudgeArgs {
-    /// responses.parquet from `marlhf-eval generate`
+    /// responses.parquet from `marlhf-eval generate` (repeat for one file
+    /// per policy)
     #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
-    responses: PathBuf,
+    responses: Vec<PathBuf>,
     /// Policy A: verdicts are from its side
     #[arg(long, default_value = "ma-ppo")]
     a: String,
     /// Policy B (repeat to compare A with several)
     #[arg(long = "b", default_value = "ppo")]
     b: Vec<String>,
+    /// A comparison A:B (repeat); replaces --a and --b
+    #[arg(long = "pair", value_parser = pair, conflicts_with_all = ["a", "b"])]
+    pairs: Vec<(String, String)>,
     /// Who judges
     #[arg(long, value_enum, default_value_t = JudgeChoice::Rm)]
     judge: JudgeChoice,
@@ -293,10 +308,14 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
             ..HttpJudgeConfig::default()
         }),
     };
+    let pairs = if a.pairs.is_empty() {
+        a.b.iter().map(|b| (a.a.clone(), b.clone())).collect()
+    } else {
+        a.pairs
+    };
     let cfg = JudgeConfig {
         responses: a.responses,
-        a: a.a,
-        b: a.b,
+        pairs,
         task: a.task,
         sample: a.sample,
         seed: a.seed,

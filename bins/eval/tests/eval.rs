@@ -331,7 +331,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
     assert_eq!(
         e.error_line(),
         format!(
-            "error: {}: no responses of policy \"ma-ppo\"; the file has \"sft\", \"ppo\"",
+            "error: {}: no responses of policy \"ma-ppo\"; the responses are of \"sft\", \"ppo\"",
             out.display()
         )
     );

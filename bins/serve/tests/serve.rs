@@ -177,9 +177,8 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
     write_responses(&responses, &rows).unwrap();
     let out = tmp.path().join("judgements.parquet");
     let report = judge(&JudgeConfig {
-        responses: responses.clone(),
-        a: "ma-ppo".into(),
-        b: vec!["ppo".into()],
+        responses: vec![responses.clone()],
+        pairs: vec![("ma-ppo".into(), "ppo".into())],
         task: "hh-rlhf".into(),
         sample: 50,
         seed: 1234,

@@ -8,7 +8,10 @@
 //! - [`server`]: the chat-completions protocol served on loopback for any
 //!   backend, and [`prompt`] for turning chat messages into task prompts;
 //! - [`report`]: mean ± standard error, markdown tables, PNG plots and
-//!   `report.md`.
+//!   `report.md`;
+//! - [`stats`]: the intervals of a comparison between runs (Student-t over
+//!   seeds, Wilson for win rates, a two-level bootstrap over seeds and
+//!   prompts).
 
 pub mod client;
 pub mod judge;
@@ -18,3 +21,4 @@ pub mod protocol;
 pub mod report;
 pub mod sandbox;
 pub mod server;
+pub mod stats;

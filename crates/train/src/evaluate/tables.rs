@@ -77,6 +77,32 @@ pub fn read_responses(path: &Path) -> Result<Vec<ResponseRow>> {
     read_rows(path)
 }
 
+/// The responses of several files (one per policy, say) as one table. A
+/// policy answers in one file only: the same name in two files is refused,
+/// since their rows could not be told apart.
+pub fn read_responses_from(paths: &[std::path::PathBuf]) -> Result<Vec<ResponseRow>> {
+    let mut rows: Vec<ResponseRow> = Vec::new();
+    let mut owner: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (i, path) in paths.iter().enumerate() {
+        let file = read_responses(path)?;
+        for r in &file {
+            let first = *owner.entry(r.policy.clone()).or_insert(i);
+            if first != i {
+                return Err(DataError::file(
+                    path,
+                    format!(
+                        "policy {:?} also answers in {}; give each policy's responses once",
+                        r.policy,
+                        paths[first].display()
+                    ),
+                ));
+            }
+        }
+        rows.extend(file);
+    }
+    Ok(rows)
+}
+
 pub fn write_responses(path: &Path, rows: &[ResponseRow]) -> Result<()> {
     write_rows(path, rows)
 }
