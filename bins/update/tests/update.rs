@@ -208,6 +208,7 @@ fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
         top_p: 1.0,
         seed: 5,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     run_segment(&SegmentConfig {

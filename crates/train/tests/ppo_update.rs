@@ -70,6 +70,7 @@ fn update_follows_the_advantages() {
         top_p: 1.0,
         seed: 3,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     // Scores of ±2, far beyond the untrained critic's values, so that with
@@ -113,6 +114,7 @@ fn update_follows_the_advantages() {
         max_grad_norm: 1.0,
         seed: 1,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     };
     let report = update(&cfg).unwrap();
     assert_eq!(report.get("optimizer_steps"), Some(6.0));
