@@ -198,8 +198,9 @@ pub struct ModelConfig {
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_logit_softcapping: Option<f64>,
+    /// A number as written (transformers writes an integer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query_pre_attn_scalar: Option<f64>,
+    pub query_pre_attn_scalar: Option<serde_json::Number>,
     /// Keys this toolkit does not interpret (checked by `validate`), kept
     /// so a loaded config saves back with all of them.
     #[serde(flatten)]
@@ -437,7 +438,10 @@ impl ModelConfig {
         let mlp_bias = family == Family::Llama
             && self.extra.get("mlp_bias").and_then(Value::as_bool) == Some(true);
         let gemma2 = family == Family::Gemma2;
-        let query_scale = match (gemma2, self.query_pre_attn_scalar) {
+        let query_scale = match (
+            gemma2,
+            self.query_pre_attn_scalar.as_ref().and_then(|n| n.as_f64()),
+        ) {
             (true, Some(s)) if s > 0.0 => s,
             (true, None) => 256.0, // transformers' Gemma2Config default
             (true, Some(s)) => bail!("query_pre_attn_scalar {s} must be positive"),
