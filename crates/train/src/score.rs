@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use arrow::datatypes::{DataType, UInt32Type};
 use candle_core::{DType, Device};
+use marlhf_data::adapters::hh_rlhf::{read_raw_pairs, RawPairs};
 use marlhf_data::parquet_io::{
     batch, f32_array, f64_array, list_array, list_of, optional, read_table, required, str_array,
     u64_array, write_table, Columns,
 };
-use marlhf_data::PairRow;
 use marlhf_model::checkpoint::Use;
 use marlhf_model::lm::{split_rows, Scored};
 use marlhf_model::Checkpoint;
@@ -270,21 +270,21 @@ impl AccuracyReport {
     }
 }
 
-fn read_any_pairs(
-    path: &Path,
-    limit: Option<usize>,
-) -> Result<(Vec<PairRow>, Vec<(String, usize)>)> {
+fn read_any_pairs(path: &Path, limit: Option<usize>) -> Result<RawPairs> {
     let parquet = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     if parquet {
-        let mut rows = marlhf_data::read_pairs(path)?;
+        let mut pairs = marlhf_data::read_pairs(path)?;
         if let Some(n) = limit {
-            rows.truncate(n);
+            pairs.truncate(n);
         }
-        Ok((rows, Vec::new()))
+        Ok(RawPairs {
+            pairs,
+            unsplit: Vec::new(),
+        })
     } else {
-        Ok(marlhf_data::adapters::hh_rlhf::read_raw_pairs(path, limit)?)
+        Ok(read_raw_pairs(path, limit)?)
     }
 }
 
@@ -295,7 +295,10 @@ pub fn pairwise_accuracy(opts: &AccuracyOptions) -> Result<AccuracyReport> {
     if opts.batch_size == 0 {
         bail!("--batch-size must be positive");
     }
-    let (rows, unsplit) = read_any_pairs(&opts.pairs, opts.limit)?;
+    let RawPairs {
+        pairs: rows,
+        unsplit,
+    } = read_any_pairs(&opts.pairs, opts.limit)?;
     if rows.is_empty() {
         bail!("{}: no preference pairs", opts.pairs.display());
     }

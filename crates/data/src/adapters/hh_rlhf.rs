@@ -87,10 +87,7 @@ fn expected() -> &'static str {
 /// completions like `prepare` does, without a train/test split: for
 /// evaluating a reward model on a file as it is. Ids are line numbers.
 /// Rows that cannot be split are counted by reason, never dropped silently.
-pub fn read_raw_pairs(
-    path: &Path,
-    limit: Option<usize>,
-) -> Result<(Vec<crate::PairRow>, Vec<(String, usize)>)> {
+pub fn read_raw_pairs(path: &Path, limit: Option<usize>) -> Result<RawPairs> {
     let mut pairs = Vec::new();
     let mut skipped: Vec<(String, usize)> = Vec::new();
     for_each_json_line(path, |r| {
@@ -111,7 +108,17 @@ pub fn read_raw_pairs(
         }
         Ok(true)
     })?;
-    Ok((pairs, skipped))
+    Ok(RawPairs {
+        pairs,
+        unsplit: skipped,
+    })
+}
+
+/// The pairs of a raw file, and the rows that could not be split, counted
+/// by reason.
+pub struct RawPairs {
+    pub pairs: Vec<crate::PairRow>,
+    pub unsplit: Vec<(String, usize)>,
 }
 
 /// `(file, origin)` in read order: subsets by name, train before test.
