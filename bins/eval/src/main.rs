@@ -96,6 +96,9 @@ struct GenerateArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -151,6 +154,9 @@ struct JudgeArgs {
     /// --judge rm: cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// --judge rm: compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
     /// --judge http: the endpoint, up to and including the API version
     #[arg(long, default_value = "https://api.openai.com/v1")]
     base_url: String,
@@ -247,6 +253,7 @@ fn main() {
 }
 
 fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let device = marlhf_model::device::parse(&a.device)?;
     let cfg = GenerateConfig {
         policies: a.policies,
         prompts: a.prompts,
@@ -261,7 +268,8 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         top_k: a.top_k,
         top_p: a.top_p,
         batch_size: a.batch_size,
-        device: marlhf_model::device::parse(&a.device)?,
+        dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
+        device,
     };
     let mut s = Summary::new("eval generate");
     let r = generate(&cfg)?;
@@ -291,12 +299,14 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
+    let device = marlhf_model::device::parse(&a.device)?;
     let kind = match a.judge {
         JudgeChoice::Rm => JudgeKind::RewardModel {
             dir: a.reward_model.clone(),
             max_prompt_tokens: a.max_prompt_tokens,
             tie_epsilon: a.tie_epsilon,
-            device: marlhf_model::device::parse(&a.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
         },
         JudgeChoice::Http => JudgeKind::Http(HttpJudgeConfig {
             base_url: a.base_url.clone(),

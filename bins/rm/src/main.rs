@@ -24,6 +24,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("rm", || {
         let cli = Cli::parse();
+        let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("rm");
         let opts = RmOptions {
             data: cli.data.clone(),
@@ -32,7 +33,8 @@ fn main() {
             max_completion_tokens: cli.train.max_completion_tokens,
             val_fraction: cli.train.val_fraction,
             limit: cli.train.limit,
-            device: marlhf_model::device::parse(&cli.train.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("rm")?,
         };
         let r = rm::run(&opts)?;

@@ -74,11 +74,15 @@ struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 fn main() {
     let args = Args::parse();
     marlhf_cli::run("rollout", || {
+        let device = marlhf_model::device::parse(&args.device)?;
         let cfg = RolloutConfig {
             prompts: args.prompts,
             actor: args.actor,
@@ -96,7 +100,8 @@ fn main() {
             top_p: args.top_p,
             logprob_temperature: args.logprob_temperature,
             seed: args.seed,
-            device: marlhf_model::device::parse(&args.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new(&format!("rollout, iteration {}", cfg.iteration));
         let r = rollout(&cfg)?;

@@ -25,6 +25,9 @@ fn rollout(run: &Run, out: &Path, seed: u64, overrides: &[(&str, &str)]) -> Exit
         ("--rollout-batch", "5".into()),
         ("--batch-size", "2".into()),
         ("--max-new-tokens", MAX_NEW.to_string()),
+        // Top-k truncates the draw but not the stored log-probabilities,
+        // which the checks below recompute from the full distribution.
+        ("--top-k", "50".into()),
         ("--seed", seed.to_string()),
     ]
     .into_iter()

@@ -42,6 +42,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("sft", || {
         let cli = Cli::parse();
+        let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("sft");
         let init = match (&cli.init, &cli.tokenizer) {
             (Some(dir), None) => Init::Checkpoint(dir.clone()),
@@ -62,7 +63,8 @@ fn main() {
             max_completion_tokens: cli.train.max_completion_tokens,
             val_fraction: cli.train.val_fraction,
             limit: cli.train.limit,
-            device: marlhf_model::device::parse(&cli.train.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("sft")?,
         };
         let r = sft::run(&opts)?;

@@ -126,6 +126,9 @@ struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 fn parse_value_function(s: &str) -> Result<ValueFunction, String> {
@@ -189,6 +192,7 @@ fn main() {
     let args = Args::parse();
     marlhf_cli::run("update", || {
         let ppo = args.ppo();
+        let device = marlhf_model::device::parse(&args.device)?;
         let cfg = UpdateConfig {
             rollouts: args.rollouts,
             segments: args.segments,
@@ -210,7 +214,8 @@ fn main() {
             },
             ppo,
             seed: args.seed,
-            device: marlhf_model::device::parse(&args.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg)?;

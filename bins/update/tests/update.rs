@@ -209,6 +209,7 @@ fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
         logprob_temperature: None,
         seed: 5,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     run_segment(&SegmentConfig {

@@ -3,7 +3,7 @@
 //! tokens, per-token values, and the scalar score at the last real token.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::batch::{pad, Side};
 use crate::config::ModelConfig;
@@ -29,9 +29,16 @@ pub struct Scored {
 }
 
 impl Model {
+    /// A model computing in the dtype its parameters are stored in.
     pub fn new(config: ModelConfig, params: Params) -> Result<Self> {
+        let dtype = params.dtype()?;
+        Model::with_dtype(config, params, dtype)
+    }
+
+    /// A model computing in `dtype` (its parameters may be kept wider).
+    pub fn with_dtype(config: ModelConfig, params: Params, dtype: DType) -> Result<Self> {
         params.check_against(&config)?;
-        let llama = Llama::new(&config, &params)?;
+        let llama = Llama::with_dtype(&config, &params, dtype)?;
         let v_head = if params.contains(V_HEAD) {
             Some(params.get(V_HEAD)?)
         } else {
@@ -115,7 +122,7 @@ impl Model {
         let h = self.config.hidden_size;
         let rows = Tensor::from_vec(rows, n, self.device())?;
         let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
-        Ok((hs.matmul(&v_head.t()?)?.squeeze(1)?, counts))
+        Ok((self.llama.head(&hs, v_head)?, counts))
     }
 
     /// The reward model's scalar score of each whole sequence, read at its
@@ -129,7 +136,7 @@ impl Model {
         let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
         let last = last_token_index(&p.mask, p.b, p.t);
         let hs = gather_rows(&hidden, &last)?;
-        Ok(hs.matmul(&v_head.t()?)?.squeeze(1)?)
+        self.llama.head(&hs, v_head)
     }
 }
 

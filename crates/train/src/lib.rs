@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod loop_;
 pub mod ppo;
 pub mod rm;
+pub mod score;
 pub mod sft;
 
 pub use loop_::{TrainConfig, TrainOutcome};

@@ -25,6 +25,7 @@ fn config(run: &EvalRun, name: &str) -> GenerateConfig {
         top_p: 1.0,
         batch_size: 4,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     }
 }
 

@@ -74,6 +74,7 @@ fn update_follows_the_advantages() {
         logprob_temperature: None,
         seed: 3,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     // Scores of ±2, far beyond the untrained critic's values, so that with
@@ -116,6 +117,7 @@ fn update_follows_the_advantages() {
         },
         seed: 1,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     };
     let report = update(&cfg).unwrap();
     assert_eq!(report.get("optimizer_steps"), Some(6.0));
@@ -174,6 +176,7 @@ fn sampled_rollouts(run: &Run, dir: &std::path::Path, n: usize) -> Vec<RolloutRo
         logprob_temperature: None,
         seed: 11,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     run_segment(&SegmentConfig {
@@ -202,6 +205,7 @@ fn update_config(run: &Run, dir: &std::path::Path, out: &str, ppo: PpoConfig) ->
         ppo,
         seed: 1,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     }
 }
 

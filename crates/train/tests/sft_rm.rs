@@ -91,6 +91,7 @@ fn sft_opts(data: &Path, out: &Path, steps: u64) -> SftOptions {
         val_fraction: 0.2,
         limit: None,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
         train: train_cfg(out, steps),
     }
 }
@@ -229,6 +230,7 @@ fn reward_model_learns_preferences_and_skips_identical_pairs() {
         val_fraction: 0.25,
         limit: None,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
         train: cfg,
     })
     .unwrap();

@@ -46,6 +46,8 @@ pub struct GenerateConfig {
     /// Sequences per generation or scoring batch.
     pub batch_size: usize,
     pub device: Device,
+    /// The dtype the models compute and are kept in.
+    pub dtype: candle_core::DType,
 }
 
 /// What one policy produced.
@@ -113,7 +115,12 @@ fn sample_policy(
     prompts: &[&PromptRow],
     report: &mut GenerateReport,
 ) -> Result<Sampled> {
-    let ck = Checkpoint::load(dir, &cfg.device)?;
+    let ck = Checkpoint::load_with(
+        dir,
+        &cfg.device,
+        cfg.dtype,
+        marlhf_model::checkpoint::Use::Inference,
+    )?;
     let tok = &ck.tokenizer;
     let mut encoded = Vec::with_capacity(prompts.len());
     for p in prompts {
@@ -258,7 +265,12 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
 
     let rm = match &cfg.reward_model {
         Some(dir) => {
-            let rm = Checkpoint::load(dir, &cfg.device)?;
+            let rm = Checkpoint::load_with(
+                dir,
+                &cfg.device,
+                cfg.dtype,
+                marlhf_model::checkpoint::Use::Inference,
+            )?;
             if rm.model.v_head.is_none() {
                 bail!(
                     "{}: the reward model has no value head (v_head.weight); is it a reward model checkpoint?",

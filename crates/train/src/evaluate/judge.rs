@@ -40,10 +40,12 @@ impl RewardModelJudge {
     pub fn load(
         dir: &std::path::Path,
         device: &Device,
+        dtype: candle_core::DType,
         max_prompt_tokens: usize,
         tie_epsilon: f32,
     ) -> Result<Self> {
-        let ck = Checkpoint::load(dir, device)?;
+        let ck =
+            Checkpoint::load_with(dir, device, dtype, marlhf_model::checkpoint::Use::Inference)?;
         if ck.model.v_head.is_none() {
             bail!(
                 "{}: the reward model has no value head (v_head.weight); is it a reward model checkpoint?",
@@ -138,6 +140,7 @@ pub enum JudgeKind {
         max_prompt_tokens: usize,
         tie_epsilon: f32,
         device: Device,
+        dtype: candle_core::DType,
     },
     Http(HttpJudgeConfig),
 }
@@ -257,10 +260,12 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
             max_prompt_tokens,
             tie_epsilon,
             device,
+            dtype,
         } => (
             Box::new(RewardModelJudge::load(
                 dir,
                 device,
+                *dtype,
                 *max_prompt_tokens,
                 *tie_epsilon,
             )?),

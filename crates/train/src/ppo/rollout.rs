@@ -55,6 +55,8 @@ pub struct RolloutConfig {
     pub logprob_temperature: Option<f64>,
     pub seed: u64,
     pub device: Device,
+    /// The dtype the models compute and are kept in (frozen here).
+    pub dtype: candle_core::DType,
 }
 
 /// What a rollout did, for the stage's summary.
@@ -150,7 +152,7 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
     distinct.dedup();
     report.distinct_prompts = distinct.len();
 
-    let mut models = Models::new(cfg.device.clone());
+    let mut models = Models::new(cfg.device.clone(), cfg.dtype);
     let actor = models.get(&cfg.actor)?;
     let vocab = Vocabulary::of(actor);
     let tok = &actor.tokenizer;

@@ -41,6 +41,7 @@ use marlhf_data::{
     read_metrics, read_rollouts, read_segments, stage_rows, AdvantageRow, MetricsRow, RolloutRow,
 };
 use marlhf_model::adamw::{AdamW, AdamWConfig, GradAccumulator, LrSchedule};
+use marlhf_model::checkpoint::Use;
 use marlhf_model::lm::Scored;
 use marlhf_model::{Checkpoint, Model};
 use marlhf_rl::{
@@ -74,6 +75,8 @@ pub struct UpdateConfig {
     /// Seeds the mini-batch order.
     pub seed: u64,
     pub device: Device,
+    /// The dtype the models compute in (their weights stay f32).
+    pub dtype: candle_core::DType,
 }
 
 /// A named set of [`PpoConfig`] values.
@@ -746,7 +749,7 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     ]);
     let mut files = FileSet::new();
     let t1 = Instant::now();
-    let actor = Checkpoint::load(&cfg.actor, &cfg.device)?;
+    let actor = Checkpoint::load_with(&cfg.actor, &cfg.device, cfg.dtype, Use::Training)?;
     let (mut opt, actor_continued) =
         load_optimizer(&cfg.actor, ACTOR_STAGE, adamw(ppo.actor_lr), &cfg.device)?;
     let actor_tally = train(
@@ -766,7 +769,7 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     let secs_actor = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let critic = Checkpoint::load(&cfg.critic, &cfg.device)?;
+    let critic = Checkpoint::load_with(&cfg.critic, &cfg.device, cfg.dtype, Use::Training)?;
     if critic.model.v_head.is_none() {
         bail!(
             "{}: the critic has no value head (v_head.weight); start it from the reward model",
