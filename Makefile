@@ -2,6 +2,7 @@
 #
 #   make pipeline TASK=hh-rlhf            # everything, cached by files
 #   make sft | rm | ppo | eval            # one stage (and what it needs)
+#   make compare TASK=hh-rlhf             # PPO vs MA-PPO over seeds, with confidence intervals
 #   make test                             # all tests (what CI runs)
 #   make bench                            # throughput benchmarks
 #
@@ -42,6 +43,7 @@ include pipelines/$(TASK).mk
 help:
 	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
 	@echo "make prepare|tokenizer|sft|rm|ppo|eval                         run one stage"
+	@echo "make compare TASK=hh-rlhf [SEEDS=...] [TERMINATIONS=...]       PPO vs MA-PPO over seeds, with 95% intervals"
 	@echo "make test                                                       run all tests"
 	@echo "make bench                                                      throughput benchmarks"
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
@@ -94,6 +96,7 @@ rm: $(RUN)/rm/model.safetensors
 # The PPO loop and the evaluation stage live in their own fragments.
 -include mk/ppo.mk
 -include mk/eval.mk
+-include mk/compare.mk
 
 # The whole method: vanilla PPO (n = 1) and MA-PPO (n = 5) from the same
 # SFT model and reward model, then the evaluation report. PIPELINE_GOALS is

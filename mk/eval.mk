@@ -87,22 +87,27 @@ eval_rm_done := $(EVAL_RM)/model.safetensors
 $(EVAL_PPO_RUN)/metrics.parquet: $(EVAL_PPO)/model.safetensors ;
 $(EVAL_MAPPO_RUN)/metrics.parquet: $(EVAL_MAPPO)/model.safetensors ;
 
-$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(addsuffix /model.safetensors,$(call eval_dirs,$(EVAL_POLICIES))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
-	@echo "==> eval: generate"
-	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(EVAL_POLICIES)) \
-	  --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) --out $@ \
+# How every policy answers the evaluation prompts (here and in mk/compare.mk).
+eval_generate_args = --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) \
 	  --n $(EVAL_N) --samples-per-prompt $(EVAL_SAMPLES) \
 	  --max-prompt-tokens $(EVAL_MAX_PROMPT) --max-new-tokens $(EVAL_MAX_NEW) \
 	  --temperature $(EVAL_TEMPERATURE) --top-k $(EVAL_TOP_K) --top-p $(EVAL_TOP_P) \
 	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE)
-
-$(EVAL_DIR)/judgements.parquet: $(EVAL_DIR)/responses.parquet $(if $(filter rm,$(EVAL_JUDGE)),$(eval_rm_done)) | $(BIN)/marlhf-eval
-	@echo "==> eval: judge ($(EVAL_JUDGE))"
-	$(BIN)/marlhf-eval judge --responses $< --a $(EVAL_JUDGE_A) $(addprefix --b ,$(EVAL_JUDGE_B)) \
-	  --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) --out $@ \
+# How the judge is set up (here and in mk/compare.mk).
+eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) \
 	  --reward-model $(EVAL_RM) --max-prompt-tokens $(EVAL_MAX_PROMPT) --tie-epsilon $(EVAL_TIE_EPSILON) \
 	  --device $(DEVICE) --base-url $(EVAL_JUDGE_URL) --model $(EVAL_JUDGE_MODEL) \
 	  --api-key-env $(EVAL_JUDGE_KEY_ENV) --timeout $(EVAL_JUDGE_TIMEOUT) --retries $(EVAL_JUDGE_RETRIES)
+eval_judge_deps = $(if $(filter rm,$(EVAL_JUDGE)),$(eval_rm_done))
+
+$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(addsuffix /model.safetensors,$(call eval_dirs,$(EVAL_POLICIES))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
+	@echo "==> eval: generate"
+	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(EVAL_POLICIES)) --out $@ $(eval_generate_args)
+
+$(EVAL_DIR)/judgements.parquet: $(EVAL_DIR)/responses.parquet $(eval_judge_deps) | $(BIN)/marlhf-eval
+	@echo "==> eval: judge ($(EVAL_JUDGE))"
+	$(BIN)/marlhf-eval judge --responses $< --a $(EVAL_JUDGE_A) $(addprefix --b ,$(EVAL_JUDGE_B)) \
+	  --out $@ $(eval_judge_args)
 
 $(EVAL_DIR)/passk.parquet: $(EVAL_DIR)/responses.parquet $(EVAL_PROMPTS) | $(BIN)/marlhf-eval
 	@echo "==> eval: pass@k"

@@ -50,8 +50,10 @@ PPO_RM_DONE ?= $(PPO_RM)/model.safetensors
 
 DEVICE ?= cpu
 PPO_SEED ?= $(or $(SEED),1234)
-# Seeds whose runs have rules: the pipeline's and the comparison's.
-PPO_SEEDS ?= $(PPO_SEED)
+# `make compare` (mk/compare.mk): every condition of TERMINATIONS with
+# every seed of SEEDS, the pipeline's own runs among them.
+TERMINATIONS ?= fixed:1 fixed:5
+SEEDS ?= $(PPO_SEED) $(shell expr $(PPO_SEED) + 1) $(shell expr $(PPO_SEED) + 2)
 # rollout: prompts per iteration, sequences per batch; prompt + response
 # must fit the SFT model's positions.
 PPO_ROLLOUT_BATCH ?= 64
@@ -161,7 +163,7 @@ endef
 ppo_default_goal := $(.DEFAULT_GOAL)
 ppo_iterations := $(shell seq 0 $$(( $(ITERS) - 1 )))
 $(foreach t,$(sort $(TERMINATION) $(PPO_PIPELINE_TERMINATIONS) $(TERMINATIONS)),\
-  $(foreach s,$(sort $(PPO_SEED) $(PPO_SEEDS)),\
+  $(foreach s,$(sort $(PPO_SEED) $(SEEDS)),\
     $(foreach k,$(ppo_iterations),\
       $(eval $(call ppo_iteration,$(t),$(s),$(k),$(shell expr $(k) + 1))))))
 

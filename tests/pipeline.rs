@@ -247,5 +247,60 @@ fn pipeline_end_to_end_with_make_caching() {
             .len(),
         2
     );
+
+    // make compare with two seeds: the pipeline's seed-1234 runs are
+    // reused, seed 1235 is trained for both conditions, and every final
+    // policy is evaluated.
+    let out = make(&run, &["compare", "SEEDS=1234 1235"]);
+    let ran = stages_run(&out);
+    assert!(
+        ran.iter().all(|l| !l.contains("seed 1234")),
+        "seed 1234 was trained again:\n{out}"
+    );
+    for cond in ["fixed:1", "fixed:5"] {
+        assert!(
+            ran.contains(&format!("==> ppo {cond} seed 1235: iteration 1 update")),
+            "{out}"
+        );
+    }
+    for name in ["ppo-n1.1234", "ppo-n1.1235", "ppo-n5.1234", "ppo-n5.1235"] {
+        let r = read_table(&run.join(format!("compare/responses/{name}.parquet"))).unwrap();
+        assert_eq!(r.num_rows(), 6, "{name}");
+    }
+    // Each MA-PPO policy against the PPO policy of its seed on 4 prompts.
+    assert_eq!(
+        read_table(&run.join("compare/judgements.parquet"))
+            .unwrap()
+            .num_rows(),
+        2 * 4
+    );
+    let report = std::fs::read_to_string(run.join("compare/report.md")).unwrap();
+    for needle in [
+        "## Verdict",
+        "fixed:5 − fixed:1, final mean RM score:",
+        "2 vs 2 seeds × 6 prompts",
+        "distinguishable from noise",
+        "## Iterations to parity",
+        "Wilson",
+        "| fixed:5 | 8 |",
+        "![curve_entropy.png](curve_entropy.png)",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+    for m in ["score_mean", "kl_k1_token_mean", "entropy"] {
+        assert!(run.join(format!("compare/curve_{m}.png")).is_file());
+    }
+    // A third seed: only its runs are trained and sampled.
+    let plan = make(&run, &["-n", "compare", "SEEDS=1234 1235 1236"]);
+    assert!(plan.contains("seed 1236: iteration 1 update"), "{plan}");
+    assert!(
+        !plan.contains("seed 1235: iteration") && !plan.contains("seed 1234: iteration"),
+        "{plan}"
+    );
+    assert!(plan.contains("--policy ppo-n5.1236="), "{plan}");
+    assert!(!plan.contains("--policy ppo-n5.1235="), "{plan}");
     std::fs::remove_dir_all(&run).ok();
 }

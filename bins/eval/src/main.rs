@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use marlhf_cli::Summary;
 use marlhf_eval::judge::HttpJudgeConfig;
+use marlhf_train::evaluate::compare::{compare, CompareConfig};
 use marlhf_train::evaluate::generate::{generate, GenerateConfig};
 use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
 use marlhf_train::evaluate::passk::{passk, PasskConfig};
@@ -27,6 +28,7 @@ enum Command {
     Judge(JudgeArgs),
     Passk(PasskArgs),
     Report(ReportArgs),
+    Compare(CompareArgs),
 }
 
 fn named(s: &str) -> Result<(String, PathBuf), String> {
@@ -242,6 +244,56 @@ struct ReportArgs {
     out: PathBuf,
 }
 
+/// Compare training configurations run with several seeds: training curves
+/// with 95% bands over seeds, final evaluation scores with bootstrap
+/// intervals, differences from the baseline, iterations to parity, judge
+/// win rates with Wilson intervals → compare/report.md with its plots.
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// A run as GROUP.SEED=RUN_DIR (repeat); RUN_DIR holds its
+    /// metrics.parquet, GROUP.SEED is its final policy's name in the
+    /// responses and judgements
+    #[arg(long = "run", required = true, value_parser = named)]
+    runs: Vec<(String, PathBuf)>,
+    /// responses.parquet of the final policies (repeat for several files)
+    #[arg(long, required = true)]
+    responses: Vec<PathBuf>,
+    /// judgements.parquet of each run against the baseline's run of the same seed
+    #[arg(long)]
+    judgements: Option<PathBuf>,
+    /// What the report calls a group, GROUP=LABEL (repeat), e.g. ppo-n5=fixed:5
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// The group the others are compared with (default: the first run's)
+    #[arg(long)]
+    baseline: Option<String>,
+    /// A metrics column drawn as a curve (repeat); the first is read for the
+    /// iterations to parity
+    #[arg(long = "curve", default_values_t = ["score_mean".to_string(), "kl_k1_token_mean".to_string(), "entropy".to_string()])]
+    curves: Vec<String>,
+    /// Pipeline task, shown in the title
+    #[arg(long, default_value = "hh-rlhf")]
+    task: String,
+    #[arg(long, default_value = "MA-PPO against PPO over seeds")]
+    title: String,
+    /// A line under the title (repeat)
+    #[arg(long = "note")]
+    notes: Vec<String>,
+    /// Seed of the bootstrap
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// The report; its PNG plots are written beside it (all atomically)
+    #[arg(long, default_value = "runs/hh-rlhf/default/compare/report.md")]
+    out: PathBuf,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((g, l)) if !g.is_empty() && !l.is_empty() => Ok((g.to_string(), l.to_string())),
+        _ => Err(format!("{s:?} is not GROUP=LABEL")),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
@@ -249,6 +301,7 @@ fn main() {
         Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),
         Command::Passk(a) => marlhf_cli::run("eval passk", || run_passk(a)),
         Command::Report(a) => marlhf_cli::run("eval report", || run_report(a)),
+        Command::Compare(a) => marlhf_cli::run("eval compare", || run_compare(a)),
     }
 }
 
@@ -424,6 +477,33 @@ fn run_report(a: ReportArgs) -> anyhow::Result<()> {
     s.add("policies", r.input.policies.len())
         .add("comparisons", r.input.pairwise.len())
         .add("reward curves", r.input.curves.len());
+    for image in &r.images {
+        s.add("plot", image.display());
+    }
+    s.add("report", r.report.display());
+    s.print();
+    Ok(())
+}
+
+fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let cfg = CompareConfig {
+        responses: a.responses,
+        judgements: a.judgements,
+        runs: a.runs,
+        labels: a.labels,
+        baseline: a.baseline,
+        curves: a.curves,
+        title: a.title,
+        task: a.task,
+        notes: a.notes,
+        seed: a.seed,
+        out: a.out,
+    };
+    let mut s = Summary::new("eval compare");
+    let r = compare(&cfg)?;
+    s.add("configurations", r.groups)
+        .add("runs", r.runs)
+        .add("evaluation prompts", r.prompts);
     for image in &r.images {
         s.add("plot", image.display());
     }

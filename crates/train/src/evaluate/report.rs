@@ -21,6 +21,7 @@ use marlhf_eval::report::{
 
 use super::judge::win_rates;
 use super::passk::pass_at_k_rows;
+use super::stage_bytes;
 use super::tables::{read_judgements, read_passk, read_responses};
 
 #[derive(Clone, Debug)]
@@ -274,13 +275,6 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         input,
         rm,
     })
-}
-
-fn stage_bytes(files: &mut FileSet, path: &Path, bytes: &[u8]) -> Result<()> {
-    files.stage(path, |tmp| -> Result<(), DataError> {
-        std::fs::write(tmp, bytes).map_err(|e| DataError::file(path, format!("cannot write: {e}")))
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
