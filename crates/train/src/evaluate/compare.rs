@@ -83,13 +83,16 @@ fn curve(path: &Path, metric: &str) -> Result<Vec<(u32, f64)>> {
     Ok(points)
 }
 
+/// Policy → its scores on the shared prompts, in their order.
+type ScoresByPolicy = BTreeMap<String, Vec<f64>>;
+
 /// Each policy's mean score per prompt over its samples, on the prompts
 /// every named policy answered, in prompt-id order.
 fn aligned_scores(
     rows: &[ResponseRow],
     policies: &[String],
     what: &str,
-) -> Result<(Vec<u64>, BTreeMap<String, Vec<f64>>)> {
+) -> Result<(Vec<u64>, ScoresByPolicy)> {
     let mut per: BTreeMap<&str, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
     for r in rows {
         if policies.contains(&r.policy) {
