@@ -54,12 +54,15 @@ build:
 $(BIN)/marlhf-%: build ;
 
 # ---------------------------------------------------------------- prepare
+# A task with raw data prepares it; a task that makes its own data (stories)
+# sets DATA_FILES and PREPARE_COMMAND in its pipelines/<task>.mk.
 RAW_FILES := $(shell find $(RAW)/$(TASK) -type f 2>/dev/null)
-DATA_FILES := $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+DATA_FILES ?= $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+PREPARE_COMMAND ?= $(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
 
 $(DATA_FILES) &: $(RAW_FILES) | $(BIN)/marlhf-prepare
 	@echo "==> prepare ($(TASK))"
-	$(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
+	$(PREPARE_COMMAND)
 
 prepare: $(DATA_FILES)
 
@@ -71,6 +74,13 @@ $(RUN)/tokenizer.json: $(DATA_FILES) | $(BIN)/marlhf-tokenizer
 tokenizer: $(RUN)/tokenizer.json
 
 # ---------------------------------------------------------------- sft
+# SFT_IMPORT: a llama2.c checkpoint imported as the SFT model instead of
+# training one (the stories task's pretrained stories260K).
+ifneq ($(SFT_IMPORT),)
+$(RUN)/sft/model.safetensors: $(SFT_IMPORT) | $(BIN)/marlhf-import
+	@echo "==> sft (import $(SFT_IMPORT))"
+	$(BIN)/marlhf-import --model $(SFT_IMPORT) --tokenizer $(SFT_IMPORT_TOKENIZER) --out $(RUN)/sft
+else
 $(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(BIN)/marlhf-sft
 	@echo "==> sft"
 	$(BIN)/marlhf-sft --data $(RUN)/data/sft.parquet --tokenizer $(RUN)/tokenizer.json \
@@ -79,6 +89,7 @@ $(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(
 	  --lr $(SFT_LR) --epochs $(SFT_EPOCHS) --batch-size $(SFT_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
 	  --seed $(SEED) --device $(DEVICE) $(SFT_ARGS)
+endif
 
 sft: $(RUN)/sft/model.safetensors
 

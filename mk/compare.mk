@@ -27,6 +27,8 @@ COMPARE_TITLE ?= MA-PPO against PPO over seeds ($(TASK), recipe $(PPO_RECIPE))
 # Pairwise judging of each condition against the baseline (not for apps,
 # which has pass@k instead of a judge).
 COMPARE_JUDGE ?= $(if $(filter apps,$(TASK)),,yes)
+# A task with a gold reward: the proxy's per-pair scores on held-out pairs.
+COMPARE_RM_ACCURACY ?=
 
 # $(1): condition, $(2): seed. The run's name: its directory's, dot, seed.
 cmp_group = $(notdir $(call ppo_dir,$(1)))
@@ -51,12 +53,13 @@ $(COMPARE_DIR)/judgements.parquet: $(compare_responses) $(eval_judge_deps) | $(B
 	$(BIN)/marlhf-eval judge $(addprefix --responses ,$(compare_responses)) \
 	  $(addprefix --pair ,$(compare_pairs)) --out $@ $(eval_judge_args)
 
-$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_judged) | $(BIN)/marlhf-eval
+$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
 	@echo "==> compare: report"
 	$(BIN)/marlhf-eval compare \
 	  $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_name,$(t),$(s))=$(call ppo_run,$(t),$(s)))) \
 	  $(foreach t,$(TERMINATIONS),--label $(call cmp_group,$(t))=$(t)) --baseline $(call cmp_group,$(COMPARE_BASELINE)) \
 	  $(addprefix --responses ,$(compare_responses)) $(addprefix --judgements ,$(compare_judged)) \
+	  $(addprefix --rm-accuracy ,$(COMPARE_RM_ACCURACY)) \
 	  $(addprefix --curve ,$(COMPARE_CURVES)) --task $(TASK) --title "$(COMPARE_TITLE)" \
 	  --note "PPO: $(ITERS) iterations of $(PPO_ROLLOUT_BATCH) rollouts, recipe $(PPO_RECIPE), preset $(PRESET)" \
 	  --seed $(EVAL_SEED) --out $@

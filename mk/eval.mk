@@ -92,7 +92,8 @@ eval_generate_args = --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--rewa
 	  --n $(EVAL_N) --samples-per-prompt $(EVAL_SAMPLES) \
 	  --max-prompt-tokens $(EVAL_MAX_PROMPT) --max-new-tokens $(EVAL_MAX_NEW) \
 	  --temperature $(EVAL_TEMPERATURE) --top-k $(EVAL_TOP_K) --top-p $(EVAL_TOP_P) \
-	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE)
+	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE) \
+	  $(if $(GOLD_MODEL),--gold-model $(GOLD_MODEL))
 # How the judge is set up (here and in mk/compare.mk).
 eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) \
 	  --reward-model $(EVAL_RM) --max-prompt-tokens $(EVAL_MAX_PROMPT) --tie-epsilon $(EVAL_TIE_EPSILON) \

@@ -66,6 +66,8 @@ PPO_TEMPERATURE ?=
 PPO_TOP_K ?=
 PPO_TOP_P ?=
 PPO_LOGPROB_TEMPERATURE ?=
+# A task with a known reward (stories) scores every rollout with it too.
+GOLD_MODEL ?=
 # update (empty: the recipe's value, see `marlhf-update --help`)
 PPO_VALUE_FUNCTION ?=
 PPO_KL ?=
@@ -127,6 +129,7 @@ $(call ppo_iter,$(1),$(2),$(3))/rollouts.parquet: $(if $(filter 0,$(3)),$(PPO_SF
 	  --max-prompt-tokens $$(PPO_MAX_PROMPT) --max-new-tokens $$(PPO_MAX_NEW) \
 	  $$(call ppo_opt,--temperature,$$(PPO_TEMPERATURE)) $$(call ppo_opt,--top-k,$$(PPO_TOP_K)) \
 	  $$(call ppo_opt,--top-p,$$(PPO_TOP_P)) $$(call ppo_opt,--logprob-temperature,$$(PPO_LOGPROB_TEMPERATURE)) \
+	  $$(call ppo_opt,--gold-model,$$(GOLD_MODEL)) \
 	  --seed $(2) --device $$(DEVICE) $$(PPO_ROLLOUT_ARGS)
 
 $(call ppo_iter,$(1),$(2),$(3))/segments.parquet: $(call ppo_iter,$(1),$(2),$(3))/rollouts.parquet | $(BIN)/marlhf-segment

@@ -95,6 +95,10 @@ struct GenerateArgs {
     /// Seed of the prompt sample and of the sampling
     #[arg(long, default_value_t = 1234)]
     seed: u64,
+    /// The gold model of a task with a known reward (stories: the imported
+    /// stories260K): adds each response's gold reward
+    #[arg(long)]
+    gold_model: Option<PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -267,6 +271,10 @@ struct CompareArgs {
     /// The group the others are compared with (default: the first run's)
     #[arg(long)]
     baseline: Option<String>,
+    /// The proxy reward model's per-pair scores on held-out pairs with known
+    /// labels (marlhf-score rm-accuracy --out): its accuracy, with a Wilson interval
+    #[arg(long)]
+    rm_accuracy: Option<PathBuf>,
     /// A metrics column drawn as a curve (repeat); the first is read for the
     /// iterations to parity
     #[arg(long = "curve", default_values_t = ["score_mean".to_string(), "kl_k1_token_mean".to_string(), "entropy".to_string()])]
@@ -323,6 +331,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         batch_size: a.batch_size,
         dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
         device,
+        gold_model: a.gold_model,
     };
     let mut s = Summary::new("eval generate");
     let r = generate(&cfg)?;
@@ -334,11 +343,14 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         .add("samples per prompt", cfg.samples_per_prompt)
         .add("truncated prompt encodings", r.truncated_prompts);
     for p in &r.policies {
-        let score = if cfg.reward_model.is_some() {
+        let mut score = if cfg.reward_model.is_some() {
             format!("RM score {:.4} ± {:.4}, ", p.score.mean, p.score.se)
         } else {
             String::new()
         };
+        if let Some(g) = &p.gold {
+            score += &format!("gold {:.4} ± {:.4}, ", g.mean, g.se);
+        }
         s.add(
             &p.policy,
             format!(
@@ -492,6 +504,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         runs: a.runs,
         labels: a.labels,
         baseline: a.baseline,
+        rm_accuracy: a.rm_accuracy,
         curves: a.curves,
         title: a.title,
         task: a.task,

@@ -463,6 +463,7 @@ fn passk_runs_programs_and_reports_pass_at_k() {
             response_tokens: vec![1],
             score: 0.0,
             finished: true,
+            gold: None,
         })
         .collect();
     let responses = tmp.path().join("responses.parquet");

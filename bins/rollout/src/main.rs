@@ -68,6 +68,11 @@ struct Args {
     /// released code, which scores at 1 whatever it samples at)
     #[arg(long)]
     logprob_temperature: Option<f64>,
+    /// The gold model of a task with a known reward (stories: the imported
+    /// stories260K): adds each rollout's gold reward (columns gold,
+    /// gold_ending, gold_callback) for the curves; training never reads it
+    #[arg(long)]
+    gold_model: Option<PathBuf>,
     /// Seed of the sampling (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -99,6 +104,7 @@ fn main() {
             top_k: args.top_k,
             top_p: args.top_p,
             logprob_temperature: args.logprob_temperature,
+            gold_model: args.gold_model,
             seed: args.seed,
             device: device.clone(),
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
@@ -126,6 +132,11 @@ fn main() {
                 ),
             )
             .add("mean score", format!("{:.4}", r.mean_score))
+            .add(
+                "mean gold reward",
+                r.mean_gold
+                    .map_or("— (no --gold-model)".to_string(), |g| format!("{g:.4}")),
+            )
             .add("mean length", format!("{:.1} tokens", r.mean_length))
             .add(
                 "finished (EOS)",

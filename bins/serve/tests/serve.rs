@@ -180,6 +180,7 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
                 response_tokens: vec![1],
                 score: 0.0,
                 finished: true,
+                gold: None,
             });
         }
     }

@@ -207,6 +207,7 @@ fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
         top_k: 50,
         top_p: 1.0,
         logprob_temperature: None,
+        gold_model: None,
         seed: 5,
         device: Device::Cpu,
         dtype: candle_core::DType::F32,

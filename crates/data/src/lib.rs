@@ -8,6 +8,7 @@ pub mod error;
 pub mod parquet_io;
 mod raw;
 pub mod split;
+pub mod stories;
 pub mod tables;
 #[doc(hidden)]
 pub mod testutil;

@@ -1,5 +1,6 @@
 //! Model-free parts of marlhf's evaluation stage.
 //!
+//! - [`gold`]: the known gold reward of the `stories` task;
 //! - [`passk`]: the unbiased pass@k estimator and its average over problems;
 //! - [`sandbox`]: running generated Python against APPS tests in a limited,
 //!   network-less child process;
@@ -14,6 +15,7 @@
 //!   prompts).
 
 pub mod client;
+pub mod gold;
 pub mod judge;
 pub mod passk;
 pub mod prompt;

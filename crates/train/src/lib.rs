@@ -6,6 +6,7 @@
 pub mod args;
 pub mod encode;
 pub mod evaluate;
+pub mod gold;
 pub mod loop_;
 pub mod ppo;
 pub mod rm;

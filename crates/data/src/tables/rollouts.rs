@@ -6,7 +6,7 @@ use std::path::Path;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Float32Type, UInt32Type};
 
-use super::{read_rows, write_rows, Table};
+use super::{gold_arrays, gold_fields, read_gold, read_rows, write_rows, Gold, Table};
 use crate::error::{DataError, Result};
 use crate::parquet_io::{
     batch, bool_array, check_unique_ids, f32_array, f64_array, list_array, list_of, required,
@@ -37,6 +37,8 @@ pub struct RolloutRow {
     /// scores the new policy at the same temperature, so the PPO ratio is
     /// taken between two distributions of one kind.
     pub logprob_temperature: f64,
+    /// The task's gold reward of the response, when it has one.
+    pub gold: Option<Gold>,
 }
 
 impl RolloutRow {
@@ -117,7 +119,10 @@ impl Table for RolloutRow {
                 required("finished", DataType::Boolean),
                 required("temperature", DataType::Float64),
                 required("logprob_temperature", DataType::Float64),
-            ],
+            ]
+            .into_iter()
+            .chain(gold_fields())
+            .collect(),
             vec![
                 u64_array(rows.iter().map(|r| r.id)),
                 u64_array(rows.iter().map(|r| r.prompt_id)),
@@ -132,7 +137,12 @@ impl Table for RolloutRow {
                 bool_array(rows.iter().map(|r| r.finished)),
                 f64_array(rows.iter().map(|r| Some(r.temperature)).collect()),
                 f64_array(rows.iter().map(|r| Some(r.logprob_temperature)).collect()),
-            ],
+            ]
+            .into_iter()
+            .chain(gold_arrays(
+                &rows.iter().map(|r| r.gold).collect::<Vec<_>>(),
+            ))
+            .collect(),
         )
     }
 
@@ -151,6 +161,7 @@ impl Table for RolloutRow {
         let finished = c.bool("finished")?;
         let temperature = c.f64("temperature")?;
         let logprob_temperature = c.f64("logprob_temperature")?;
+        let gold = read_gold(path, &c)?;
         let mut rows = Vec::with_capacity(c.len());
         let mut cols = (
             prompt_tokens.into_iter(),
@@ -175,6 +186,7 @@ impl Table for RolloutRow {
                 finished: finished[i],
                 temperature: temperature[i],
                 logprob_temperature: logprob_temperature[i],
+                gold: gold[i],
             });
         }
         check(path, &rows)?;
@@ -210,6 +222,11 @@ pub(crate) mod tests {
             finished: n > 3,
             temperature: 0.8,
             logprob_temperature: 0.8,
+            gold: (id % 2 == 1).then_some(Gold {
+                reward: 0.5,
+                ending: true,
+                callback: false,
+            }),
         }
     }
 

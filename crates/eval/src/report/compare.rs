@@ -84,6 +84,9 @@ pub struct CompareInput {
     pub score_kinds: Vec<String>,
     /// Group name → its verdicts against the baseline.
     pub verdicts: BTreeMap<String, Verdicts>,
+    /// The proxy reward model against known labels on held-out pairs:
+    /// (chosen, rejected, tie) counts, when the task has a gold reward.
+    pub rm_accuracy: Option<(usize, usize, usize)>,
     /// Seeds the bootstrap.
     pub seed: u64,
 }
@@ -118,8 +121,8 @@ pub struct GroupFigures {
     /// baseline (None for the baseline itself).
     pub scores: Vec<(Interval, Option<Interval>)>,
     /// Iteration at which the seed-mean of the first curve first reaches
-    /// the baseline's final seed-mean, and the iterations the baseline ran;
-    /// None for the baseline.
+    /// the baseline's final seed-mean (the baseline's own included), and
+    /// the iterations the baseline ran.
     pub parity: Option<(Option<u32>, u32)>,
 }
 
@@ -159,7 +162,7 @@ pub fn figures(input: &CompareInput) -> Result<Vec<GroupFigures>> {
             scores.push((own, diff));
         }
         let parity = match (first_curve, base_final) {
-            (Some(metric), Some((last, target))) if g.name != base.name => {
+            (Some(metric), Some((last, target))) => {
                 let b = band(&g.runs, metric);
                 let means: Vec<f64> = b.iter().map(|(_, i)| i.estimate).collect();
                 Some((first_reaching(&means, target).map(|k| b[k].0), last))
@@ -218,6 +221,44 @@ pub fn verdict_sentence(
     }
 }
 
+/// The over-optimisation picture's file and the metrics it reads.
+pub const GOLD_VS_KL_FILE: &str = "gold_vs_kl.png";
+pub const GOLD_METRIC: &str = "gold_mean";
+pub const KL_METRIC: &str = "kl_k1_seq_sum";
+
+/// Gold reward (y, with its band) against KL (x), per group, when the runs
+/// have both curves.
+fn gold_vs_kl(input: &CompareInput) -> Result<Option<Vec<u8>>> {
+    let mut series = Vec::new();
+    for g in &input.groups {
+        let gold = band(&g.runs, GOLD_METRIC);
+        let kl: BTreeMap<u32, f64> = band(&g.runs, KL_METRIC)
+            .into_iter()
+            .map(|(it, i)| (it, i.estimate))
+            .collect();
+        let points: Vec<(f64, f64, f64, f64)> = gold
+            .iter()
+            .filter_map(|(it, i)| kl.get(it).map(|&x| (x, i.estimate, i.lo, i.hi)))
+            .collect();
+        if points.is_empty() {
+            return Ok(None);
+        }
+        series.push(BandSeries {
+            label: g.label.clone(),
+            points,
+        });
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(band_curves_png(
+        &series,
+        "Gold reward against KL from the reference",
+        "mean gold reward",
+        "KL per response, k1 (nats)",
+    )?))
+}
+
 /// File name of a curve's plot.
 pub fn curve_file(metric: &str) -> String {
     format!("curve_{metric}.png")
@@ -250,6 +291,18 @@ pub fn render(input: &CompareInput) -> Result<(String, Vec<Plot>)> {
     }
     if !input.notes.is_empty() {
         md.push('\n');
+    }
+
+    if let Some((right, wrong, ties)) = input.rm_accuracy {
+        let n = right + wrong + ties;
+        let acc = wilson(right, n);
+        let _ = writeln!(
+            md,
+            "- proxy reward model against gold labels on {n} held-out pairs: {}% correct [95% CI {}, {}], {ties} ties\n",
+            num(100.0 * acc.estimate, 1),
+            num(100.0 * acc.lo, 1),
+            num(100.0 * acc.hi, 1)
+        );
     }
 
     // The sentences first: what a reader came for.
@@ -319,6 +372,7 @@ pub fn render(input: &CompareInput) -> Result<(String, Vec<Plot>)> {
             "The first iteration at which a configuration's seed-mean `{metric}` reaches {}'s final seed-mean.\n",
             base.label
         );
+        md.push_str("The baseline's own row says when it first got there; a configuration reaching it sooner learns faster by this measure.\n\n");
         md.push_str("| configuration | reaches at iteration | baseline's iterations |\n| --- | ---: | ---: |\n");
         for (g, f) in input.groups.iter().zip(&figs) {
             if let Some((reached, last)) = f.parity {
@@ -405,13 +459,21 @@ pub fn render(input: &CompareInput) -> Result<(String, Vec<Plot>)> {
             }
             if series.iter().any(|s| !s.points.is_empty()) {
                 let title = format!("{axis} over PPO iterations");
-                plots.push((curve_file(metric), band_curves_png(&series, &title, axis)?));
+                plots.push((
+                    curve_file(metric),
+                    band_curves_png(&series, &title, axis, "PPO iteration")?,
+                ));
             }
         }
         md.push('\n');
-        for (file, _) in &plots {
-            let _ = writeln!(md, "![{file}]({file})\n");
-        }
+    }
+    if let Some(png) = gold_vs_kl(input)? {
+        md.push_str("## Gold reward against KL\n\n");
+        md.push_str("Each point is an iteration: the seed-mean KL from the reference (k1, per response) of the rollouts against their seed-mean gold reward, with its 95% band over seeds. A proxy that is over-optimised shows as gold falling while KL keeps growing.\n\n");
+        plots.push((GOLD_VS_KL_FILE.to_string(), png));
+    }
+    for (file, _) in &plots {
+        let _ = writeln!(md, "![{file}]({file})\n");
     }
     Ok((md, plots))
 }
@@ -491,7 +553,8 @@ mod tests {
         // Baseline final seed-mean (0.4 + 0.6)/2 = 0.5; fixed:5's curve
         // means 0.05, 0.5, 0.8 reach it at iteration 1 of 3.
         assert_eq!(f[1].parity, Some((Some(1), 2)));
-        assert_eq!(f[0].parity, None);
+        // The baseline's means 0, 0.25, 0.5 reach 0.5 at its last iteration.
+        assert_eq!(f[0].parity, Some((Some(2), 2)));
     }
 
     #[test]

@@ -158,9 +158,16 @@ pub struct BandSeries {
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
-/// Mean (line) and 95% band (shaded) over PPO iterations, one series per
-/// configuration, with a legend. Non-finite points are skipped.
-pub fn band_curves_png(series: &[BandSeries], title: &str, y_desc: &str) -> Result<Vec<u8>> {
+/// Mean (line) and 95% band (shaded) against x (PPO iterations, or KL),
+/// one series per configuration, with a legend. Non-finite points are
+/// skipped.
+pub fn band_curves_png(
+    series: &[BandSeries],
+    title: &str,
+    y_desc: &str,
+    x_desc: &str,
+) -> Result<Vec<u8>> {
+    let whole_x = x_desc == "PPO iteration";
     let finite: Vec<Vec<(f64, f64, f64, f64)>> = series
         .iter()
         .map(|s| {
@@ -201,15 +208,21 @@ pub fn band_curves_png(series: &[BandSeries], title: &str, y_desc: &str) -> Resu
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc("PPO iteration")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 18))
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(210, 210, 210))
-            .x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12))
+            .x_labels(if whole_x {
+                ((x1 - x0).ceil() as usize + 1).clamp(2, 12)
+            } else {
+                10
+            })
             .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 1e-6 {
+                if !whole_x {
+                    format!("{x:.2}")
+                } else if (x - x.round()).abs() < 1e-6 {
                     format!("{x:.0}")
                 } else {
                     String::new()

@@ -12,13 +12,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use marlhf_data::atomic::FileSet;
 use marlhf_data::{read_metrics, DataError};
-use marlhf_eval::report::compare::{render, CompareInput, Group, SeedRun, Verdicts};
+use marlhf_eval::report::compare::{
+    render, CompareInput, Group, SeedRun, Verdicts, GOLD_METRIC, KL_METRIC,
+};
 
 use super::stage_bytes;
 use super::tables::{read_judgements, read_responses_from, ResponseRow};
 
-/// The evaluation score kind of the `score` column.
+/// The evaluation score kinds: the `score` column (the proxy reward model)
+/// and the `gold` column (a task's known reward).
 pub const RM_SCORE: &str = "RM score";
+pub const GOLD: &str = "gold reward";
 
 #[derive(Clone, Debug)]
 pub struct CompareConfig {
@@ -33,6 +37,8 @@ pub struct CompareConfig {
     pub labels: Vec<(String, String)>,
     /// The group the others are compared with (default: the first).
     pub baseline: Option<String>,
+    /// `marlhf-score rm-accuracy --out` on held-out pairs with known labels.
+    pub rm_accuracy: Option<PathBuf>,
     /// Training metrics drawn as curves; the first one is read for the
     /// iterations to parity.
     pub curves: Vec<String>,
@@ -65,6 +71,9 @@ pub fn axis_label(metric: &str) -> String {
         "kl_k3_token_mean" => "KL per token, k3 (nats)".into(),
         "kl_k1_seq_sum" => "KL per response, k1 (nats)".into(),
         "entropy" => "entropy per token (nats)".into(),
+        "gold_mean" => "mean gold reward of the rollouts".into(),
+        "gold_ending_rate" => "share of rollouts with a proper ending".into(),
+        "gold_callback_rate" => "share of rollouts with a callback".into(),
         "response_length" => "response length (tokens)".into(),
         other => other.to_string(),
     }
@@ -83,6 +92,9 @@ fn curve(path: &Path, metric: &str) -> Result<Vec<(u32, f64)>> {
     Ok(points)
 }
 
+/// How one score kind is read off a response.
+type ScoreOf = fn(&ResponseRow) -> f64;
+
 /// Policy → its scores on the shared prompts, in their order.
 type ScoresByPolicy = BTreeMap<String, Vec<f64>>;
 
@@ -92,6 +104,7 @@ fn aligned_scores(
     rows: &[ResponseRow],
     policies: &[String],
     what: &str,
+    value: ScoreOf,
 ) -> Result<(Vec<u64>, ScoresByPolicy)> {
     let mut per: BTreeMap<&str, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
     for r in rows {
@@ -101,7 +114,7 @@ fn aligned_scores(
                 .or_default()
                 .entry(r.prompt_id)
                 .or_default();
-            e.0 += r.score as f64;
+            e.0 += value(r);
             e.1 += 1;
         }
     }
@@ -129,6 +142,30 @@ fn aligned_scores(
     Ok((prompts, scores))
 }
 
+/// (chosen, rejected, tie) counts of `marlhf-score rm-accuracy --out`.
+fn read_rm_accuracy(path: &Path) -> Result<(usize, usize, usize)> {
+    let table = marlhf_data::read_table(path)?;
+    let c = marlhf_data::parquet_io::Columns::new(path, &table);
+    let mut counts = (0, 0, 0);
+    for (i, p) in c.string("preferred")?.iter().enumerate() {
+        match p.as_str() {
+            "chosen" => counts.0 += 1,
+            "rejected" => counts.1 += 1,
+            "tie" => counts.2 += 1,
+            other => {
+                return Err(DataError::cell(
+                    path,
+                    i + 1,
+                    "preferred",
+                    format!("{other:?} is not chosen, rejected or tie"),
+                )
+                .into())
+            }
+        }
+    }
+    Ok(counts)
+}
+
 pub struct CompareOutcome {
     pub report: PathBuf,
     pub images: Vec<PathBuf>,
@@ -150,6 +187,14 @@ pub fn compare(cfg: &CompareConfig) -> Result<CompareOutcome> {
         let mut curves = BTreeMap::new();
         for m in &cfg.curves {
             curves.insert(m.clone(), curve(&metrics, m)?);
+        }
+        // The over-optimisation picture, when the task has a gold reward.
+        for m in [GOLD_METRIC, KL_METRIC] {
+            if !curves.contains_key(m) {
+                if let Ok(c) = curve(&metrics, m) {
+                    curves.insert(m.to_string(), c);
+                }
+            }
         }
         let run = SeedRun {
             seed,
@@ -197,17 +242,36 @@ pub fn compare(cfg: &CompareConfig) -> Result<CompareOutcome> {
         .collect::<Vec<_>>()
         .join(", ");
     let rows = read_responses_from(&cfg.responses)?;
-    let (prompts, scores) = aligned_scores(&rows, &names, &what)?;
+    let has_gold = rows.iter().all(|r| r.gold.is_some());
     let mut score_kinds = Vec::new();
-    if scores.values().flatten().all(|s| s.is_finite()) {
-        score_kinds.push(RM_SCORE.to_string());
+    let mut prompts = Vec::new();
+    // The gold reward, when there is one, is what the comparison is about.
+    let kinds: [(&str, ScoreOf); 2] = [
+        (GOLD, |r| r.gold.map_or(f64::NAN, |g| g.reward as f64)),
+        (RM_SCORE, |r| r.score as f64),
+    ];
+    for (kind, value) in kinds {
+        if kind == GOLD && !has_gold {
+            continue;
+        }
+        let (p, scores) = aligned_scores(&rows, &names, &what, value)?;
+        if !scores.values().flatten().all(|s| s.is_finite()) {
+            continue;
+        }
+        prompts = p;
+        score_kinds.push(kind.to_string());
         for g in &mut groups {
             for r in &mut g.runs {
                 let name = format!("{}.{}", g.name, r.seed);
-                r.scores.insert(RM_SCORE.to_string(), scores[&name].clone());
+                r.scores.insert(kind.to_string(), scores[&name].clone());
             }
         }
     }
+    let rm_accuracy = cfg
+        .rm_accuracy
+        .as_deref()
+        .map(read_rm_accuracy)
+        .transpose()?;
 
     let mut verdicts: BTreeMap<String, Verdicts> = BTreeMap::new();
     if let Some(path) = &cfg.judgements {
@@ -269,6 +333,7 @@ pub fn compare(cfg: &CompareConfig) -> Result<CompareOutcome> {
             .collect(),
         score_kinds,
         verdicts,
+        rm_accuracy,
         seed: cfg.seed,
         groups,
     };

@@ -168,6 +168,7 @@ pub fn synthetic_rollout(
         finished,
         temperature: 1.0,
         logprob_temperature: 1.0,
+        gold: None,
     }
 }
 

@@ -29,6 +29,7 @@ use marlhf_model::generate::{generate, SamplingConfig};
 use super::forward::{self, Responses};
 use super::mix_seed;
 use super::models::{Models, Vocabulary};
+use crate::gold::{self, GoldItem, GoldScorer};
 
 #[derive(Clone, Debug)]
 pub struct RolloutConfig {
@@ -53,6 +54,10 @@ pub struct RolloutConfig {
     /// The temperature log-probabilities are taken at; `None`: the sampling
     /// temperature (1 when sampling is greedy).
     pub logprob_temperature: Option<f64>,
+    /// The gold model of a task with a known reward (`stories`): every
+    /// rollout also gets its gold reward, for the curves (the update never
+    /// reads it).
+    pub gold_model: Option<PathBuf>,
     pub seed: u64,
     pub device: Device,
     /// The dtype the models compute and are kept in (frozen here).
@@ -68,6 +73,8 @@ pub struct RolloutReport {
     pub truncated_prompts: usize,
     pub finished: usize,
     pub mean_score: f64,
+    /// Mean gold reward, when a gold model scored the rollouts.
+    pub mean_gold: Option<f64>,
     pub mean_length: f64,
     pub generated_tokens: usize,
     pub generate_seconds: f64,
@@ -156,6 +163,16 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
     let actor = models.get(&cfg.actor)?;
     let vocab = Vocabulary::of(actor);
     let tok = &actor.tokenizer;
+    // Loaded up front, so a gold model that cannot read the actor's tokens
+    // stops the stage before the slow part.
+    let scorer = match &cfg.gold_model {
+        Some(dir) => {
+            let scorer = GoldScorer::load(dir, &cfg.device)?;
+            scorer.check_vocabulary(actor)?;
+            Some(scorer)
+        }
+        None => None,
+    };
 
     let mut prompt_ids = Vec::with_capacity(picked.len());
     for &i in &picked {
@@ -274,6 +291,23 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
         &ids,
         &scores.iter().map(|&s| vec![s]).collect::<Vec<_>>(),
     )?;
+    let gold = match &scorer {
+        Some(scorer) => {
+            let items: Vec<GoldItem> = (0..picked.len())
+                .map(|j| GoldItem {
+                    prompt: &prompts[picked[j]].prompt,
+                    prompt_tokens: &prompt_ids[j],
+                    response_tokens: &responses[j],
+                    finished: finished[j],
+                })
+                .collect();
+            let pb = phase("gold");
+            let g = scorer.score(&items, &|k| pb.inc(k))?;
+            pb.finish_and_clear();
+            g.iter().map(|g| Some(gold::columns(g))).collect()
+        }
+        None => vec![None; picked.len()],
+    };
     report.score_seconds = started.elapsed().as_secs_f64();
 
     let mut rows = Vec::with_capacity(picked.len());
@@ -299,10 +333,16 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
             finished: finished[j],
             temperature: cfg.temperature,
             logprob_temperature: scoring_t,
+            gold: gold[j],
         });
     }
     report.finished = rows.iter().filter(|r| r.finished).count();
     report.mean_score = rows.iter().map(|r| r.score as f64).sum::<f64>() / rows.len() as f64;
+    report.mean_gold = rows
+        .iter()
+        .map(|r| r.gold.map(|g| g.reward as f64))
+        .sum::<Option<f64>>()
+        .map(|s| s / rows.len() as f64);
     report.mean_length = rows
         .iter()
         .map(|r| r.response_tokens.len() as f64)

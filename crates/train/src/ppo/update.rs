@@ -891,6 +891,23 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
             actor_tally.entropy_sum / actor_tally.entropy_tokens.max(1) as f64,
         ),
     ];
+    if let Some(golds) = rollouts.iter().map(|r| r.gold).collect::<Option<Vec<_>>>() {
+        // The task's known reward (the update never trains on it).
+        values.extend([
+            (
+                "gold_mean".to_string(),
+                mean(golds.iter().map(|g| g.reward as f64)),
+            ),
+            (
+                "gold_ending_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.ending)))),
+            ),
+            (
+                "gold_callback_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.callback)))),
+            ),
+        ]);
+    }
     if let Some(ev) = explained_variance_flat(&all_values, &all_returns)? {
         values.push(("explained_variance".into(), ev as f64));
     }
