@@ -88,6 +88,7 @@ PPO_MAX_GRAD_NORM ?=
 PPO_LR_SCHEDULE ?=
 PPO_WARMUP_RATIO ?=
 PPO_MIN_RESPONSE ?=
+PPO_WHITEN ?=
 # Extra flags per stage, e.g. PPO_UPDATE_ARGS="--weight-decay 0.01".
 PPO_ROLLOUT_ARGS ?=
 PPO_SEGMENT_ARGS ?=
@@ -156,7 +157,7 @@ $(call ppo_iter,$(1),$(2),$(3))/advantages.parquet $(call ppo_inputs,$(1),$(2),$
 	  $$(call ppo_opt,--actor-lr,$$(PPO_ACTOR_LR)) $$(call ppo_opt,--critic-lr,$$(PPO_CRITIC_LR)) \
 	  $$(call ppo_opt,--weight-decay,$$(PPO_WEIGHT_DECAY)) $$(call ppo_opt,--max-grad-norm,$$(PPO_MAX_GRAD_NORM)) \
 	  $$(call ppo_opt,--lr-schedule,$$(PPO_LR_SCHEDULE)) $$(call ppo_opt,--warmup-ratio,$$(PPO_WARMUP_RATIO)) \
-	  $$(call ppo_opt,--min-response-tokens,$$(PPO_MIN_RESPONSE)) \
+	  $$(call ppo_opt,--min-response-tokens,$$(PPO_MIN_RESPONSE)) $$(call ppo_opt,--whiten-advantages,$$(PPO_WHITEN)) \
 	  --seed $(2) --device $$(DEVICE) $$(PPO_UPDATE_ARGS)
 endef
 

@@ -120,6 +120,11 @@ struct Args {
         |c| c.min_response_tokens
     ))]
     min_response_tokens: Option<usize>,
+    #[arg(long, help = by_recipe(
+        "Whiten the advantages over the iteration's tokens before the policy loss (true or false)",
+        |c| c.whiten_advantages
+    ))]
+    whiten_advantages: Option<bool>,
     /// Seed of the mini-batch order (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -172,6 +177,7 @@ impl Args {
             warmup_ratio: self.warmup_ratio.unwrap_or(base.warmup_ratio),
             total_iterations: self.total_iterations.or(base.total_iterations),
             min_response_tokens: self.min_response_tokens.unwrap_or(base.min_response_tokens),
+            whiten_advantages: self.whiten_advantages.unwrap_or(base.whiten_advantages),
         }
     }
 }

@@ -185,3 +185,66 @@ mod tests {
         assert_eq!(empty, MacroAdvantages::default());
     }
 }
+
+/// Advantages whitened over every token of a batch, as TRL, verl and
+/// CleanRL do before the policy loss: `(A − mean) / √(var + 1e-8)` with the
+/// unbiased variance over all tokens of all rows. Removes a bias that a
+/// poorly fitted critic puts into every advantage (which would otherwise
+/// reinforce whatever was sampled), and sets their scale. Rows keep their
+/// lengths; with fewer than two tokens in all, the rows come back
+/// centred only.
+pub fn whiten(rows: &[&[f32]]) -> Vec<Vec<f32>> {
+    let n: usize = rows.iter().map(|r| r.len()).sum();
+    if n == 0 {
+        return rows.iter().map(|r| r.to_vec()).collect();
+    }
+    let mean = rows
+        .iter()
+        .flat_map(|r| r.iter())
+        .map(|&x| x as f64)
+        .sum::<f64>()
+        / n as f64;
+    let scale = if n >= 2 {
+        let var = rows
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1) as f64;
+        1.0 / (var + 1e-8).sqrt()
+    } else {
+        1.0
+    };
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .map(|&x| ((x as f64 - mean) * scale) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod whiten_tests {
+    use super::whiten;
+
+    #[test]
+    fn whiten_golden() {
+        // Tokens 1, 2, 3 | 6: mean 3, unbiased var (4 + 1 + 0 + 9)/3 = 14/3,
+        // sd 2.1602469; whitened −0.9258201, −0.4629100, 0 | 1.3887301.
+        let w = whiten(&[&[1.0, 2.0, 3.0], &[6.0], &[]]);
+        let want = [
+            vec![-0.925_820_1, -0.462_910_0, 0.0],
+            vec![1.388_730_1],
+            vec![],
+        ];
+        for (g, w) in w.iter().zip(&want) {
+            assert_eq!(g.len(), w.len());
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            }
+        }
+        assert_eq!(whiten(&[&[5.0]]), vec![vec![0.0]]);
+        assert_eq!(whiten(&[&[]]), vec![Vec::<f32>::new()]);
+    }
+}

@@ -31,7 +31,7 @@ pub use batch::{
     pad, process_batch, process_sequence, response_mask, RlConfig, SequenceInput, SequenceOutput,
 };
 pub use error::RlError;
-pub use gae::{gae, macro_advantages, MacroAdvantages};
+pub use gae::{gae, macro_advantages, whiten, MacroAdvantages};
 pub use loss::{
     actor_loss, actor_loss_weighted, critic_loss, critic_loss_weighted, explained_variance,
     explained_variance_flat, ActorStats, CriticStats, LossAgg,

@@ -128,6 +128,57 @@ fn rm_section(rm: &RmHeldOut, path: &Path) -> String {
     md
 }
 
+/// The figures that say whether a PPO run optimised what it should: the
+/// reward next to the KL from the reference and the policy's entropy, at
+/// the first and the last iteration of each run.
+fn training_table(runs: &[(String, PathBuf)]) -> Result<Option<String>> {
+    const COLUMNS: [(&str, &str); 5] = [
+        ("score_mean", "RM score"),
+        ("gold_mean", "gold"),
+        ("kl_k1_token_mean", "KL k1 per token"),
+        ("kl_k1_seq_sum", "KL k1 per response"),
+        ("entropy", "entropy per token"),
+    ];
+    let mut rows = Vec::new();
+    for (run, path) in runs {
+        let m = read_metrics(path)?;
+        let (Some(first), Some(last)) = (m.first(), m.last()) else {
+            continue;
+        };
+        let cells: Vec<String> = COLUMNS
+            .iter()
+            .map(|(k, _)| match (first.get(k), last.get(k)) {
+                (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"),
+                _ => "–".to_string(),
+            })
+            .collect();
+        rows.push(format!(
+            "| {run} | {} → {} | {} |",
+            first.iteration,
+            last.iteration,
+            cells.join(" | ")
+        ));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut md = String::from(
+        "\nFirst and last iteration of each run (means over the iteration's rollouts; KL and entropy of the sampling distribution, DESIGN.md \"One sampling distribution\"):\n\n",
+    );
+    md.push_str("| run | iterations |");
+    for (_, label) in COLUMNS {
+        md.push_str(&format!(" {label} |"));
+    }
+    md.push_str("\n| --- | --- |");
+    md.push_str(&" ---: |".repeat(COLUMNS.len()));
+    md.push('\n');
+    for r in rows {
+        md.push_str(&r);
+        md.push('\n');
+    }
+    Ok(Some(md))
+}
+
 /// The gold reward per policy, when every response has one: mean ±
 /// standard error and how often each of its parts was earned.
 fn gold_table(rows: &[super::tables::ResponseRow]) -> Option<String> {
@@ -263,6 +314,7 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         ));
     }
     let rm = cfg.rm_metrics.as_deref().map(rm_held_out).transpose()?;
+    let training = training_table(&cfg.ppo_metrics)?;
 
     let dir = match cfg.out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -308,6 +360,9 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         has_curves.then_some(REWARD_CURVES_FILE),
         has_scores.then_some(SCORES_FILE),
     );
+    if let Some(table) = &training {
+        md.push_str(table);
+    }
     if let Some(section) = &gold_section {
         md = insert_section(&md, section);
     }

@@ -46,7 +46,7 @@ use marlhf_model::lm::Scored;
 use marlhf_model::{Checkpoint, Model};
 use marlhf_rl::{
     actor_loss_weighted, critic_loss_weighted, explained_variance_flat, process_sequence,
-    response_mask, KlEstimator, LossAgg, RlConfig, SequenceInput, SequenceOutput,
+    response_mask, whiten, KlEstimator, LossAgg, RlConfig, SequenceInput, SequenceOutput,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -146,6 +146,10 @@ pub struct PpoConfig {
     pub total_iterations: Option<u32>,
     /// Responses shorter than this many tokens are not trained on.
     pub min_response_tokens: usize,
+    /// Whiten the advantages over all tokens trained on in the iteration
+    /// before the policy loss (TRL, verl, CleanRL); the released code does
+    /// not.
+    pub whiten_advantages: bool,
 }
 
 impl PpoConfig {
@@ -165,6 +169,7 @@ impl PpoConfig {
             warmup_ratio: 0.0,
             total_iterations: None,
             min_response_tokens: 1,
+            whiten_advantages: false,
         };
         match recipe {
             Recipe::Default => default,
@@ -423,6 +428,8 @@ impl Role {
 struct Batches<'a> {
     rollouts: &'a [RolloutRow],
     outputs: &'a [SequenceOutput],
+    /// Per rollout, the advantages the policy loss uses (whitened or not).
+    advantages: &'a [Vec<f32>],
     /// The rollouts of each optimiser step.
     steps: &'a [Vec<usize>],
     /// The temperature the rollouts' log-probabilities were taken at.
@@ -460,12 +467,7 @@ impl Batches<'_> {
         let (olds, tgts): (Vec<&[f32]>, Vec<&[f32]>) = match role {
             Role::Actor => rows
                 .iter()
-                .map(|&r| {
-                    (
-                        ro(r).logprobs.as_slice(),
-                        self.outputs[r].advantages.as_slice(),
-                    )
-                })
+                .map(|&r| (ro(r).logprobs.as_slice(), self.advantages[r].as_slice()))
                 .unzip(),
             Role::Critic => rows
                 .iter()
@@ -713,9 +715,25 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     );
     let per_iteration = ppo.steps_per_iteration(rollouts.len());
     let total_steps = per_iteration * ppo.total_iterations.unwrap_or(iteration + 1) as u64;
+    // Whitening uses the tokens trained on, so dropped responses do not
+    // move the mean.
+    let advantages: Vec<Vec<f32>> = if ppo.whiten_advantages {
+        let rows: Vec<&[f32]> = trainable
+            .iter()
+            .map(|&i| outputs[i].advantages.as_slice())
+            .collect();
+        let mut out: Vec<Vec<f32>> = outputs.iter().map(|o| o.advantages.clone()).collect();
+        for (&i, w) in trainable.iter().zip(whiten(&rows)) {
+            out[i] = w;
+        }
+        out
+    } else {
+        outputs.iter().map(|o| o.advantages.clone()).collect()
+    };
     let batches = Batches {
         rollouts: &rollouts,
         outputs: &outputs,
+        advantages: &advantages,
         steps: &steps,
         temperature,
         first_step: per_iteration * iteration as u64,
