@@ -19,6 +19,9 @@ use marlhf_train::evaluate::{parse_ks, parse_named_path};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long, global = true)]
+    allow_partial: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,6 +232,7 @@ struct ReportArgs {
 
 fn main() {
     let cli = Cli::parse();
+    marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
     match cli.command {
         Command::Generate(a) => marlhf_cli::run("eval generate", || run_generate(a)),
         Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),

@@ -16,6 +16,9 @@ use marlhf_train::ppo::{update, UpdateConfig};
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long)]
+    allow_partial: bool,
     /// The iteration's rollouts
     #[arg(
         long,
@@ -111,6 +114,7 @@ fn figure(v: f64) -> String {
 
 fn main() {
     let args = Args::parse();
+    marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("update", || {
         let cfg = UpdateConfig {
             rollouts: args.rollouts,

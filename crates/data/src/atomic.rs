@@ -183,6 +183,16 @@ fn replace(tmp: &Path, path: &Path) -> Result<()> {
     }
 }
 
+/// Fails now, before any work, when `path` could not be written later: its
+/// directory cannot be created, or a file cannot be created in it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    ensure_parent(path)?;
+    let probe = sibling(path, "probe");
+    fs::write(&probe, b"")
+        .map_err(|e| io_err(path, "cannot write here", e))
+        .and_then(|()| fs::remove_file(&probe).map_err(|e| io_err(&probe, "cannot remove", e)))
+}
+
 /// Writes one file atomically: `write` receives the temporary path to create.
 pub fn write_file<T, E, F>(path: &Path, write: F) -> std::result::Result<T, E>
 where

@@ -179,12 +179,30 @@ impl Params {
     }
 
     /// Loads every tensor of a safetensors file as a parameter, converted
-    /// to f32 (training precision).
+    /// to f32 (training precision). Integer tensors are refused rather than
+    /// converted (an I32 weight read as floats trains at absurd losses), and
+    /// so are NaN or infinite values.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
         let tensors = candle_core::safetensors::load(path, dev)
             .with_context(|| format!("{}: cannot read safetensors", path.display()))?;
         if tensors.is_empty() {
             bail!("{}: no tensors", path.display());
+        }
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let t = &tensors[name];
+            if !matches!(
+                t.dtype(),
+                DType::F32 | DType::F16 | DType::BF16 | DType::F64
+            ) {
+                bail!(
+                    "{}: tensor {name:?} has dtype {:?}; parameters must be floating point (f32, f16, bf16 or f64)",
+                    path.display(),
+                    t.dtype()
+                );
+            }
+            check_finite(name, t).with_context(|| format!("{}", path.display()))?;
         }
         let p = Params::empty();
         for (name, t) in tensors {
@@ -194,8 +212,14 @@ impl Params {
     }
 
     /// Writes all parameters to a safetensors file. The format sorts
-    /// tensors, so equal parameters give identical bytes.
+    /// tensors, so equal parameters give identical bytes. Refuses (and
+    /// writes nothing) when a value is NaN or infinite: a checkpoint on disk
+    /// is always a usable one.
     pub fn save(&self, path: &Path) -> Result<()> {
+        for (name, v) in self.vars() {
+            check_finite(&name, v.as_tensor())
+                .with_context(|| format!("{}: not saved", path.display()))?;
+        }
         let map: std::collections::HashMap<String, Tensor> = self
             .vars()
             .into_iter()
@@ -205,9 +229,14 @@ impl Params {
             .with_context(|| format!("{}: cannot write", path.display()))
     }
 
-    /// Checks that every parameter `cfg` needs is present with the right shape.
+    /// Checks that every parameter `cfg` needs is present with the right
+    /// shape, and so is the value head when there is one.
     pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
-        for (name, shape, _) in specs(cfg) {
+        let mut specs = specs(cfg);
+        if self.contains(V_HEAD) {
+            specs.push((V_HEAD.to_string(), vec![1, cfg.hidden_size], Init::Zeros));
+        }
+        for (name, shape, _) in specs {
             let t = self.get(&name)?;
             if t.dims() != shape.as_slice() {
                 bail!(
@@ -227,4 +256,19 @@ impl Params {
         }
         Ok(p)
     }
+}
+
+/// Fails when `t` holds a NaN or an infinity, naming the tensor, the first
+/// such element and how many there are.
+pub fn check_finite(name: &str, t: &Tensor) -> Result<()> {
+    let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        bail!(
+            "tensor {name:?} is not finite: {bad} of {} values are NaN or infinite (the first, {}, at flat index {at})",
+            values.len(),
+            values[at]
+        );
+    }
+    Ok(())
 }
