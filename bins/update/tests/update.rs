@@ -431,3 +431,36 @@ fn bad_batches_are_refused_with_the_file_and_row() {
     assert!(line.contains("row 3, column \"iteration\""), "{line}");
     assert_nothing_written(&p);
 }
+
+/// Issue 13, item 8: a token id the models do not have, or a sequence longer
+/// than their positions, is refused naming the file, the row and the column.
+#[test]
+fn token_ids_and_lengths_are_checked_against_the_models() {
+    let run = Run::new("update-tokens", 1).unwrap();
+    let mut rows: Vec<RolloutRow> = (0..3).map(|i| synthetic_rollout(i, 0, 3, 4, 2)).collect();
+    rows[1].response_tokens[2] = 99_999;
+    let p = Paths::new(&run, "iter-000", run.sft(), run.rm(), "iter-001");
+    write_inputs(&p, &rows, |r| (0..r.response_tokens.len() as u32).collect());
+    let line = update(&p, &[]).error_line().to_string();
+    assert!(
+        line.starts_with(&format!(
+            "error: {}: row 2, column \"response_tokens\"",
+            p.rollouts.display()
+        )) && line.contains("99999")
+            && line.contains("512"),
+        "{line}"
+    );
+    assert_nothing_written(&p);
+
+    let mut rows: Vec<RolloutRow> = (0..3).map(|i| synthetic_rollout(i, 0, 3, 4, 2)).collect();
+    rows[2] = synthetic_rollout(2, 0, 1020, 8, 2);
+    write_inputs(&p, &rows, |r| (0..r.response_tokens.len() as u32).collect());
+    let line = update(&p, &[]).error_line().to_string();
+    assert!(
+        line.starts_with(&format!("error: {}: row 3", p.rollouts.display()))
+            && line.contains("1028 tokens")
+            && line.contains("1024 positions"),
+        "{line}"
+    );
+    assert_nothing_written(&p);
+}

@@ -156,6 +156,7 @@ impl Checkpoint {
         }
         check_finished(dir, partial)?;
         let config = ModelConfig::load(&dir.join(CONFIG))?;
+        check_special_ids(&dir.join(CONFIG), &config)?;
         let weights = dir.join(WEIGHTS);
         if !weights.is_file() {
             bail!(
@@ -166,14 +167,11 @@ impl Checkpoint {
         let params = Params::load(&weights, device)?;
         let model = Model::new(config, params).with_context(|| format!("{}", dir.display()))?;
         let tokenizer = load_tokenizer(dir, &model.config)?;
-        if tokenizer.vocab_size() > model.config.vocab_size {
-            bail!(
-                "{}: tokenizer has {} tokens but the model's vocab_size is {}",
-                dir.display(),
-                tokenizer.vocab_size(),
-                model.config.vocab_size
-            );
-        }
+        check_vocabularies(
+            &dir.join(TOKENIZER),
+            tokenizer.vocab_size(),
+            model.config.vocab_size,
+        )?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             model,
@@ -191,6 +189,51 @@ impl Checkpoint {
             &self.dir.join(TOKENIZER),
         )
     }
+}
+
+/// Special token ids must name rows of the embedding.
+fn check_special_ids(config_path: &Path, cfg: &ModelConfig) -> Result<()> {
+    let ids = cfg
+        .eos_ids()
+        .into_iter()
+        .map(|id| ("eos_token_id", id))
+        .chain(cfg.bos_token_id.map(|id| ("bos_token_id", id)))
+        .chain(cfg.pad_token_id.map(|id| ("pad_token_id", id)));
+    for (name, id) in ids {
+        if id as usize >= cfg.vocab_size {
+            bail!(
+                "{}: {name} {id} is not below vocab_size {}",
+                config_path.display(),
+                cfg.vocab_size
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How many more embedding rows than tokenizer entries a model may have:
+/// checkpoints pad the vocabulary to a round size (Qwen2.5 by 271 rows,
+/// DeepSeek by about 2%), never by multiples of the tokenizer.
+fn vocab_slack(tokenizer_tokens: usize) -> usize {
+    (tokenizer_tokens / 20).max(1024)
+}
+
+/// The tokenizer must fit the model, and be this model's: one far smaller
+/// than the embedding is another model's tokenizer.
+fn check_vocabularies(tokenizer_path: &Path, tokens: usize, vocab_size: usize) -> Result<()> {
+    if tokens > vocab_size {
+        bail!(
+            "{}: {tokens} tokens, more than the model's vocab_size {vocab_size}",
+            tokenizer_path.display()
+        );
+    }
+    if vocab_size > tokens + vocab_slack(tokens) {
+        bail!(
+            "{}: {tokens} tokens for a model with vocab_size {vocab_size}; a model's tokenizer covers its vocabulary up to a little padding, so this tokenizer is not the model's",
+            tokenizer_path.display()
+        );
+    }
+    Ok(())
 }
 
 pub fn load_tokenizer(dir: &Path, cfg: &ModelConfig) -> Result<Tokenizer> {

@@ -443,6 +443,11 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     cfg.check()?;
     let t0 = Instant::now();
     let rollouts = read_rollouts(&cfg.rollouts)?;
+    let models = [
+        ("actor", cfg.actor.as_path()),
+        ("critic", cfg.critic.as_path()),
+    ];
+    super::models::check_tokens(&cfg.rollouts, &rollouts, &models)?;
     let iteration = iteration_of(&cfg.rollouts, &rollouts)?;
     let starts = starts_by_rollout(&cfg.rollouts, &rollouts, &cfg.segments)?;
     let outputs = credit_assignment(&cfg.rl, &cfg.rollouts, &rollouts, &cfg.segments, &starts)?;
