@@ -43,6 +43,39 @@ fn remove_any(path: &Path) {
     }
 }
 
+/// Removes what a killed writer of `path` left: `.name.tmp-<pid>` and
+/// `.name.old-<pid>` of processes that no longer run. Those of a live
+/// process (another writer, right now) are left alone.
+fn remove_stale(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let pid = ["tmp-", "old-"]
+            .iter()
+            .find_map(|kind| rest.strip_prefix(kind))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_any(&entry.path());
+            }
+        }
+    }
+}
+
 fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -98,6 +131,7 @@ impl FileSet {
         E: From<DataError>,
     {
         ensure_parent(path)?;
+        remove_stale(path);
         let tmp = temp_path(path);
         remove_any(&tmp);
         match write(&tmp) {
@@ -290,6 +324,33 @@ mod tests {
         assert!(!a.exists() && !b.exists());
         set.commit().unwrap();
         assert_eq!(listing(dir.path()), vec!["a.txt", "b.txt"]);
+    }
+
+    /// Issue 13, item 9: a writer killed mid-write leaves its temporary;
+    /// the next write of the same file removes it (not a live writer's).
+    #[test]
+    fn a_killed_writers_temporaries_are_removed_by_the_next_write() {
+        let dir = TempDir::new("atomic-stale");
+        let path = dir.path().join("actor");
+        // pid_max is at most 2^22: this process cannot exist.
+        let dead = dir.path().join(".actor.tmp-999999999");
+        fs::create_dir_all(dead.join("sub")).unwrap();
+        fs::write(dead.join("sub/model.safetensors"), b"17 MB").unwrap();
+        let old = dir.path().join(".actor.old-999999998");
+        fs::write(&old, b"x").unwrap();
+        // pid 1 (init) runs: its temporary may be a live writer's.
+        let live = dir.path().join(".actor.tmp-1");
+        fs::write(&live, b"x").unwrap();
+        let other = dir.path().join(".critic.tmp-999999999");
+        fs::write(&other, b"x").unwrap();
+        write_dir(&path, |tmp| -> Result<()> {
+            fs::write(tmp.join("model.safetensors"), b"new").map_err(|e| io_err(tmp, "w", e))
+        })
+        .unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            vec![".actor.tmp-1", ".critic.tmp-999999999", "actor"]
+        );
     }
 
     #[test]

@@ -493,6 +493,15 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
         &cfg.advantages,
         &cfg.metrics,
     ]);
+    // Find out now, not after training, that an output cannot be written.
+    for out in [
+        &cfg.out_actor,
+        &cfg.out_critic,
+        &cfg.advantages,
+        &cfg.metrics,
+    ] {
+        marlhf_data::atomic::check_writable(out)?;
+    }
     let mut files = FileSet::new();
     let t1 = Instant::now();
     let actor = Checkpoint::load(&cfg.actor, &cfg.device)?;
