@@ -212,10 +212,11 @@ fn check_special_ids(config_path: &Path, cfg: &ModelConfig) -> Result<()> {
 }
 
 /// How many more embedding rows than tokenizer entries a model may have:
-/// checkpoints pad the vocabulary to a round size (Qwen2.5 by 271 rows,
-/// DeepSeek by about 2%), never by multiples of the tokenizer.
+/// checkpoints pad the vocabulary to a round size (GPT-NeoX by 155 rows,
+/// Qwen2.5 by 271, DeepSeek by about 2.4%), never by multiples of the
+/// tokenizer: 5%, and at least 128 rows for small vocabularies.
 fn vocab_slack(tokenizer_tokens: usize) -> usize {
-    (tokenizer_tokens / 20).max(1024)
+    (tokenizer_tokens / 20).max(128)
 }
 
 /// The tokenizer must fit the model, and be this model's: one far smaller
@@ -236,7 +237,10 @@ fn check_vocabularies(tokenizer_path: &Path, tokens: usize, vocab_size: usize) -
     Ok(())
 }
 
+/// A checkpoint's tokenizer with the special ids of its config (checked to
+/// be in the vocabulary first).
 pub fn load_tokenizer(dir: &Path, cfg: &ModelConfig) -> Result<Tokenizer> {
+    check_special_ids(&dir.join(CONFIG), cfg)?;
     Tokenizer::load(
         &dir.join(TOKENIZER),
         cfg.bos_token_id,

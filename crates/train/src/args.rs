@@ -13,18 +13,18 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Peak learning rate
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: f64,
     /// Fraction of steps spent warming up linearly
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub warmup_ratio: f64,
     /// Final learning rate as a fraction of the peak (cosine decay)
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub min_lr_ratio: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Global gradient-norm clip (0 = off)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub max_grad_norm: f64,
     /// Examples per micro-batch
     #[arg(long, default_value_t = 8)]
@@ -33,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
     /// Passes over the training split (fractions allowed)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub epochs: f64,
     /// Stop after this many optimiser steps (overrides --epochs)
     #[arg(long)]
@@ -60,7 +60,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub allow_partial: bool,
     /// Fraction of rows held out for evaluation
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub val_fraction: f64,
     /// Longest prompt in tokens (longer ones keep their end)
     #[arg(long, default_value_t = 256)]

@@ -689,7 +689,12 @@ impl BaseDir {
     fn new() -> Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let base = std::env::temp_dir();
-        let path = base.join(format!("marlhf-sandbox-{}", random_name()));
+        remove_stale_bases(&base);
+        let path = base.join(format!(
+            "{BASE_PREFIX}{}-{}",
+            std::process::id(),
+            random_name()
+        ));
         fs::DirBuilder::new()
             .mode(0o711)
             .create(&path)
@@ -714,6 +719,28 @@ impl BaseDir {
                 .with_context(|| format!("cannot chown {}", dir.path().display()))?;
         }
         Ok(dir)
+    }
+}
+
+const BASE_PREFIX: &str = "marlhf-sandbox-";
+
+/// Removes the sandbox directories of processes that no longer run (a
+/// killed evaluation cannot remove its own).
+fn remove_stale_bases(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(BASE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
