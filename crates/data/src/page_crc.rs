@@ -46,7 +46,7 @@ const FIELD_CRC: i16 = 4;
 const DICTIONARY_PAGE: i64 = 2;
 
 fn corrupt(what: &str) -> ParquetError {
-    ParquetError::General(format!("cannot add page checksums: {what}"))
+    ParquetError::General(format!("damaged column chunk: {what}"))
 }
 
 /// A cursor over Thrift compact-protocol bytes.
@@ -311,16 +311,36 @@ pub fn add_page_crcs(file: Vec<u8>, props: WriterProperties) -> Result<Vec<u8>> 
     Ok(out)
 }
 
-/// Every page of `file` with its CRC as stored and as computed, for tests.
-#[doc(hidden)]
-pub fn page_crcs(file: &[u8]) -> Result<Vec<(Option<i32>, i32)>> {
+/// Checks every page checksum `file` has: the first mismatch, as "column
+/// `name`, page N: …", when a page's bytes are not the ones written.
+/// Pages without a checksum (other writers) pass.
+pub fn verify_page_crcs(file: &[u8]) -> std::result::Result<(), String> {
+    let pages = page_crcs(file).map_err(|e| e.to_string())?;
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (column, stored, computed) in pages {
+        let n = seen.entry(column.clone()).or_default();
+        *n += 1;
+        if stored.is_some_and(|c| c != computed) {
+            return Err(format!(
+                "column `{column}`, page {n}: page checksum mismatch (the bytes are damaged)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every page of `file`: its column, its CRC as stored and as computed.
+pub fn page_crcs(file: &[u8]) -> Result<Vec<(String, Option<i32>, i32)>> {
     let bytes = Bytes::copy_from_slice(file);
     let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes)?;
     let mut found = Vec::new();
     for group in meta.row_groups() {
         for column in group.columns() {
             let (start, len) = column.byte_range();
-            let chunk = &file[start as usize..(start + len) as usize];
+            let chunk = file
+                .get(start as usize..(start + len) as usize)
+                .ok_or_else(|| corrupt("column chunk outside the file"))?;
+            let name = column.column_path().string();
             let mut at = 0;
             while at < chunk.len() {
                 let mut c = Cursor {
@@ -336,8 +356,10 @@ pub fn page_crcs(file: &[u8]) -> Result<Vec<(Option<i32>, i32)>> {
                         _ => c.skip_field(t, 0)?,
                     }
                 }
-                let page = &chunk[at + c.at..at + c.at + size];
-                found.push((crc, crc32fast::hash(page) as i32));
+                let page = chunk
+                    .get(at + c.at..at + c.at + size)
+                    .ok_or_else(|| corrupt("page runs past its column chunk"))?;
+                found.push((name.clone(), crc, crc32fast::hash(page) as i32));
                 at += c.at + size;
             }
         }

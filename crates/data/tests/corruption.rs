@@ -100,9 +100,14 @@ fn every_page_carries_its_checksum() {
     let bytes = std::fs::read(&path).unwrap();
     let pages = marlhf_data::page_crc::page_crcs(&bytes).unwrap();
     assert!(pages.len() >= 11, "{} pages", pages.len());
-    for (stored, computed) in pages {
+    for (_, stored, computed) in pages {
         assert_eq!(stored, Some(computed));
     }
+    assert_eq!(marlhf_data::page_crc::verify_page_crcs(&bytes), Ok(()));
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 3] ^= 1;
+    let err = marlhf_data::page_crc::verify_page_crcs(&damaged).unwrap_err();
+    assert!(err.contains("page checksum mismatch"), "{err}");
     // Same rows, same bytes: the checksums keep the writer deterministic.
     let again = dir.path().join("again.parquet");
     write_rollouts(&again, &rows()).unwrap();
