@@ -9,7 +9,8 @@
 //!   is never a result (the stage's output is absent or complete), and
 //!   running the stage again (SFT and RM with `--resume`) gives the same
 //!   bytes as an uninterrupted run. The kill points are drawn from a seed
-//!   printed on stderr; `MARLHF_KILL_SEED=N` repeats a run.
+//!   printed on stderr; `MARLHF_KILL_SEED=N` repeats a run and
+//!   `MARLHF_KILL_REPEAT=N` kills N times as often.
 //!
 //! Needs the release binaries (`make test` builds them first) and the real
 //! HH-RLHF sample in ../shared/data.
@@ -564,17 +565,24 @@ impl Points {
 
 /// Runs `stage` once uninterrupted for the reference bytes of `outputs`,
 /// then `kills` times: clean outputs, start, SIGKILL at a random point of
-/// the reference duration, check that `done` (the file `make` looks for)
-/// is absent or the result is whole, run it again — `resume` when the kill
-/// left no result and one is given, else `stage` as `make` would — and
-/// compare the bytes.
+/// the reference duration, check that the files `make` looks for (`done`)
+/// are not all there unless the result is whole, run it again — `resume`
+/// when the kill left no result and one is given, else `stage` as `make`
+/// would — and compare the bytes.
 fn kill_and_rerun(
     stage: &Stage,
     resume: Option<&Stage>,
     outputs: &[PathBuf],
-    done: &Path,
+    done: &[PathBuf],
     kills: usize,
 ) {
+    let finished = || done.iter().all(|d| d.exists());
+    // MARLHF_KILL_REPEAT=N multiplies the kills (a longer stress run).
+    let kills = kills
+        * std::env::var("MARLHF_KILL_REPEAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
     remove(outputs);
     let took = stage.ok();
     let reference = snapshot(outputs);
@@ -592,7 +600,7 @@ fn kill_and_rerun(
         std::thread::sleep(at);
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if done.exists() {
+        if finished() {
             assert_eq!(
                 snapshot(outputs),
                 reference,
@@ -601,7 +609,7 @@ fn kill_and_rerun(
             );
         }
         match resume {
-            Some(r) if !done.exists() => r.ok(),
+            Some(r) if !finished() => r.ok(),
             _ => stage.ok(),
         };
         let got = snapshot(outputs);
@@ -628,10 +636,11 @@ fn killed_data_stages_rerun_to_the_same_bytes() {
         .map(|f| data.join(format!("{f}.parquet")))
         .collect();
     let p = prepare(&data);
-    kill_and_rerun(&p, None, &files, &files[0], 2);
+    kill_and_rerun(&p, None, &files, &files, 2);
     let tok = dir.join("tokenizer.json");
     let t = tokenizer(&base().data(), &tok);
-    kill_and_rerun(&t, None, std::slice::from_ref(&tok), &tok, 2);
+    let one = std::slice::from_ref(&tok);
+    kill_and_rerun(&t, None, one, one, 2);
 }
 
 #[test]
@@ -647,7 +656,7 @@ fn killed_training_resumes_to_the_same_bytes() {
         &run,
         Some(&resume),
         std::slice::from_ref(&out),
-        &out.join("model.safetensors"),
+        &[out.join("model.safetensors")],
         3,
     );
     let out = dir.join("rm");
@@ -657,7 +666,7 @@ fn killed_training_resumes_to_the_same_bytes() {
         &run,
         Some(&resume),
         std::slice::from_ref(&out),
-        &out.join("model.safetensors"),
+        &[out.join("model.safetensors")],
         2,
     );
 }
@@ -668,17 +677,25 @@ fn killed_ppo_stages_rerun_to_the_same_bytes() {
     let dir = scratch("kill-ppo");
     let rollouts = dir.join("rollouts.parquet");
     let r = rollout(b, &b.sft(), &b.rm(), &rollouts);
-    kill_and_rerun(&r, None, std::slice::from_ref(&rollouts), &rollouts, 2);
+    let one = std::slice::from_ref(&rollouts);
+    kill_and_rerun(&r, None, one, one, 2);
     let segments = dir.join("segments.parquet");
     let sg = segment(&rollouts, &segments);
-    kill_and_rerun(&sg, None, std::slice::from_ref(&segments), &segments, 2);
+    let one = std::slice::from_ref(&segments);
+    kill_and_rerun(&sg, None, one, one, 2);
     let next = dir.join("iter-001");
     let u = update(b, &rollouts, &segments, &next);
     let outputs: Vec<PathBuf> = ["actor", "critic", "advantages.parquet", "metrics.parquet"]
         .iter()
         .map(|f| next.join(f))
         .collect();
-    kill_and_rerun(&u, None, &outputs, &outputs[2], 3);
+    // make's grouped target: the advantages and both checkpoints.
+    let made = [
+        next.join("advantages.parquet"),
+        next.join("actor/model.safetensors"),
+        next.join("critic/model.safetensors"),
+    ];
+    kill_and_rerun(&u, None, &outputs, &made, 3);
 }
 
 #[test]
@@ -687,13 +704,21 @@ fn killed_eval_stages_rerun_to_the_same_bytes() {
     let dir = scratch("kill-eval");
     let responses = dir.join("responses.parquet");
     let g = generate(b, &b.sft(), &responses);
-    kill_and_rerun(&g, None, std::slice::from_ref(&responses), &responses, 2);
+    let one = std::slice::from_ref(&responses);
+    kill_and_rerun(&g, None, one, one, 2);
     let judgements = dir.join("judgements.parquet");
     let j = judge(b, &responses, &judgements);
-    kill_and_rerun(&j, None, std::slice::from_ref(&judgements), &judgements, 2);
+    let one = std::slice::from_ref(&judgements);
+    kill_and_rerun(&j, None, one, one, 2);
     let md = dir.join("report/report.md");
     let r = report(b, &md);
-    kill_and_rerun(&r, None, &[dir.join("report")], &md, 2);
+    kill_and_rerun(
+        &r,
+        None,
+        &[dir.join("report")],
+        std::slice::from_ref(&md),
+        2,
+    );
     // pass@k: the sandbox's processes of a killed evaluation end on their
     // own (their supervisor enforces the time limit without its parent).
     let (prompts, responses) = (
@@ -703,7 +728,8 @@ fn killed_eval_stages_rerun_to_the_same_bytes() {
     write_apps_inputs(&prompts, &responses);
     let out = dir.join("passk.parquet");
     let p = passk(&prompts, &responses, &out);
-    kill_and_rerun(&p, None, std::slice::from_ref(&out), &out, 2);
+    let one = std::slice::from_ref(&out);
+    kill_and_rerun(&p, None, one, one, 2);
 }
 
 /// `make` after an interrupted SFT run: the stage is not done, so make runs

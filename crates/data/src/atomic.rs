@@ -43,8 +43,9 @@ fn remove_any(path: &Path) {
     }
 }
 
-/// Removes what a killed writer of `path` left: `.name.tmp-<pid>` and
-/// `.name.old-<pid>` of processes that no longer run. Those of a live
+/// Removes what a killed writer of `path` left: `.name.tmp-<pid>`,
+/// `.name.old-<pid>` and `.name.probe-<pid>` of processes that no longer
+/// run. Those of a live
 /// process (another writer, right now) are left alone.
 fn remove_stale(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -64,7 +65,7 @@ fn remove_stale(path: &Path) {
         let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
             continue;
         };
-        let pid = ["tmp-", "old-"]
+        let pid = ["tmp-", "old-", "probe-"]
             .iter()
             .find_map(|kind| rest.strip_prefix(kind))
             .and_then(|pid| pid.parse::<u32>().ok());
@@ -163,7 +164,12 @@ impl FileSet {
         })
     }
 
-    /// Syncs every staged file and renames them all into place.
+    /// Syncs every staged file and renames them all into place. Every
+    /// existing output of the set is moved aside before the first new one
+    /// goes in, so a process killed halfway leaves some outputs missing
+    /// (which `make` reruns) but never old and new ones side by side; the
+    /// moved-aside `.name.old-<pid>` are removed at the end, or by the next
+    /// writer once this process is gone.
     pub fn commit(mut self) -> Result<()> {
         for (tmp, _) in &self.staged {
             if tmp.is_dir() {
@@ -173,16 +179,45 @@ impl FileSet {
             }
         }
         let staged = std::mem::take(&mut self.staged);
-        for (i, (tmp, path)) in staged.iter().enumerate() {
-            if let Err(e) = replace(tmp, path) {
-                // Remove what has not been renamed yet; those already in
-                // place are complete files, so they may stay.
-                for (rest, _) in &staged[i..] {
-                    remove_any(rest);
+        let give_up = |moved: &[(PathBuf, PathBuf)], rest: &[(PathBuf, PathBuf)]| {
+            for (old, path) in moved {
+                if !path.exists() {
+                    let _ = fs::rename(old, path);
                 }
-                return Err(e);
+            }
+            for (tmp, _) in rest {
+                remove_any(tmp);
+            }
+        };
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for (tmp, path) in &staged {
+            if tmp.is_dir() && path.exists() && !path.is_dir() {
+                give_up(&moved, &staged);
+                return Err(DataError::file(path, "exists and is not a directory"));
+            }
+            if path.exists() {
+                let old = sibling(path, "old");
+                remove_any(&old);
+                if let Err(e) = fs::rename(path, &old) {
+                    give_up(&moved, &staged);
+                    return Err(io_err(path, "cannot move aside", e));
+                }
+                moved.push((old, path.clone()));
+            }
+        }
+        for (i, (tmp, path)) in staged.iter().enumerate() {
+            if let Err(e) = fs::rename(tmp, path) {
+                // Back to the old set: the new ones already in place go.
+                for (_, placed) in &staged[..i] {
+                    remove_any(placed);
+                }
+                give_up(&moved, &staged[i..]);
+                return Err(io_err(path, "cannot rename into place", e));
             }
             sync_parent(path);
+        }
+        for (old, _) in &moved {
+            remove_any(old);
         }
         Ok(())
     }
@@ -196,31 +231,11 @@ impl Drop for FileSet {
     }
 }
 
-/// Moves a finished temporary into place. A directory that already exists is
-/// moved aside first and deleted only once the new one is in place.
-fn replace(tmp: &Path, path: &Path) -> Result<()> {
-    if tmp.is_dir() && path.exists() {
-        if !path.is_dir() {
-            return Err(DataError::file(path, "exists and is not a directory"));
-        }
-        let old = sibling(path, "old");
-        remove_any(&old);
-        fs::rename(path, &old).map_err(|e| io_err(path, "cannot move aside", e))?;
-        if let Err(e) = fs::rename(tmp, path) {
-            let _ = fs::rename(&old, path);
-            return Err(io_err(path, "cannot rename into place", e));
-        }
-        remove_any(&old);
-        Ok(())
-    } else {
-        fs::rename(tmp, path).map_err(|e| io_err(path, "cannot rename into place", e))
-    }
-}
-
 /// Fails now, before any work, when `path` could not be written later: its
 /// directory cannot be created, or a file cannot be created in it.
 pub fn check_writable(path: &Path) -> Result<()> {
     ensure_parent(path)?;
+    remove_stale(path);
     let probe = sibling(path, "probe");
     fs::write(&probe, b"")
         .map_err(|e| io_err(path, "cannot write here", e))
