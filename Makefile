@@ -2,6 +2,7 @@
 #
 #   make pipeline TASK=hh-rlhf            # everything, cached by files
 #   make sft | rm | ppo | eval            # one stage (and what it needs)
+#   make compare TASK=hh-rlhf             # PPO vs MA-PPO over seeds, with confidence intervals
 #   make test                             # all tests (what CI runs)
 #   make bench                            # throughput benchmarks
 #
@@ -42,6 +43,7 @@ include pipelines/$(TASK).mk
 help:
 	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
 	@echo "make prepare|tokenizer|sft|rm|ppo|eval                         run one stage"
+	@echo "make compare TASK=hh-rlhf [SEEDS=...] [TERMINATIONS=...]       PPO vs MA-PPO over seeds, with 95% intervals"
 	@echo "make test                                                       run all tests"
 	@echo "make bench                                                      throughput benchmarks"
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
@@ -52,12 +54,15 @@ build:
 $(BIN)/marlhf-%: build ;
 
 # ---------------------------------------------------------------- prepare
+# A task with raw data prepares it; a task that makes its own data (stories)
+# sets DATA_FILES and PREPARE_COMMAND in its pipelines/<task>.mk.
 RAW_FILES := $(shell find $(RAW)/$(TASK) -type f 2>/dev/null)
-DATA_FILES := $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+DATA_FILES ?= $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+PREPARE_COMMAND ?= $(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
 
 $(DATA_FILES) &: $(RAW_FILES) | $(BIN)/marlhf-prepare
 	@echo "==> prepare ($(TASK))"
-	$(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
+	$(PREPARE_COMMAND)
 
 prepare: $(DATA_FILES)
 
@@ -69,6 +74,13 @@ $(RUN)/tokenizer.json: $(DATA_FILES) | $(BIN)/marlhf-tokenizer
 tokenizer: $(RUN)/tokenizer.json
 
 # ---------------------------------------------------------------- sft
+# SFT_IMPORT: a llama2.c checkpoint imported as the SFT model instead of
+# training one (the stories task's pretrained stories260K).
+ifneq ($(SFT_IMPORT),)
+$(RUN)/sft/model.safetensors: $(SFT_IMPORT) | $(BIN)/marlhf-import
+	@echo "==> sft (import $(SFT_IMPORT))"
+	$(BIN)/marlhf-import --model $(SFT_IMPORT) --tokenizer $(SFT_IMPORT_TOKENIZER) --out $(RUN)/sft
+else
 $(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(BIN)/marlhf-sft
 	@echo "==> sft"
 	$(BIN)/marlhf-sft --data $(RUN)/data/sft.parquet --tokenizer $(RUN)/tokenizer.json \
@@ -77,6 +89,7 @@ $(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(
 	  --lr $(SFT_LR) --epochs $(SFT_EPOCHS) --batch-size $(SFT_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
 	  --seed $(SEED) --device $(DEVICE) $(SFT_ARGS)
+endif
 
 sft: $(RUN)/sft/model.safetensors
 
@@ -94,6 +107,7 @@ rm: $(RUN)/rm/model.safetensors
 # The PPO loop and the evaluation stage live in their own fragments.
 -include mk/ppo.mk
 -include mk/eval.mk
+-include mk/compare.mk
 
 # The whole method: vanilla PPO (n = 1) and MA-PPO (n = 5) from the same
 # SFT model and reward model, then the evaluation report. PIPELINE_GOALS is

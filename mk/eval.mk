@@ -1,5 +1,6 @@
 # Evaluation: the SFT policy, the final vanilla-PPO policy (ppo-n1) and the
-# final MA-PPO policy (ppo-n5) answer the same sample of evaluation prompts;
+# final MA-PPO policy (ppo-n5) of seed PPO_SEED answer the same sample of
+# evaluation prompts;
 # the reward model scores every answer and judges MA-PPO against the others;
 # the report gathers it all with the training curves.
 #
@@ -7,7 +8,7 @@
 #   make eval EVAL_N=200 EVAL_MAX_NEW=64    # a quicker look
 #   make eval EVAL_JUDGE=http EVAL_JUDGE_MODEL=gpt-4o   # GPT-4-style judge; key in $OPENAI_API_KEY
 #   make eval TASK=apps                     # pass@k on the problems' tests instead of a judge
-#   make serve SERVE_CHECKPOINT=runs/hh-rlhf/default/ppo-n5/iter-004/actor
+#   make serve SERVE_CHECKPOINT=runs/hh-rlhf/default/ppo-n5/seed-1234/iter-004/actor
 #                                           # chat with a policy (OpenAI protocol, loopback)
 #
 # Files: eval/responses.parquet → eval/judgements.parquet (or, for apps,
@@ -15,8 +16,9 @@
 # A missing PPO run is made by `make ppo NGRAM=1|5` (recursively).
 #
 # From the root Makefile: TASK, RUN, BIN, DEVICE and a `$(BIN)/marlhf-%`
-# rule; from mk/ppo.mk: ITERS. Everything below is a `?=` default a task
-# preset or the command line may override.
+# rule; from mk/ppo.mk: ITERS, PPO_SEED and the run layout (ppo_run,
+# ppo_final_actor). Everything below is a `?=` default a task preset or the
+# command line may override.
 
 EVAL_DIR ?= $(RUN)/eval
 EVAL_PROMPTS ?= $(RUN)/data/eval_prompts.parquet
@@ -25,12 +27,14 @@ EVAL_ITERS ?= $(or $(ITERS),1)
 eval_final := iter-$(shell printf '%03d' $(EVAL_ITERS))
 EVAL_SFT ?= $(RUN)/sft
 EVAL_RM ?= $(RUN)/rm
-EVAL_PPO ?= $(RUN)/ppo-n1/$(eval_final)/actor
-EVAL_MAPPO ?= $(RUN)/ppo-n5/$(eval_final)/actor
+EVAL_PPO_RUN ?= $(call ppo_run,fixed:1,$(PPO_SEED))
+EVAL_MAPPO_RUN ?= $(call ppo_run,fixed:5,$(PPO_SEED))
+EVAL_PPO ?= $(EVAL_PPO_RUN)/$(eval_final)/actor
+EVAL_MAPPO ?= $(EVAL_MAPPO_RUN)/$(eval_final)/actor
 # NAME=CHECKPOINT_DIR pairs; the names are the report's row labels.
 EVAL_POLICIES ?= sft=$(EVAL_SFT) ppo=$(EVAL_PPO) ma-ppo=$(EVAL_MAPPO)
 # NAME=metrics.parquet pairs drawn as reward curves.
-EVAL_PPO_METRICS ?= ppo=$(RUN)/ppo-n1/metrics.parquet ma-ppo=$(RUN)/ppo-n5/metrics.parquet
+EVAL_PPO_METRICS ?= ppo=$(EVAL_PPO_RUN)/metrics.parquet ma-ppo=$(EVAL_MAPPO_RUN)/metrics.parquet
 EVAL_CURVE_METRIC ?= score_mean
 
 # generate (the paper: 2000 prompts; temperature 0.8 and top-k 50 as in
@@ -79,29 +83,32 @@ eval_default_goal := $(.DEFAULT_GOAL)
 eval_dirs = $(foreach p,$(1),$(lastword $(subst =, ,$(p))))
 eval_rm_done := $(EVAL_RM)/model.safetensors
 
-# A PPO run's final actor appears (atomically) with its last iteration;
-# when missing, that run is made. Its metrics file comes with it.
-$(RUN)/ppo-n%/$(eval_final)/actor/model.safetensors:
-	$(MAKE) ppo NGRAM=$* TERMINATION=fixed:$* PPO_NAME=n$* PPO_DIR=$(RUN)/ppo-n$* ITERS=$(EVAL_ITERS)
+# A PPO run's metrics file comes with its final actor.
+$(EVAL_PPO_RUN)/metrics.parquet: $(EVAL_PPO)/model.safetensors ;
+$(EVAL_MAPPO_RUN)/metrics.parquet: $(EVAL_MAPPO)/model.safetensors ;
 
-$(RUN)/ppo-n%/metrics.parquet: $(RUN)/ppo-n%/$(eval_final)/actor/model.safetensors ;
-
-$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(addsuffix /model.safetensors,$(call eval_dirs,$(EVAL_POLICIES))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
-	@echo "==> eval: generate"
-	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(EVAL_POLICIES)) \
-	  --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) --out $@ \
+# How every policy answers the evaluation prompts (here and in mk/compare.mk).
+eval_generate_args = --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) \
 	  --n $(EVAL_N) --samples-per-prompt $(EVAL_SAMPLES) \
 	  --max-prompt-tokens $(EVAL_MAX_PROMPT) --max-new-tokens $(EVAL_MAX_NEW) \
 	  --temperature $(EVAL_TEMPERATURE) --top-k $(EVAL_TOP_K) --top-p $(EVAL_TOP_P) \
-	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE)
-
-$(EVAL_DIR)/judgements.parquet: $(EVAL_DIR)/responses.parquet $(if $(filter rm,$(EVAL_JUDGE)),$(eval_rm_done)) | $(BIN)/marlhf-eval
-	@echo "==> eval: judge ($(EVAL_JUDGE))"
-	$(BIN)/marlhf-eval judge --responses $< --a $(EVAL_JUDGE_A) $(addprefix --b ,$(EVAL_JUDGE_B)) \
-	  --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) --out $@ \
+	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE) \
+	  $(if $(GOLD_MODEL),--gold-model $(GOLD_MODEL))
+# How the judge is set up (here and in mk/compare.mk).
+eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) \
 	  --reward-model $(EVAL_RM) --max-prompt-tokens $(EVAL_MAX_PROMPT) --tie-epsilon $(EVAL_TIE_EPSILON) \
 	  --device $(DEVICE) --base-url $(EVAL_JUDGE_URL) --model $(EVAL_JUDGE_MODEL) \
 	  --api-key-env $(EVAL_JUDGE_KEY_ENV) --timeout $(EVAL_JUDGE_TIMEOUT) --retries $(EVAL_JUDGE_RETRIES)
+eval_judge_deps = $(if $(filter rm,$(EVAL_JUDGE)),$(eval_rm_done))
+
+$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(addsuffix /model.safetensors,$(call eval_dirs,$(EVAL_POLICIES))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
+	@echo "==> eval: generate"
+	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(EVAL_POLICIES)) --out $@ $(eval_generate_args)
+
+$(EVAL_DIR)/judgements.parquet: $(EVAL_DIR)/responses.parquet $(eval_judge_deps) | $(BIN)/marlhf-eval
+	@echo "==> eval: judge ($(EVAL_JUDGE))"
+	$(BIN)/marlhf-eval judge --responses $< --a $(EVAL_JUDGE_A) $(addprefix --b ,$(EVAL_JUDGE_B)) \
+	  --out $@ $(eval_judge_args)
 
 $(EVAL_DIR)/passk.parquet: $(EVAL_DIR)/responses.parquet $(EVAL_PROMPTS) | $(BIN)/marlhf-eval
 	@echo "==> eval: pass@k"

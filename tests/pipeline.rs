@@ -127,15 +127,21 @@ fn pipeline_end_to_end_with_make_caching() {
     assert!((0.0..=1.0).contains(&acc));
 
     // PPO: both conditions, two iterations each.
-    for (dir, n) in [("ppo-n1", 1u32), ("ppo-n5", 5)] {
+    for (dir, n) in [("ppo-n1/seed-1234", 1u32), ("ppo-n5/seed-1234", 5)] {
         let metrics = read_metrics(&run.join(dir).join("metrics.parquet")).unwrap();
         assert_eq!(metrics.len(), 2, "{dir}: one metrics row per iteration");
         for k in 0..2 {
             let it = run.join(dir).join(format!("iter-{k:03}"));
             let rollouts = read_rollouts(&it.join("rollouts.parquet")).unwrap();
             assert_eq!(rollouts.len(), 6);
+            // Sampling and scoring agree: at iteration 0 the actor is the
+            // reference, so the two log-probabilities are one number.
             for r in &rollouts {
                 assert_eq!(r.iteration, k);
+                assert_eq!(r.logprob_temperature, r.temperature);
+                if k == 0 {
+                    assert_eq!(r.logprobs, r.ref_logprobs);
+                }
                 assert!(r.response_tokens.len() <= 12);
                 assert!(finite(&r.logprobs) && finite(&r.ref_logprobs) && finite(&r.values));
                 assert!(r.score.is_finite());
@@ -212,31 +218,89 @@ fn pipeline_end_to_end_with_make_caching() {
 
     // Deleting the last MA-PPO iteration continues from there: iteration 1's
     // update writes the final policy again, and only evaluation follows.
-    let before = read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap();
-    std::fs::remove_dir_all(run.join("ppo-n5/iter-002")).unwrap();
+    let before =
+        read_advantages(&run.join("ppo-n5/seed-1234/iter-001/advantages.parquet")).unwrap();
+    std::fs::remove_dir_all(run.join("ppo-n5/seed-1234/iter-002")).unwrap();
     let resumed = make(&run, &["pipeline"]);
     let ran = stages_run(&resumed);
     assert_eq!(
         ran,
         vec![
-            "==> ppo fixed:5: iteration 1 update".to_string(),
+            "==> ppo fixed:5 seed 1234: iteration 1 update".to_string(),
             "==> eval: generate".to_string(),
             "==> eval: judge (rm)".to_string(),
             "==> eval: report".to_string(),
         ],
         "{resumed}"
     );
-    assert!(run.join("ppo-n5/iter-002/actor/model.safetensors").exists());
+    assert!(run
+        .join("ppo-n5/seed-1234/iter-002/actor/model.safetensors")
+        .exists());
     // The redone update is the same computation: same advantages.
     assert_eq!(
-        read_advantages(&run.join("ppo-n5/iter-001/advantages.parquet")).unwrap(),
+        read_advantages(&run.join("ppo-n5/seed-1234/iter-001/advantages.parquet")).unwrap(),
         before
     );
     assert_eq!(
-        read_metrics(&run.join("ppo-n5/metrics.parquet"))
+        read_metrics(&run.join("ppo-n5/seed-1234/metrics.parquet"))
             .unwrap()
             .len(),
         2
     );
+
+    // make compare with two seeds: the pipeline's seed-1234 runs are
+    // reused, seed 1235 is trained for both conditions, and every final
+    // policy is evaluated.
+    let out = make(&run, &["compare", "SEEDS=1234 1235"]);
+    let ran = stages_run(&out);
+    assert!(
+        ran.iter().all(|l| !l.contains("seed 1234")),
+        "seed 1234 was trained again:\n{out}"
+    );
+    for cond in ["fixed:1", "fixed:5"] {
+        assert!(
+            ran.contains(&format!("==> ppo {cond} seed 1235: iteration 1 update")),
+            "{out}"
+        );
+    }
+    for name in ["ppo-n1.1234", "ppo-n1.1235", "ppo-n5.1234", "ppo-n5.1235"] {
+        let r = read_table(&run.join(format!("compare/responses/{name}.parquet"))).unwrap();
+        assert_eq!(r.num_rows(), 6, "{name}");
+    }
+    // Each MA-PPO policy against the PPO policy of its seed on 4 prompts.
+    assert_eq!(
+        read_table(&run.join("compare/judgements.parquet"))
+            .unwrap()
+            .num_rows(),
+        2 * 4
+    );
+    let report = std::fs::read_to_string(run.join("compare/report.md")).unwrap();
+    for needle in [
+        "## Verdict",
+        "fixed:5 − fixed:1, final mean RM score:",
+        "2 vs 2 seeds × 6 prompts",
+        "distinguishable from noise",
+        "## Iterations to parity",
+        "Wilson",
+        "| fixed:5 | 8 |",
+        "![curve_entropy.png](curve_entropy.png)",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+    for m in ["score_mean", "kl_k1_token_mean", "entropy"] {
+        assert!(run.join(format!("compare/curve_{m}.png")).is_file());
+    }
+    // A third seed: only its runs are trained and sampled.
+    let plan = make(&run, &["-n", "compare", "SEEDS=1234 1235 1236"]);
+    assert!(plan.contains("seed 1236: iteration 1 update"), "{plan}");
+    assert!(
+        !plan.contains("seed 1235: iteration") && !plan.contains("seed 1234: iteration"),
+        "{plan}"
+    );
+    assert!(plan.contains("--policy ppo-n5.1236="), "{plan}");
+    assert!(!plan.contains("--policy ppo-n5.1235="), "{plan}");
     std::fs::remove_dir_all(&run).ok();
 }

@@ -1262,6 +1262,7 @@ fn write_apps_inputs(prompts: &Path, responses: &Path) {
             response: code.to_string(),
             response_tokens: vec![1],
             score: 0.0,
+            gold: None,
             finished: true,
         })
         .collect();
@@ -1306,6 +1307,7 @@ fn write_programs(path: &Path) {
         response: code.to_string(),
         response_tokens: vec![1],
         score: 0.0,
+        gold: None,
         finished: true,
     })
     .collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use marlhf_cli::Summary;
 use marlhf_eval::judge::HttpJudgeConfig;
+use marlhf_train::evaluate::compare::{compare, CompareConfig};
 use marlhf_train::evaluate::generate::{generate, GenerateConfig};
 use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
 use marlhf_train::evaluate::passk::{passk, PasskConfig};
@@ -30,10 +31,21 @@ enum Command {
     Judge(JudgeArgs),
     Passk(PasskArgs),
     Report(ReportArgs),
+    Compare(CompareArgs),
 }
 
 fn named(s: &str) -> Result<(String, PathBuf), String> {
     parse_named_path(s).map_err(|e| e.to_string())
+}
+
+fn pair(s: &str) -> Result<(String, String), String> {
+    let Some((a, b)) = s.split_once(':') else {
+        return Err(format!("{s:?} is not A:B"));
+    };
+    for name in [a, b] {
+        marlhf_train::evaluate::check_name(name).map_err(|e| e.to_string())?;
+    }
+    Ok((a.to_string(), b.to_string()))
 }
 
 fn ks(s: &str) -> Result<Vec<usize>, String> {
@@ -86,9 +98,16 @@ struct GenerateArgs {
     /// Seed of the prompt sample and of the sampling
     #[arg(long, default_value_t = 1234)]
     seed: u64,
+    /// The gold model of a task with a known reward (stories: the imported
+    /// stories260K): adds each response's gold reward
+    #[arg(long)]
+    gold_model: Option<PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,19 +118,24 @@ enum JudgeChoice {
     Http,
 }
 
-/// Judge policy A against each policy B on a seeded sample of the prompts
-/// they all answered, in a random order per pair → judgements.parquet.
+/// Judge policy A against each policy B (or each --pair) on a seeded sample
+/// of the prompts they all answered, in a random order per pair →
+/// judgements.parquet.
 #[derive(Args, Debug)]
 struct JudgeArgs {
-    /// responses.parquet from `marlhf-eval generate`
+    /// responses.parquet from `marlhf-eval generate` (repeat for one file
+    /// per policy)
     #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
-    responses: PathBuf,
+    responses: Vec<PathBuf>,
     /// Policy A: verdicts are from its side
     #[arg(long, default_value = "ma-ppo")]
     a: String,
     /// Policy B (repeat to compare A with several)
     #[arg(long = "b", default_value = "ppo")]
     b: Vec<String>,
+    /// A comparison A:B (repeat); replaces --a and --b
+    #[arg(long = "pair", value_parser = pair, conflicts_with_all = ["a", "b"])]
+    pairs: Vec<(String, String)>,
     /// Who judges
     #[arg(long, value_enum, default_value_t = JudgeChoice::Rm)]
     judge: JudgeChoice,
@@ -139,6 +163,9 @@ struct JudgeArgs {
     /// --judge rm: cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// --judge rm: compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
     /// --judge http: the endpoint, up to and including the API version
     #[arg(long, default_value = "https://api.openai.com/v1")]
     base_url: String,
@@ -230,6 +257,60 @@ struct ReportArgs {
     out: PathBuf,
 }
 
+/// Compare training configurations run with several seeds: training curves
+/// with 95% bands over seeds, final evaluation scores with bootstrap
+/// intervals, differences from the baseline, iterations to parity, judge
+/// win rates with Wilson intervals → compare/report.md with its plots.
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// A run as GROUP.SEED=RUN_DIR (repeat); RUN_DIR holds its
+    /// metrics.parquet, GROUP.SEED is its final policy's name in the
+    /// responses and judgements
+    #[arg(long = "run", required = true, value_parser = named)]
+    runs: Vec<(String, PathBuf)>,
+    /// responses.parquet of the final policies (repeat for several files)
+    #[arg(long, required = true)]
+    responses: Vec<PathBuf>,
+    /// judgements.parquet of each run against the baseline's run of the same seed
+    #[arg(long)]
+    judgements: Option<PathBuf>,
+    /// What the report calls a group, GROUP=LABEL (repeat), e.g. ppo-n5=fixed:5
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// The group the others are compared with (default: the first run's)
+    #[arg(long)]
+    baseline: Option<String>,
+    /// The proxy reward model's per-pair scores on held-out pairs with known
+    /// labels (marlhf-score rm-accuracy --out): its accuracy, with a Wilson interval
+    #[arg(long)]
+    rm_accuracy: Option<PathBuf>,
+    /// A metrics column drawn as a curve (repeat); the first is read for the
+    /// iterations to parity
+    #[arg(long = "curve", default_values_t = ["score_mean".to_string(), "kl_k1_token_mean".to_string(), "entropy".to_string()])]
+    curves: Vec<String>,
+    /// Pipeline task, shown in the title
+    #[arg(long, default_value = "hh-rlhf")]
+    task: String,
+    #[arg(long, default_value = "MA-PPO against PPO over seeds")]
+    title: String,
+    /// A line under the title (repeat)
+    #[arg(long = "note")]
+    notes: Vec<String>,
+    /// Seed of the bootstrap
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// The report; its PNG plots are written beside it (all atomically)
+    #[arg(long, default_value = "runs/hh-rlhf/default/compare/report.md")]
+    out: PathBuf,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((g, l)) if !g.is_empty() && !l.is_empty() => Ok((g.to_string(), l.to_string())),
+        _ => Err(format!("{s:?} is not GROUP=LABEL")),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
@@ -238,10 +319,12 @@ fn main() {
         Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),
         Command::Passk(a) => marlhf_cli::run("eval passk", || run_passk(a)),
         Command::Report(a) => marlhf_cli::run("eval report", || run_report(a)),
+        Command::Compare(a) => marlhf_cli::run("eval compare", || run_compare(a)),
     }
 }
 
 fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let device = marlhf_model::device::parse(&a.device)?;
     let cfg = GenerateConfig {
         policies: a.policies,
         prompts: a.prompts,
@@ -256,7 +339,9 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         top_k: a.top_k,
         top_p: a.top_p,
         batch_size: a.batch_size,
-        device: marlhf_model::device::parse(&a.device)?,
+        dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
+        device,
+        gold_model: a.gold_model,
     };
     let mut s = Summary::new("eval generate");
     let r = generate(&cfg)?;
@@ -268,11 +353,14 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         .add("samples per prompt", cfg.samples_per_prompt)
         .add("truncated prompt encodings", r.truncated_prompts);
     for p in &r.policies {
-        let score = if cfg.reward_model.is_some() {
+        let mut score = if cfg.reward_model.is_some() {
             format!("RM score {:.4} ± {:.4}, ", p.score.mean, p.score.se)
         } else {
             String::new()
         };
+        if let Some(g) = &p.gold {
+            score += &format!("gold {:.4} ± {:.4}, ", g.mean, g.se);
+        }
         s.add(
             &p.policy,
             format!(
@@ -286,12 +374,14 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
+    let device = marlhf_model::device::parse(&a.device)?;
     let kind = match a.judge {
         JudgeChoice::Rm => JudgeKind::RewardModel {
             dir: a.reward_model.clone(),
             max_prompt_tokens: a.max_prompt_tokens,
             tie_epsilon: a.tie_epsilon,
-            device: marlhf_model::device::parse(&a.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
         },
         JudgeChoice::Http => JudgeKind::Http(HttpJudgeConfig {
             base_url: a.base_url.clone(),
@@ -303,10 +393,14 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
             ..HttpJudgeConfig::default()
         }),
     };
+    let pairs = if a.pairs.is_empty() {
+        a.b.iter().map(|b| (a.a.clone(), b.clone())).collect()
+    } else {
+        a.pairs
+    };
     let cfg = JudgeConfig {
         responses: a.responses,
-        a: a.a,
-        b: a.b,
+        pairs,
         task: a.task,
         sample: a.sample,
         seed: a.seed,
@@ -415,6 +509,34 @@ fn run_report(a: ReportArgs) -> anyhow::Result<()> {
     s.add("policies", r.input.policies.len())
         .add("comparisons", r.input.pairwise.len())
         .add("reward curves", r.input.curves.len());
+    for image in &r.images {
+        s.add("plot", image.display());
+    }
+    s.add("report", r.report.display());
+    s.print();
+    Ok(())
+}
+
+fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let cfg = CompareConfig {
+        responses: a.responses,
+        judgements: a.judgements,
+        runs: a.runs,
+        labels: a.labels,
+        baseline: a.baseline,
+        rm_accuracy: a.rm_accuracy,
+        curves: a.curves,
+        title: a.title,
+        task: a.task,
+        notes: a.notes,
+        seed: a.seed,
+        out: a.out,
+    };
+    let mut s = Summary::new("eval compare");
+    let r = compare(&cfg)?;
+    s.add("configurations", r.groups)
+        .add("runs", r.runs)
+        .add("evaluation prompts", r.prompts);
     for image in &r.images {
         s.add("plot", image.display());
     }

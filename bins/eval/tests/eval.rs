@@ -331,7 +331,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
     assert_eq!(
         e.error_line(),
         format!(
-            "error: {}: no responses of policy \"ma-ppo\"; the file has \"sft\", \"ppo\"",
+            "error: {}: no responses of policy \"ma-ppo\"; the responses are of \"sft\", \"ppo\"",
             out.display()
         )
     );
@@ -370,7 +370,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
     assert_eq!(
         e.error_line(),
         format!(
-            "error: {}: column \"reward_mean\" is missing or empty (columns: kl_mean, score_mean); choose another with --curve-metric",
+            "error: {}: column \"reward_mean\" is missing or empty (columns: kl_k1_seq_sum, score_mean); choose another with --curve-metric",
             run.ppo_metrics("ppo-n1").display()
         )
     );
@@ -463,6 +463,7 @@ fn passk_runs_programs_and_reports_pass_at_k() {
             response_tokens: vec![1],
             score: 0.0,
             finished: true,
+            gold: None,
         })
         .collect();
     let responses = tmp.path().join("responses.parquet");

@@ -25,6 +25,7 @@ fn main() {
     marlhf_cli::run("rm", || {
         let cli = Cli::parse();
         marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
+        let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("rm");
         let opts = RmOptions {
             data: cli.data.clone(),
@@ -33,7 +34,8 @@ fn main() {
             max_completion_tokens: cli.train.max_completion_tokens,
             val_fraction: cli.train.val_fraction,
             limit: cli.train.limit,
-            device: marlhf_model::device::parse(&cli.train.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("rm")?,
         };
         let r = rm::run(&opts)?;

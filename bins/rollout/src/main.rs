@@ -53,27 +53,45 @@ struct Args {
     /// Longest response in tokens (a response cut here has no EOS)
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
-    /// Sampling temperature (0: greedy)
+    /// Sampling temperature (0: greedy); the paper's 0.8
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Sample among the K most likely tokens (0: all)
-    #[arg(long, default_value_t = 50)]
+    /// Sample among the K most likely tokens (0: all). Off by default: the
+    /// log-probabilities are those of the whole tempered distribution, so
+    /// with top-k the tokens are drawn from a distribution that is not the
+    /// one scored (the released code has Hugging Face's default of 50)
+    #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Nucleus sampling mass (1: off)
+    /// Nucleus sampling mass (1: off; like top-k, not reflected in the
+    /// log-probabilities)
     #[arg(long, default_value_t = 1.0)]
     top_p: f64,
+    /// Temperature of the stored log-probabilities (default: the sampling
+    /// temperature, so sampling and scoring agree; 1 reproduces the paper's
+    /// released code, which scores at 1 whatever it samples at)
+    #[arg(long)]
+    logprob_temperature: Option<f64>,
+    /// The gold model of a task with a known reward (stories: the imported
+    /// stories260K): adds each rollout's gold reward (columns gold,
+    /// gold_ending, gold_callback) for the curves; training never reads it
+    #[arg(long)]
+    gold_model: Option<PathBuf>,
     /// Seed of the sampling (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("rollout", || {
+        let device = marlhf_model::device::parse(&args.device)?;
         let cfg = RolloutConfig {
             prompts: args.prompts,
             actor: args.actor,
@@ -89,8 +107,11 @@ fn main() {
             temperature: args.temperature,
             top_k: args.top_k,
             top_p: args.top_p,
+            logprob_temperature: args.logprob_temperature,
+            gold_model: args.gold_model,
             seed: args.seed,
-            device: marlhf_model::device::parse(&args.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new(&format!("rollout, iteration {}", cfg.iteration));
         let r = rollout(&cfg)?;
@@ -104,7 +125,22 @@ fn main() {
                 ),
             )
             .add("truncated prompts", r.truncated_prompts)
+            .add(
+                "sampling",
+                format!(
+                    "temperature {}, top-k {}, top-p {}; log-probs at temperature {}",
+                    cfg.temperature,
+                    cfg.top_k,
+                    cfg.top_p,
+                    cfg.scoring_temperature()
+                ),
+            )
             .add("mean score", format!("{:.4}", r.mean_score))
+            .add(
+                "mean gold reward",
+                r.mean_gold
+                    .map_or("— (no --gold-model)".to_string(), |g| format!("{g:.4}")),
+            )
             .add("mean length", format!("{:.1} tokens", r.mean_length))
             .add(
                 "finished (EOS)",

@@ -25,6 +25,9 @@ fn rollout(run: &Run, out: &Path, seed: u64, overrides: &[(&str, &str)]) -> Exit
         ("--rollout-batch", "5".into()),
         ("--batch-size", "2".into()),
         ("--max-new-tokens", MAX_NEW.to_string()),
+        // Top-k truncates the draw but not the stored log-probabilities,
+        // which the checks below recompute from the full distribution.
+        ("--top-k", "50".into()),
         ("--seed", seed.to_string()),
     ]
     .into_iter()
@@ -44,7 +47,18 @@ fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
 }
 
-/// Each row's numbers recomputed for that row alone, unbatched.
+/// log-softmax(logits / T) at `tok`, in f64 from the raw logits: the
+/// distribution a token sampled at temperature T was drawn from.
+fn tempered_logprob(logits: &[f32], tok: u32, t: f64) -> f32 {
+    let scaled: Vec<f64> = logits.iter().map(|&v| v as f64 / t).collect();
+    let m = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + scaled.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+    (scaled[tok as usize] - lse) as f32
+}
+
+/// Each row's numbers recomputed for that row alone, unbatched: the
+/// log-probabilities as log-softmax(logits / T) of the raw logits, T the
+/// row's `logprob_temperature`.
 fn check_against_single_passes(run: &Run, rows: &[RolloutRow]) {
     let sft = Checkpoint::load(&run.sft(), &Device::Cpu).unwrap();
     let rm = Checkpoint::load(&run.rm(), &Device::Cpu).unwrap();
@@ -59,7 +73,18 @@ fn check_against_single_passes(run: &Run, rows: &[RolloutRow]) {
             seqs: vec![seq.clone()],
             starts: vec![r.prompt_tokens.len()],
         };
-        let lp: Vec<f32> = sft.model.token_logprobs(&one).unwrap().0.to_vec1().unwrap();
+        let logits: Vec<Vec<f32>> = sft
+            .model
+            .token_logits(&one)
+            .unwrap()
+            .logits
+            .to_vec2()
+            .unwrap();
+        let lp: Vec<f32> = logits
+            .iter()
+            .zip(&r.response_tokens)
+            .map(|(l, &tok)| tempered_logprob(l, tok, r.logprob_temperature))
+            .collect();
         let v: Vec<f32> = rm.model.token_values(&one).unwrap().0.to_vec1().unwrap();
         let s: Vec<f32> = rm.model.scores(&[seq]).unwrap().to_vec1().unwrap();
         for t in 0..lp.len() {
@@ -106,6 +131,10 @@ fn rollouts_are_aligned_scored_and_deterministic() {
         exit.stderr
     );
     let rows = read_rollouts(&out).unwrap();
+    // Sampled at the default temperature, scored at the same one.
+    for r in &rows {
+        assert_eq!((r.temperature, r.logprob_temperature), (0.8, 0.8));
+    }
 
     // Iteration 1 of 5 prompts per iteration over 6: rows 5, 0, 1, 2, 3.
     assert_eq!(rows.len(), 5);
@@ -147,6 +176,38 @@ fn rollouts_are_aligned_scored_and_deterministic() {
         "the EOS-tilted fixture should end some responses and cut others ({finished} of 5)"
     );
     check_against_single_passes(&run, &rows);
+
+    // Temperature 1.3: scored at 1.3 too. The released code's scoring at 1
+    // on request: the same samples, other log-probabilities.
+    let hot = run.root().join("hot.parquet");
+    assert!(rollout(&run, &hot, 7, &[("--temperature", "1.3")]).success);
+    let hot = read_rollouts(&hot).unwrap();
+    assert!(hot.iter().all(|r| r.logprob_temperature == 1.3));
+    check_against_single_passes(&run, &hot);
+    let released = run.root().join("released.parquet");
+    let exit = rollout(&run, &released, 7, &[("--logprob-temperature", "1")]);
+    assert!(exit.success, "{}", exit.stderr);
+    let released = read_rollouts(&released).unwrap();
+    check_against_single_passes(&run, &released);
+    for (a, b) in released.iter().zip(&rows) {
+        assert_eq!((a.temperature, a.logprob_temperature), (0.8, 1.0));
+        assert_eq!(a.response_tokens, b.response_tokens);
+    }
+    assert_ne!(
+        released.iter().map(|r| &r.logprobs).collect::<Vec<_>>(),
+        rows.iter().map(|r| &r.logprobs).collect::<Vec<_>>()
+    );
+    let line = rollout(
+        &run,
+        &run.root().join("x.parquet"),
+        7,
+        &[("--logprob-temperature", "0")],
+    );
+    assert!(
+        line.error_line().contains("--logprob-temperature"),
+        "{}",
+        line.stderr
+    );
 
     // Same seed, same bytes; another seed, other samples.
     let again = run.root().join("again.parquet");

@@ -157,24 +157,23 @@ fn parsing_reads_vocabulary_pieces() {
         .collect();
     // Worked by hand from the parser's rules (crates/rl/src/segment/parsing.rs)
     // on the pieces ▁T om ▁saw ▁a ▁big ▁do g ▁in ▁the ▁p ar k , ▁and ▁he ▁r an
-    // ▁h om e . </s>: the clause before the comma splits into the phrases
-    // [Tom saw] (3 tokens, under the cutoff of 4), [a big dog] (4: packed
-    // into words as [a big] [dog]) and [in the park,] (6: [in the] [park],
-    // the one-token comma joining [park] as that stays within 4 tokens);
-    // the clause [and he ran home.] (8 tokens) packs into [and he] [ran]
-    // [home] with the full stop joining [home]; EOS is the last macro action.
-    assert_eq!(starts, &[0, 3, 5, 7, 9, 13, 15, 17, 21]);
+    // ▁h om e . </s>. The full stop sits between `e` and `</s>` without
+    // spaces, so `home.</s>` is one word and the response one sentence. The
+    // clause before the comma splits into the phrases [Tom saw] (3 tokens,
+    // under the cutoff of 4), [a big dog] (4: packed into [a big] and the
+    // single word [dog], which joins it) and [in the park,] (6: [in the],
+    // then the single words [park] and [,] join it); the clause
+    // [and he ran home.</s>] (9 tokens) packs into [and he] with the single
+    // words [ran] and [home.</s>] joining it. The last token, EOS, is split
+    // off as for every condition.
+    assert_eq!(starts, &[0, 3, 7, 13, 21]);
     assert_eq!(
         chunks,
         [
             "▁Tom▁saw",
-            "▁a▁big",
-            "▁dog",
-            "▁in▁the",
-            "▁park,",
-            "▁and▁he",
-            "▁ran",
-            "▁home.",
+            "▁a▁big▁dog",
+            "▁in▁the▁park,",
+            "▁and▁he▁ran▁home.",
             "</s>"
         ]
     );

@@ -44,6 +44,9 @@ struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
             &args.checkpoint,
             &args.task,
             &device,
+            marlhf_model::device::dtype(&args.dtype, &device)?,
             args.max_prompt_tokens,
             args.max_new_tokens,
             args.seed,

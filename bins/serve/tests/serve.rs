@@ -104,7 +104,16 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
     assert!(server.base_url.starts_with("http://127.0.0.1:"));
     assert!(server.base_url.ends_with("/v1"));
     let http = client(&server.base_url);
-    let local = ModelBackend::load(&ck, "hh-rlhf", &Device::Cpu, 512, MAX_NEW, 1234).unwrap();
+    let local = ModelBackend::load(
+        &ck,
+        "hh-rlhf",
+        &Device::Cpu,
+        candle_core::DType::F32,
+        512,
+        MAX_NEW,
+        1234,
+    )
+    .unwrap();
 
     // Greedy: the server's answer is the in-process answer, token budget
     // and all.
@@ -171,15 +180,15 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
                 response_tokens: vec![1],
                 score: 0.0,
                 finished: true,
+                gold: None,
             });
         }
     }
     write_responses(&responses, &rows).unwrap();
     let out = tmp.path().join("judgements.parquet");
     let report = judge(&JudgeConfig {
-        responses: responses.clone(),
-        a: "ma-ppo".into(),
-        b: vec!["ppo".into()],
+        responses: vec![responses.clone()],
+        pairs: vec![("ma-ppo".into(), "ppo".into())],
         task: "hh-rlhf".into(),
         sample: 50,
         seed: 1234,

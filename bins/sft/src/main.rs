@@ -43,6 +43,7 @@ fn main() {
     marlhf_cli::run("sft", || {
         let cli = Cli::parse();
         marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
+        let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("sft");
         let init = match (&cli.init, &cli.tokenizer) {
             (Some(dir), None) => Init::Checkpoint(dir.clone()),
@@ -63,7 +64,8 @@ fn main() {
             max_completion_tokens: cli.train.max_completion_tokens,
             val_fraction: cli.train.val_fraction,
             limit: cli.train.limit,
-            device: marlhf_model::device::parse(&cli.train.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("sft")?,
         };
         let r = sft::run(&opts)?;

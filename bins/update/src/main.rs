@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::Summary;
-use marlhf_rl::{RlConfig, ValueFunction};
-use marlhf_train::ppo::{update, UpdateConfig};
+use marlhf_model::adamw::LrSchedule;
+use marlhf_rl::{KlEstimator, LossAgg, RlConfig, ValueFunction};
+use marlhf_train::ppo::{update, PpoConfig, Recipe, UpdateConfig};
 
 /// Run MA-PPO's credit assignment (KL-shaped token rewards, one value and
 /// reward per macro action, GAE over macro actions) and its clipped PPO
@@ -55,49 +56,127 @@ struct Args {
     /// How a macro action's tokens make one value and reward: equal, unit or position
     #[arg(long, default_value = "equal", value_parser = parse_value_function)]
     value_function: ValueFunction,
-    /// β of the per-token KL penalty −β·(logπ − logπ_ref)
-    #[arg(long, default_value_t = 0.05)]
+    /// The per-token KL estimate of the penalty: k1 = logπ − logπ_ref (the
+    /// paper's) or k3 = (ρ − 1) − log ρ with ρ = π_ref/π (never negative)
+    #[arg(long, default_value = "k1", value_parser = parse_kl_estimator)]
+    kl_estimator: KlEstimator,
+    /// β of the per-token KL penalty −β·k
+    #[arg(long, default_value_t = RlConfig::default().kl_coef)]
     kl_coef: f32,
     /// The reward model's score is clipped to ±this
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = RlConfig::default().clip_reward)]
     clip_reward: f32,
     /// Discount γ over macro actions
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = RlConfig::default().gamma)]
     gamma: f32,
     /// GAE λ over macro actions
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = RlConfig::default().lambda)]
     lambda: f32,
-    /// PPO ratio clip ε
-    #[arg(long, default_value_t = 0.2)]
-    clip: f64,
-    /// Value clip around the rollout's values
-    #[arg(long, default_value_t = 0.2)]
-    value_clip: f64,
-    /// Passes over the rollouts
-    #[arg(long, default_value_t = 1)]
-    ppo_epochs: usize,
-    /// Rollouts per optimiser step
-    #[arg(long, default_value_t = 8)]
-    mini_batch: usize,
-    #[arg(long, default_value_t = 1.5e-5)]
-    actor_lr: f64,
-    #[arg(long, default_value_t = 1.5e-5)]
-    critic_lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// Global gradient-norm clip per model (0: off)
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
+    /// The training recipe the flags below start from: default (several
+    /// optimiser steps per rollout batch, token-mean loss, constant lr) or
+    /// reference (the paper's released scripts: one step per rollout batch,
+    /// every sequence weighted equally, weight decay 0.1, linear schedule
+    /// with 5% warm-up, responses of ≤ 1 token dropped)
+    #[arg(long, default_value = "default")]
+    recipe: Recipe,
+    #[arg(long, help = by_recipe("PPO ratio clip ε", |c| c.clip))]
+    clip: Option<f64>,
+    #[arg(long, help = by_recipe("Value clip around the rollout's values", |c| c.value_clip))]
+    value_clip: Option<f64>,
+    #[arg(long, help = by_recipe("Passes over the rollouts", |c| c.ppo_epochs))]
+    ppo_epochs: Option<usize>,
+    #[arg(long, help = by_recipe(
+        "Rollouts per optimiser step, 0 = all of them (one step per epoch)",
+        |c| c.mini_batch
+    ))]
+    mini_batch: Option<usize>,
+    #[arg(long, help = by_recipe(
+        "Rollouts per forward/backward pass, gradients accumulated over the step; 0 = the whole step at once",
+        |c| c.micro_batch
+    ))]
+    micro_batch: Option<usize>,
+    #[arg(long, value_parser = parse_loss_agg, help = by_recipe(
+        "How per-token losses make a step's loss: token-mean, seq-mean-token-mean or seq-mean-token-sum",
+        |c| c.loss_agg
+    ))]
+    loss_agg: Option<LossAgg>,
+    #[arg(long, help = by_recipe("Actor learning rate", |c| c.actor_lr))]
+    actor_lr: Option<f64>,
+    #[arg(long, help = by_recipe("Critic learning rate", |c| c.critic_lr))]
+    critic_lr: Option<f64>,
+    #[arg(long, help = by_recipe("AdamW weight decay (matrices only)", |c| c.weight_decay))]
+    weight_decay: Option<f64>,
+    #[arg(long, help = by_recipe("Global gradient-norm clip per model, 0 = off", |c| c.max_grad_norm))]
+    max_grad_norm: Option<f64>,
+    #[arg(long, help = by_recipe(
+        "Learning-rate schedule over the whole run: constant, linear or cosine",
+        |c| c.lr_schedule
+    ))]
+    lr_schedule: Option<LrSchedule>,
+    #[arg(long, help = by_recipe("Share of the run's optimiser steps spent warming up", |c| c.warmup_ratio))]
+    warmup_ratio: Option<f64>,
+    /// The run's length in iterations (a schedule other than constant needs it)
+    #[arg(long)]
+    total_iterations: Option<u32>,
+    #[arg(long, help = by_recipe(
+        "Responses shorter than this many tokens are not trained on",
+        |c| c.min_response_tokens
+    ))]
+    min_response_tokens: Option<usize>,
     /// Seed of the mini-batch order (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
 }
 
 fn parse_value_function(s: &str) -> Result<ValueFunction, String> {
     s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
+}
+
+/// A flag's help with its value under each recipe, read off
+/// `PpoConfig::recipe` so the defaults live in one place.
+fn by_recipe<T: std::fmt::Display>(what: &str, field: impl Fn(&PpoConfig) -> T) -> String {
+    let (d, r) = (
+        field(&PpoConfig::recipe(Recipe::Default)),
+        field(&PpoConfig::recipe(Recipe::Reference)),
+    );
+    format!("{what} [recipe default: {d}, reference: {r}]")
+}
+
+fn parse_kl_estimator(s: &str) -> Result<KlEstimator, String> {
+    s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
+}
+
+fn parse_loss_agg(s: &str) -> Result<LossAgg, String> {
+    s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
+}
+
+impl Args {
+    /// The recipe's values with the flags given on top.
+    fn ppo(&self) -> PpoConfig {
+        let base = PpoConfig::recipe(self.recipe);
+        PpoConfig {
+            clip: self.clip.unwrap_or(base.clip),
+            value_clip: self.value_clip.unwrap_or(base.value_clip),
+            ppo_epochs: self.ppo_epochs.unwrap_or(base.ppo_epochs),
+            mini_batch: self.mini_batch.unwrap_or(base.mini_batch),
+            micro_batch: self.micro_batch.unwrap_or(base.micro_batch),
+            loss_agg: self.loss_agg.unwrap_or(base.loss_agg),
+            actor_lr: self.actor_lr.unwrap_or(base.actor_lr),
+            critic_lr: self.critic_lr.unwrap_or(base.critic_lr),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            max_grad_norm: self.max_grad_norm.unwrap_or(base.max_grad_norm),
+            lr_schedule: self.lr_schedule.unwrap_or(base.lr_schedule),
+            warmup_ratio: self.warmup_ratio.unwrap_or(base.warmup_ratio),
+            total_iterations: self.total_iterations.or(base.total_iterations),
+            min_response_tokens: self.min_response_tokens.unwrap_or(base.min_response_tokens),
+        }
+    }
 }
 
 /// Counts as integers, small figures (learning rates) in scientific
@@ -116,6 +195,8 @@ fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("update", || {
+        let ppo = args.ppo();
+        let device = marlhf_model::device::parse(&args.device)?;
         let cfg = UpdateConfig {
             rollouts: args.rollouts,
             segments: args.segments,
@@ -127,6 +208,7 @@ fn main() {
             metrics: args.metrics,
             rl: RlConfig {
                 value_function: args.value_function,
+                kl_estimator: args.kl_estimator,
                 kl_coef: args.kl_coef,
                 clip_reward: args.clip_reward,
                 gamma: args.gamma,
@@ -134,20 +216,31 @@ fn main() {
                 seed: args.seed,
                 ..RlConfig::default()
             },
-            clip: args.clip,
-            value_clip: args.value_clip,
-            ppo_epochs: args.ppo_epochs,
-            mini_batch: args.mini_batch,
-            actor_lr: args.actor_lr,
-            critic_lr: args.critic_lr,
-            weight_decay: args.weight_decay,
-            max_grad_norm: args.max_grad_norm,
+            ppo,
             seed: args.seed,
-            device: marlhf_model::device::parse(&args.device)?,
+            device: device.clone(),
+            dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg)?;
         summary.add("iteration", r.iteration);
+        summary.add(
+            "recipe",
+            format!(
+                "{}: {} loss, {} rollouts per step in micro-batches of {}, {} schedule",
+                args.recipe.as_str(),
+                cfg.ppo.loss_agg,
+                match cfg.ppo.mini_batch {
+                    0 => "all".to_string(),
+                    m => m.to_string(),
+                },
+                match cfg.ppo.micro_batch {
+                    0 => "the step".to_string(),
+                    m => m.to_string(),
+                },
+                cfg.ppo.lr_schedule
+            ),
+        );
         let continued = |yes: bool| {
             if yes {
                 "continued"

@@ -80,7 +80,7 @@ fn make_ppo_iterates_caches_and_resumes() {
         ran(&out),
         ["marlhf-rollout", "marlhf-segment", "marlhf-update"]
     );
-    let dir = root.join("ppo-n5");
+    let dir = root.join("ppo-n5/seed-1234");
     for k in ["iter-000", "iter-001"] {
         for f in ["rollouts.parquet", "segments.parquet", "advantages.parquet"] {
             assert!(dir.join(k).join(f).is_file(), "{k}/{f}");
@@ -146,12 +146,37 @@ fn make_ppo_iterates_caches_and_resumes() {
 
     // Vanilla PPO runs into its own directory.
     make(&run, &["ppo", "ITERS=1", "NGRAM=1"]);
-    let segs = read_segments(&root.join("ppo-n1/iter-000/segments.parquet")).unwrap();
+    let segs = read_segments(&root.join("ppo-n1/seed-1234/iter-000/segments.parquet")).unwrap();
     assert!(segs.iter().all(|s| s.termination == "fixed:1"));
     assert!(root
-        .join("ppo-n1/iter-001/actor/model.safetensors")
+        .join("ppo-n1/seed-1234/iter-001/actor/model.safetensors")
         .is_file());
     // Other conditions are named after themselves.
     make(&run, &["ppo", "ITERS=1", "TERMINATION=ppl"]);
-    assert!(root.join("ppo-ppl/iter-000/advantages.parquet").is_file());
+    assert!(root
+        .join("ppo-ppl/seed-1234/iter-000/advantages.parquet")
+        .is_file());
+
+    // Another seed is another run beside the first; so is another recipe,
+    // whose update takes one optimiser step per rollout batch.
+    make(&run, &["ppo", "ITERS=1", "NGRAM=1", "PPO_SEED=7"]);
+    let seed7 = read_segments(&root.join("ppo-n1/seed-7/iter-000/segments.parquet")).unwrap();
+    assert_ne!(
+        std::fs::read(root.join("ppo-n1/seed-7/iter-000/rollouts.parquet")).unwrap(),
+        std::fs::read(root.join("ppo-n1/seed-1234/iter-000/rollouts.parquet")).unwrap(),
+        "another seed samples other responses"
+    );
+    assert!(seed7.iter().all(|s| s.termination == "fixed:1"));
+    make(
+        &run,
+        &[
+            "ppo",
+            "ITERS=1",
+            "NGRAM=1",
+            "PPO_RECIPE=reference",
+            "PPO_MINI_BATCH=",
+        ],
+    );
+    let m = read_metrics(&root.join("ppo-n1-reference/seed-1234/metrics.parquet")).unwrap();
+    assert_eq!(m[0].get("optimizer_steps"), Some(1.0));
 }

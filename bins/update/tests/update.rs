@@ -206,8 +206,11 @@ fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
         temperature: 0.8,
         top_k: 50,
         top_p: 1.0,
+        logprob_temperature: None,
+        gold_model: None,
         seed: 5,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     run_segment(&SegmentConfig {
@@ -249,7 +252,10 @@ fn iterations_write_checkpoints_continue_adamw_and_replace_metrics() {
     for k in [
         "score_mean",
         "reward_mean",
-        "kl_mean",
+        "kl_k1_token_mean",
+        "kl_k1_seq_sum",
+        "kl_k3_token_mean",
+        "kl_k3_seq_sum",
         "response_length",
         "actor_loss",
         "critic_loss",

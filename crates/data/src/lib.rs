@@ -9,6 +9,7 @@ pub mod page_crc;
 pub mod parquet_io;
 mod raw;
 pub mod split;
+pub mod stories;
 pub mod tables;
 #[doc(hidden)]
 pub mod testutil;

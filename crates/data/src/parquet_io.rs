@@ -332,6 +332,11 @@ impl<'a> Columns<'a> {
             .collect())
     }
 
+    pub fn opt_bool(&self, name: &str) -> Result<Vec<Option<bool>>> {
+        let col = self.get(name, &DataType::Boolean)?;
+        Ok(col.as_boolean().iter().collect())
+    }
+
     pub fn opt_string(&self, name: &str) -> Result<Vec<Option<String>>> {
         let col = self.get(name, &DataType::Utf8)?;
         Ok(col

@@ -156,7 +156,6 @@ pub(crate) struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
-    #[cfg(test)]
     pub fn line(&self) -> usize {
         self.line
     }

@@ -29,6 +29,9 @@ fn rows() -> Vec<RolloutRow> {
                 values: (0..n).map(|_| rng.random::<f32>() - 0.5).collect(),
                 score: rng.random::<f32>(),
                 finished: rng.random(),
+                temperature: 0.8,
+                logprob_temperature: 0.8,
+                gold: None,
             }
         })
         .collect()

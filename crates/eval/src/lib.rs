@@ -1,5 +1,6 @@
 //! Model-free parts of marlhf's evaluation stage.
 //!
+//! - [`gold`]: the known gold reward of the `stories` task;
 //! - [`passk`]: the unbiased pass@k estimator and its average over problems;
 //! - [`sandbox`]: running generated Python against APPS tests in a limited,
 //!   network-less child process;
@@ -8,9 +9,13 @@
 //! - [`server`]: the chat-completions protocol served on loopback for any
 //!   backend, and [`prompt`] for turning chat messages into task prompts;
 //! - [`report`]: mean ± standard error, markdown tables, PNG plots and
-//!   `report.md`.
+//!   `report.md`;
+//! - [`stats`]: the intervals of a comparison between runs (Student-t over
+//!   seeds, Wilson for win rates, a two-level bootstrap over seeds and
+//!   prompts).
 
 pub mod client;
+pub mod gold;
 pub mod judge;
 pub mod passk;
 pub mod prompt;
@@ -18,3 +23,4 @@ pub mod protocol;
 pub mod report;
 pub mod sandbox;
 pub mod server;
+pub mod stats;

@@ -155,6 +155,110 @@ impl AdamW {
     }
 }
 
+/// Gradients of several backward passes summed parameter by parameter:
+/// gradient accumulation over the micro-batches of one optimiser step.
+/// Only the parameters' gradients are kept, not those of the intermediate
+/// tensors each backward pass also returns.
+#[derive(Default)]
+pub struct GradAccumulator {
+    grads: Option<Vec<Option<Tensor>>>,
+}
+
+impl GradAccumulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one backward pass's gradients of `vars`.
+    pub fn add(&mut self, vars: &[(String, Var)], g: GradStore) -> Result<()> {
+        let next: Vec<Option<Tensor>> = vars.iter().map(|(_, v)| g.get(v).cloned()).collect();
+        match &mut self.grads {
+            None => self.grads = Some(next),
+            Some(acc) => {
+                for (x, y) in acc.iter_mut().zip(next) {
+                    *x = match (x.take(), y) {
+                        (Some(x), Some(y)) => Some((x + y)?),
+                        (x, y) => x.or(y),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sums as a store [`AdamW::step`] reads.
+    pub fn into_store(self, vars: &[(String, Var)]) -> Result<GradStore> {
+        // An empty store: the backward pass of a constant has no gradients.
+        let mut store = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?.backward()?;
+        if let Some(grads) = self.grads {
+            for ((_, var), g) in vars.iter().zip(grads) {
+                if let Some(g) = g {
+                    store.insert(var.as_tensor(), g);
+                }
+            }
+        }
+        Ok(store)
+    }
+}
+
+/// A learning-rate schedule over a run's optimiser steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// Linear warm-up, then linear decay to 0 at the last step.
+    Linear,
+    /// Linear warm-up, then cosine decay to 0.
+    Cosine,
+}
+
+impl LrSchedule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Linear => "linear",
+            LrSchedule::Cosine => "cosine",
+        }
+    }
+
+    /// The learning rate of 0-based `step` of `total`, after `warmup`
+    /// warm-up steps. Warm-up rises as (step + 1)/warmup, so the first step
+    /// already learns (Hugging Face's schedules start at 0); decay runs over
+    /// the steps after warm-up. Steps past `total` keep the last rate.
+    pub fn lr(self, base: f64, step: u64, warmup: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Cosine => cosine_lr(base, step, warmup, total, 0.0),
+            LrSchedule::Linear => {
+                if warmup > 0 && step < warmup {
+                    return base * (step + 1) as f64 / warmup as f64;
+                }
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                let progress = (step.saturating_sub(warmup) as f64 / span).min(1.0);
+                base * (1.0 - progress)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [LrSchedule::Constant, LrSchedule::Linear, LrSchedule::Cosine]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown schedule {s:?} (expected constant, linear or cosine)"))
+    }
+}
+
 /// Linear warm-up then cosine decay to `min_ratio`·lr over `total` steps.
 pub fn cosine_lr(base: f64, step: u64, warmup: u64, total: u64, min_ratio: f64) -> f64 {
     if warmup > 0 && step < warmup {
@@ -179,6 +283,41 @@ mod tests {
         // step 6: progress 4/8 → 0.5·(1+cos(π/2)) = 0.5
         assert!((cosine_lr(1.0, 6, 2, 10, 0.0) - 0.5).abs() < 1e-12);
         assert!((cosine_lr(1.0, 10, 2, 10, 0.1) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn linear_schedule_golden_values() {
+        let l = |step| LrSchedule::Linear.lr(2.0, step, 1, 5);
+        // warm-up of 1 step at the full rate, then 2·(1 − k/4) for k = 1..4.
+        assert_eq!(
+            [l(0), l(1), l(2), l(3), l(4), l(9)],
+            [2.0, 2.0, 1.5, 1.0, 0.5, 0.0]
+        );
+        assert_eq!(LrSchedule::Linear.lr(1.0, 0, 4, 10), 0.25);
+        assert_eq!(LrSchedule::Constant.lr(3.0, 7, 2, 10), 3.0);
+        assert_eq!(
+            LrSchedule::Cosine.lr(1.0, 6, 2, 10),
+            cosine_lr(1.0, 6, 2, 10, 0.0)
+        );
+        for s in ["constant", "linear", "cosine"] {
+            assert_eq!(s.parse::<LrSchedule>().unwrap().as_str(), s);
+        }
+        assert!("step".parse::<LrSchedule>().is_err());
+    }
+
+    #[test]
+    fn accumulated_gradients_are_the_sum() {
+        let var = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let vars = vec![("w".to_string(), var.clone())];
+        let mut acc = GradAccumulator::new();
+        // d/dw of 3·Σw is 3, of Σw² is 2w: [3 + 2, 3 − 4].
+        let a = (var.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+        acc.add(&vars, a.backward().unwrap()).unwrap();
+        let b = var.as_tensor().sqr().unwrap().sum_all().unwrap();
+        acc.add(&vars, b.backward().unwrap()).unwrap();
+        let store = acc.into_store(&vars).unwrap();
+        let g: Vec<f32> = store.get(var.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!(g, vec![5.0, -1.0]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Checkpoints in the Hugging Face layout: `config.json`,
 //! `model.safetensors` (plus `v_head.weight` for reward models and critics)
 //! and `tokenizer.json`, so real pretrained models load from a local folder
-//! and what marlhf trains loads elsewhere.
-
+//! and what marlhf trains loads elsewhere. Sharded checkpoints
+//! (`model.safetensors.index.json` naming the shard of every tensor) load
+//! too; saving always writes one `model.safetensors`.
 //!
 //! A training run writes its finished checkpoint into its output directory
 //! only when it ends; checkpoints it saves on the way (`--save-every`,
@@ -11,11 +12,12 @@
 //! stage look for) never belongs to an unfinished run. Loading refuses an
 //! unfinished run's checkpoint unless told otherwise ([`Partial`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::config::ModelConfig;
 use crate::lm::Model;
@@ -24,6 +26,7 @@ use crate::tokenizer::Tokenizer;
 
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "model.safetensors";
+pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 pub const TOKENIZER: &str = "tokenizer.json";
 /// The training state beside a checkpoint; its `step`, `total_steps` and
 /// `finished` say whether the run that wrote it had ended.
@@ -109,7 +112,7 @@ pub fn latest_partial(out: &Path) -> Result<Option<(u64, PathBuf)>> {
 /// Refuses `dir` when it is (or holds only) an unfinished run's checkpoint
 /// and `partial` says so; the message says how to go on.
 pub fn check_finished(dir: &Path, partial: Partial) -> Result<()> {
-    if !dir.join(WEIGHTS).is_file() {
+    if !dir.join(WEIGHTS).is_file() && !dir.join(WEIGHTS_INDEX).is_file() {
         if let Some((step, latest)) = latest_partial(dir)? {
             let of = progress(&latest)?
                 .map(|p| format!(" of {}", p.total_steps))
@@ -137,6 +140,35 @@ pub fn check_finished(dir: &Path, partial: Partial) -> Result<()> {
     Ok(())
 }
 
+/// Files of a Hugging Face checkpoint that travel with the tokenizer:
+/// copied when present, so transformers finds the same tokenizer and
+/// generation settings in what marlhf saves.
+pub const SIDECARS: [&str; 3] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// What a model is loaded for, which decides the dtype its weights are
+/// kept in: a model being trained keeps f32 master weights whatever dtype
+/// it computes in (bf16 updates of size lr·1e-5 would round away); a frozen
+/// one is stored in its compute dtype.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    Training,
+    Inference,
+}
+
+impl Use {
+    pub fn storage(self, compute: DType) -> DType {
+        match (self, compute) {
+            (Use::Training, DType::F64) => DType::F64,
+            (Use::Training, _) => DType::F32,
+            (Use::Inference, d) => d,
+        }
+    }
+}
+
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub model: Model,
@@ -144,28 +176,37 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Loads a finished run's checkpoint (or, with `--allow-partial` set by
-    /// [`set_allow_partial`], any).
+    /// Loads for training in f32 on `device`: a finished run's checkpoint
+    /// (or, with `--allow-partial` set by [`set_allow_partial`], any).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        Self::load_with(dir, device, partial_policy())
+        Checkpoint::load_with(dir, device, DType::F32, Use::Training)
     }
 
-    pub fn load_with(dir: &Path, device: &Device, partial: Partial) -> Result<Self> {
+    /// Loads computing in `dtype` on `device`, the weights kept in the
+    /// dtype `usage` asks for; unfinished runs as the process decides
+    /// ([`set_allow_partial`]).
+    pub fn load_with(dir: &Path, device: &Device, dtype: DType, usage: Use) -> Result<Self> {
+        Checkpoint::load_with_partial(dir, device, dtype, usage, partial_policy())
+    }
+
+    /// [`Checkpoint::load_with`] with an explicit answer for checkpoints of
+    /// unfinished runs.
+    pub fn load_with_partial(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        usage: Use,
+        partial: Partial,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: checkpoint directory not found", dir.display());
         }
         check_finished(dir, partial)?;
         let config = ModelConfig::load(&dir.join(CONFIG))?;
         check_special_ids(&dir.join(CONFIG), &config)?;
-        let weights = dir.join(WEIGHTS);
-        if !weights.is_file() {
-            bail!(
-                "{}: missing (sharded checkpoints are not supported yet)",
-                weights.display()
-            );
-        }
-        let params = Params::load(&weights, device)?;
-        let model = Model::new(config, params).with_context(|| format!("{}", dir.display()))?;
+        let params = load_weights(dir, &config, device, usage.storage(dtype))?;
+        let model = Model::with_dtype(config, params, dtype)
+            .with_context(|| format!("{}", dir.display()))?;
         let tokenizer = load_tokenizer(dir, &model.config)?;
         check_vocabularies(
             &dir.join(TOKENIZER),
@@ -249,17 +290,129 @@ pub fn load_tokenizer(dir: &Path, cfg: &ModelConfig) -> Result<Tokenizer> {
     )
 }
 
-/// Writes config, weights and a copy of the tokenizer file into `dir`.
+/// The weights of the checkpoint in `dir`: `model.safetensors`, or the
+/// shards `model.safetensors.index.json` lists (each tensor checked to be
+/// in the shard the index names), converted to `dtype`. Buffers that
+/// transformers recomputes (`rotary_emb.inv_freq`) and an LM head that a
+/// tied config replaces by the embeddings are dropped, as transformers
+/// does.
+pub fn load_weights(dir: &Path, cfg: &ModelConfig, dev: &Device, dtype: DType) -> Result<Params> {
+    let params = Params::empty();
+    let single = dir.join(WEIGHTS);
+    let index = dir.join(WEIGHTS_INDEX);
+    if single.is_file() {
+        params.load_file(&single, dev, dtype)?;
+    } else if index.is_file() {
+        for (shard, names) in read_index(&index)? {
+            let path = dir.join(&shard);
+            if !path.is_file() {
+                bail!(
+                    "{}: shard {shard:?} listed in the index is missing",
+                    index.display()
+                );
+            }
+            let got: BTreeSet<String> = params.load_file(&path, dev, dtype)?.into_iter().collect();
+            if let Some(n) = names.difference(&got).next() {
+                bail!(
+                    "{}: the index puts {n:?} in {shard:?}, which does not hold it",
+                    index.display()
+                );
+            }
+            if let Some(n) = got.difference(&names).next() {
+                bail!(
+                    "{}: {shard:?} holds {n:?}, which the index does not list there",
+                    index.display()
+                );
+            }
+        }
+    } else if dir.join("pytorch_model.bin").is_file()
+        || dir.join("pytorch_model.bin.index.json").is_file()
+    {
+        bail!(
+            "{}: only PyTorch .bin weights; convert them to safetensors (transformers: save_pretrained(..., safe_serialization=True))",
+            dir.display()
+        );
+    } else {
+        bail!("{}: no {WEIGHTS} or {WEIGHTS_INDEX}", dir.display());
+    }
+    for (name, _) in params.vars() {
+        if name.ends_with("rotary_emb.inv_freq") || (name == "lm_head.weight" && cfg.tied()) {
+            params.remove(&name)?;
+        }
+    }
+    Ok(params)
+}
+
+/// Shard file → tensor names, from a `model.safetensors.index.json`.
+fn read_index(path: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) else {
+        bail!("{}: no \"weight_map\" object", path.display());
+    };
+    if map.is_empty() {
+        bail!("{}: empty weight_map", path.display());
+    }
+    let mut shards: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, file) in map {
+        let Some(file) = file.as_str() else {
+            bail!(
+                "{}: weight_map[{name:?}] is not a file name",
+                path.display()
+            );
+        };
+        // Shards sit beside the index; a path elsewhere is not a shard.
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            bail!(
+                "{}: shard name {file:?} is not a file beside the index",
+                path.display()
+            );
+        }
+        shards
+            .entry(file.to_string())
+            .or_default()
+            .insert(name.clone());
+    }
+    Ok(shards)
+}
+
+/// The name transformers gives a dtype in `config.json`.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "float32",
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "unknown",
+    }
+}
+
+/// Writes config, weights (one file, in the dtype the parameters are kept
+/// in, which the config's dtype key is updated to name) and a copy of the
+/// tokenizer file and its sidecars into `dir`.
 pub fn save_into(
     dir: &Path,
     cfg: &ModelConfig,
     params: &Params,
     tokenizer_json: &Path,
 ) -> Result<()> {
+    let mut cfg = cfg.clone();
+    cfg.set_saved_dtype(dtype_name(params.dtype()?));
     std::fs::write(dir.join(CONFIG), cfg.to_json()?)
         .with_context(|| format!("{}: cannot write", dir.display()))?;
     params.save(&dir.join(WEIGHTS))?;
     std::fs::copy(tokenizer_json, dir.join(TOKENIZER))
         .with_context(|| format!("{}: cannot copy", tokenizer_json.display()))?;
+    if let Some(from) = tokenizer_json.parent() {
+        for name in SIDECARS {
+            let src = from.join(name);
+            if src.is_file() {
+                std::fs::copy(&src, dir.join(name))
+                    .with_context(|| format!("{}: cannot copy", src.display()))?;
+            }
+        }
+    }
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! Batched sampling with a KV cache: temperature, top-k, top-p, per-row EOS,
 //! a token budget and a seed. Returns each new token's log-probability
-//! under the model's unmodified distribution (temperature 1), which is what
-//! PPO's importance ratio needs.
+//! under the temperature-scaled distribution it was drawn from,
+//! log-softmax(logits / T) (T = 1 for greedy decoding), which is what the
+//! teacher-forced passes of PPO compute too (DESIGN.md, "One sampling
+//! distribution"). Top-k and top-p truncate the sampling distribution but do
+//! not enter the log-probability: a truncated reference distribution would
+//! give −∞ wherever the policy's top-k and the reference's differ.
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
@@ -41,6 +45,8 @@ impl SamplingConfig {
 pub struct Generated {
     /// New tokens per row, the EOS included when one was sampled.
     pub tokens: Vec<Vec<u32>>,
+    /// log-softmax(logits / T) of each new token, T the sampling
+    /// temperature (1 for greedy decoding).
     pub logprobs: Vec<Vec<f32>>,
     /// Whether the row ended with EOS (false: it hit the token budget).
     pub finished: Vec<bool>,
@@ -124,12 +130,17 @@ fn logprob_of(logits: &[f32], tok: usize) -> f32 {
     logits[tok] - lse
 }
 
+/// The token drawn from one row of logits and its log-probability under
+/// the temperature-scaled distribution (before top-k / top-p truncation).
 fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    let tok = if cfg.temperature <= 0.0 {
-        argmax(logits)
-    } else {
-        let t = cfg.temperature as f32;
-        let mut cand: Vec<(usize, f32)> = logits.iter().map(|&v| v / t).enumerate().collect();
+    if cfg.temperature <= 0.0 {
+        let tok = argmax(logits);
+        return (tok as u32, logprob_of(logits, tok));
+    }
+    let t = cfg.temperature as f32;
+    let scaled: Vec<f32> = logits.iter().map(|&v| v / t).collect();
+    let tok = {
+        let mut cand: Vec<(usize, f32)> = scaled.iter().copied().enumerate().collect();
         if let Some(k) = cfg.top_k.filter(|&k| k > 0 && k < cand.len()) {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             cand.truncate(k);
@@ -167,7 +178,7 @@ fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f
         }
         chosen
     };
-    (tok as u32, logprob_of(logits, tok))
+    (tok as u32, logprob_of(&scaled, tok))
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -195,4 +206,48 @@ pub fn greedy_uncached(model: &Llama, prompt: &[u32], n: usize) -> Result<Vec<u3
         seq.push(tok);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f64, top_k: Option<usize>) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: 1,
+            temperature,
+            top_k,
+            top_p: None,
+            seed: 0,
+            eos: vec![],
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn sampled_logprob_is_of_the_tempered_distribution() {
+        // logits [2, 1, 0] at T = 0.5 → [4, 2, 0]; log-sum-exp
+        // = ln(e⁴ + e² + 1) = 4.1429316; the log-probabilities are
+        // −0.1429316, −2.1429316, −4.1429316.
+        let logits = [2.0f32, 1.0, 0.0];
+        let want = [-0.142_931_6f32, -2.142_931_6, -4.142_931_6];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut seen = [false; 3];
+        for _ in 0..400 {
+            let (tok, lp) = sample(&logits, &cfg(0.5, None), &mut rng);
+            assert!((lp - want[tok as usize]).abs() < 1e-5, "{tok}: {lp}");
+            seen[tok as usize] = true;
+        }
+        assert_eq!(seen, [true; 3], "every token is drawn now and then");
+        // Top-k truncates the draw, not the log-probability.
+        for _ in 0..50 {
+            let (tok, lp) = sample(&logits, &cfg(0.5, Some(2)), &mut rng);
+            assert!(tok < 2);
+            assert!((lp - want[tok as usize]).abs() < 1e-5);
+        }
+        // Greedy: the argmax at temperature 1, ln(e²/(e² + e + 1)) = −0.4076059.
+        let (tok, lp) = sample(&logits, &cfg(0.0, None), &mut rng);
+        assert_eq!(tok, 0);
+        assert!((lp + 0.407_605_9).abs() < 1e-6, "{lp}");
+    }
 }

@@ -1,4 +1,5 @@
-//! marlhf's model layer: a trainable Llama-family causal LM in candle,
+//! marlhf's model layer: trainable Llama-family causal LMs in candle
+//! (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2),
 //! Hugging Face checkpoints with value heads, AdamW with saved state, and
 //! batched generation with a KV cache.
 
@@ -13,6 +14,7 @@ pub mod llama2c;
 pub mod lm;
 pub mod ops;
 pub mod params;
+pub mod rope;
 pub mod tokenizer;
 
 pub use checkpoint::Checkpoint;

@@ -1,19 +1,27 @@
-//! A trainable Llama-family decoder (Llama, Mistral-style, Qwen2).
+//! A trainable decoder for the Llama family of architectures: Llama
+//! (1–3.x), Mistral, Qwen2, Qwen3, Gemma and Gemma 2, which share one block
+//! and differ in switches resolved from the config (`config::Arch`).
 //!
 //! Written on candle-nn primitives rather than taken from
-//! `candle_transformers::models::llama`: that model is built for inference
-//! (a mutable KV cache inside the model, one causal mask for the whole
-//! batch, no padding mask, fused ops without backward), while training,
-//! rollouts and scoring here need batched forward passes over left- or
-//! right-padded rows with per-row positions and gradients through every
-//! parameter. The generation path reuses `candle_nn::kv_cache::KvCache` and
-//! `candle_transformers::utils::repeat_kv`.
+//! candle-transformers' `llama`, `gemma2`, `qwen3` modules: those are built
+//! for inference (a mutable KV cache inside the model, one causal mask for
+//! the whole batch, no padding mask, fused ops without backward), while
+//! training, rollouts and scoring here need batched forward passes over
+//! left- or right-padded rows with per-row positions and gradients through
+//! every parameter. The generation path reuses
+//! `candle_nn::kv_cache::KvCache` and `candle_transformers::utils::repeat_kv`.
+//!
+//! Precision: the model computes in `dtype` whatever dtype its parameters
+//! are kept in (each weight is cast where it is used, a no-op when the two
+//! agree), so a model trained in bf16 keeps f32 master weights. Attention
+//! scores, softmax, logits and values are computed in at least f32, as
+//! transformers does.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
 
-use crate::config::ModelConfig;
+use crate::config::{Activation, Arch, Attention, ModelConfig};
 use crate::ops;
 use crate::params::Params;
 
@@ -38,11 +46,11 @@ impl Linear {
         })
     }
 
-    /// x: [N, in] → [N, out]
+    /// x: [N, in] → [N, out], in x's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.w.t()?)?;
+        let y = x.matmul(&self.w.to_dtype(x.dtype())?.t()?)?;
         Ok(match &self.b {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
             None => y,
         })
     }
@@ -54,10 +62,20 @@ struct Block {
     k: Linear,
     v: Linear,
     o: Linear,
-    post_norm: Tensor,
+    /// Qwen3: per-head norms of q and k.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    /// Gemma 2: the norm of the attention output before the residual add.
+    post_attn_norm: Option<Tensor>,
+    /// The norm before the MLP: `post_attention_layernorm` in the Llama
+    /// layout, `pre_feedforward_layernorm` in Gemma 2's.
+    pre_mlp_norm: Tensor,
+    /// Gemma 2: the norm of the MLP output before the residual add.
+    post_mlp_norm: Option<Tensor>,
     gate: Linear,
     up: Linear,
     down: Linear,
+    attention: Attention,
 }
 
 /// Per-layer key/value caches for incremental decoding.
@@ -80,10 +98,14 @@ impl Cache {
 
 pub struct Llama {
     cfg: ModelConfig,
+    arch: Arch,
+    /// The dtype activations are computed in.
+    dtype: DType,
     embed: Tensor,
     layers: Vec<Block>,
     norm: Tensor,
     lm_head: Tensor,
+    /// f32 tables [max positions, head_dim/2].
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -105,35 +127,103 @@ pub fn positions_from_mask(mask: &[u8], b: usize, t: usize) -> Vec<u32> {
     pos
 }
 
+/// Which keys each query of a batch may attend to.
+struct Visibility<'a> {
+    b: usize,
+    /// Queries per row, and the cached keys before them.
+    tq: usize,
+    past: usize,
+    q_pos: &'a [u32],
+    key_mask: &'a [u8],
+    k_pos: Vec<u32>,
+}
+
+impl Visibility<'_> {
+    /// Additive bias [B, 1, Tq, Tk] in `dtype`: causal, padding keys masked,
+    /// and keys `window` or more positions back masked when sliding.
+    fn bias(&self, attention: Attention, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let (b, tq) = (self.b, self.tq);
+        let tk = self.past + tq;
+        let window = match attention {
+            Attention::Full => i64::MAX,
+            Attention::Sliding(w) => w as i64,
+        };
+        let mut bias = vec![0f32; b * tq * tk];
+        for r in 0..b {
+            for q in 0..tq {
+                let qp = self.q_pos[r * tq + q] as i64;
+                let row = &mut bias[(r * tq + q) * tk..(r * tq + q + 1) * tk];
+                for (k, slot) in row.iter_mut().enumerate() {
+                    if k > self.past + q
+                        || self.key_mask[r * tk + k] == 0
+                        || qp - self.k_pos[r * tk + k] as i64 >= window
+                    {
+                        *slot = MASKED;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(bias, (b, 1, tq, tk), dev)?.to_dtype(dtype)?)
+    }
+
+    /// Whether a sliding window of `w` masks anything a full mask does not.
+    fn window_matters(&self, w: usize) -> bool {
+        self.past + self.tq > w
+    }
+}
+
 impl Llama {
+    /// A model computing in the dtype its embeddings are stored in.
     pub fn new(cfg: &ModelConfig, p: &Params) -> Result<Self> {
+        Llama::with_dtype(cfg, p, p.dtype()?)
+    }
+
+    pub fn with_dtype(cfg: &ModelConfig, p: &Params, dtype: DType) -> Result<Self> {
         cfg.validate()?;
-        let bias = cfg.qkv_bias();
+        let arch = cfg.arch()?;
+        let (qkv, o, mlp) = (arch.qkv_bias, arch.o_bias, arch.mlp_bias);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
+        for (i, &attention) in arch.layers.iter().enumerate() {
             let pre = format!("model.layers.{i}");
+            let get = |name: &str| p.get(&format!("{pre}.{name}"));
+            let opt = |on: bool, name: &str| -> Result<Option<Tensor>> {
+                Ok(if on { Some(get(name)?) } else { None })
+            };
             layers.push(Block {
-                input_norm: p.get(&format!("{pre}.input_layernorm.weight"))?,
-                q: Linear::load(p, &format!("{pre}.self_attn.q_proj"), bias)?,
-                k: Linear::load(p, &format!("{pre}.self_attn.k_proj"), bias)?,
-                v: Linear::load(p, &format!("{pre}.self_attn.v_proj"), bias)?,
-                o: Linear::load(p, &format!("{pre}.self_attn.o_proj"), false)?,
-                post_norm: p.get(&format!("{pre}.post_attention_layernorm.weight"))?,
-                gate: Linear::load(p, &format!("{pre}.mlp.gate_proj"), false)?,
-                up: Linear::load(p, &format!("{pre}.mlp.up_proj"), false)?,
-                down: Linear::load(p, &format!("{pre}.mlp.down_proj"), false)?,
+                input_norm: get("input_layernorm.weight")?,
+                q: Linear::load(p, &format!("{pre}.self_attn.q_proj"), qkv)?,
+                k: Linear::load(p, &format!("{pre}.self_attn.k_proj"), qkv)?,
+                v: Linear::load(p, &format!("{pre}.self_attn.v_proj"), qkv)?,
+                o: Linear::load(p, &format!("{pre}.self_attn.o_proj"), o)?,
+                q_norm: opt(arch.qk_norm, "self_attn.q_norm.weight")?,
+                k_norm: opt(arch.qk_norm, "self_attn.k_norm.weight")?,
+                post_attn_norm: opt(arch.sandwich_norms, "post_attention_layernorm.weight")?,
+                pre_mlp_norm: if arch.sandwich_norms {
+                    get("pre_feedforward_layernorm.weight")?
+                } else {
+                    get("post_attention_layernorm.weight")?
+                },
+                post_mlp_norm: opt(arch.sandwich_norms, "post_feedforward_layernorm.weight")?,
+                gate: Linear::load(p, &format!("{pre}.mlp.gate_proj"), mlp)?,
+                up: Linear::load(p, &format!("{pre}.mlp.up_proj"), mlp)?,
+                down: Linear::load(p, &format!("{pre}.mlp.down_proj"), mlp)?,
+                attention,
             });
         }
         let embed = p.get("model.embed_tokens.weight")?;
-        let lm_head = if cfg.tie_word_embeddings {
+        let lm_head = if arch.tied {
             embed.clone()
         } else {
             p.get("lm_head.weight")?
         };
         let device = embed.device().clone();
-        let (cos, sin) = rope_tables(cfg, &device)?;
+        let (cos, sin) = arch
+            .rope
+            .tables(cfg.head_dim(), cfg.max_position_embeddings, &device)?;
         Ok(Llama {
             cfg: cfg.clone(),
+            arch,
+            dtype,
             embed,
             layers,
             norm: p.get("model.norm.weight")?,
@@ -148,8 +238,33 @@ impl Llama {
         &self.cfg
     }
 
+    /// Rebuilds the RoPE tables from explicit inverse frequencies (head_dim/2
+    /// of them), e.g. to reproduce a transformers model whose frequency
+    /// buffer `Module.to(torch.bfloat16)` has rounded (transformers'
+    /// `from_pretrained` keeps it in f32, as `Rope` computes it).
+    pub fn set_rope_frequencies(&mut self, inv_freq: &[f32]) -> Result<()> {
+        let hd = self.cfg.head_dim();
+        if inv_freq.len() != hd / 2 {
+            bail!("{} RoPE frequencies for head_dim {hd}", inv_freq.len());
+        }
+        let (cos, sin) =
+            crate::rope::tables_from(inv_freq, self.cfg.max_position_embeddings, &self.device)?;
+        self.cos = cos;
+        self.sin = sin;
+        Ok(())
+    }
+
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The dtype activations are computed in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn new_cache(&self, max_len: usize) -> Cache {
@@ -171,18 +286,15 @@ impl Llama {
             );
         }
         let pos = positions_from_mask(mask, b, t);
-        let mut bias = vec![0f32; b * t * t];
-        for r in 0..b {
-            for q in 0..t {
-                for k in 0..t {
-                    if k > q || mask[r * t + k] == 0 {
-                        bias[(r * t + q) * t + k] = MASKED;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, t, t), &self.device)?;
-        self.run(ids, &pos, &bias, None)
+        let vis = Visibility {
+            b,
+            tq: t,
+            past: 0,
+            q_pos: &pos,
+            key_mask: mask,
+            k_pos: pos.clone(),
+        };
+        self.run(ids, &pos, &vis, None)
     }
 
     /// One incremental step (prefill or decode) against `cache`. `ids`:
@@ -201,25 +313,41 @@ impl Llama {
         if key_mask.len() != b * total || pos.len() != b * t {
             bail!("cached forward: mask/positions do not match the batch");
         }
-        let mut bias = vec![0f32; b * t * total];
-        for r in 0..b {
-            for q in 0..t {
-                for k in 0..total {
-                    if k > past + q || key_mask[r * total + k] == 0 {
-                        bias[(r * t + q) * total + k] = MASKED;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, t, total), &self.device)?;
-        self.run(ids, pos, &bias, Some(cache))
+        let vis = Visibility {
+            b,
+            tq: t,
+            past,
+            q_pos: pos,
+            key_mask,
+            k_pos: positions_from_mask(key_mask, b, total),
+        };
+        self.run(ids, pos, &vis, Some(cache))
+    }
+
+    /// RMSNorm with a stored weight: Gemma stores w − 1 and scales by 1 + w
+    /// (added in at least f32, as transformers does).
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let w = if self.arch.norm_one_plus {
+            (ops::widen(w)? + 1.0)?
+        } else {
+            w.clone()
+        };
+        Ok(ops::rms_norm(x, &w.to_dtype(x.dtype())?, self.cfg.eps())?)
+    }
+
+    fn activation(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.arch.activation {
+            Activation::Silu => candle_nn::ops::silu(x)?,
+            Activation::GeluTanh => x.gelu()?,
+            Activation::Gelu => x.gelu_erf()?,
+        })
     }
 
     fn run(
         &self,
         ids: &Tensor,
         pos: &[u32],
-        bias: &Tensor,
+        vis: &Visibility,
         mut cache: Option<&mut Cache>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -230,76 +358,114 @@ impl Llama {
             cfg.head_dim(),
             cfg.hidden_size,
         );
+        let dt = self.dtype;
+        let wide = ops::wide_dtype(dt);
+        if let Some(&p) = pos.iter().max() {
+            if p as usize >= cfg.max_position_embeddings {
+                bail!(
+                    "position {p} is beyond the model's {} positions",
+                    cfg.max_position_embeddings
+                );
+            }
+        }
         let pos_t = Tensor::from_slice(pos, b * t, &self.device)?;
-        let cos = self
-            .cos
-            .index_select(&pos_t, 0)?
-            .reshape((b, t, hd / 2))?
-            .to_dtype(self.embed.dtype())?;
-        let sin = self
-            .sin
-            .index_select(&pos_t, 0)?
-            .reshape((b, t, hd / 2))?
-            .to_dtype(self.embed.dtype())?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?; // [N, H]
-        let scale = 1.0 / (hd as f64).sqrt();
+        let table = |tab: &Tensor| -> Result<Tensor> {
+            Ok(tab
+                .index_select(&pos_t, 0)?
+                .reshape((b, t, hd / 2))?
+                .to_dtype(dt)?)
+        };
+        let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
+        // One bias per distinct attention pattern of the layers.
+        let full = vis.bias(Attention::Full, wide, &self.device)?;
+        let mut sliding: Vec<(usize, Tensor)> = Vec::new();
+        for layer in &self.layers {
+            if let Attention::Sliding(w) = layer.attention {
+                if vis.window_matters(w) && !sliding.iter().any(|(x, _)| *x == w) {
+                    sliding.push((w, vis.bias(layer.attention, wide, &self.device)?));
+                }
+            }
+        }
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(dt)?; // [N, H]
+        if self.arch.embed_scale {
+            // transformers multiplies by √hidden rounded to the compute
+            // dtype; candle's affine rounds its factor the same way.
+            x = (x * (h as f64).sqrt())?;
+        }
+        let scale = 1.0 / self.arch.query_scale.sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
-            let hn = ops::rms_norm(&x, &layer.input_norm, cfg.rms_norm_eps)?;
-            let heads = |lin: &Linear, n: usize| -> Result<Tensor> {
-                Ok(lin
-                    .forward(&hn)?
-                    .reshape((b, t, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
+            let hn = self.norm(&x, &layer.input_norm)?;
+            let heads = |lin: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+                let y = lin.forward(&hn)?.reshape((b, t, n, hd))?;
+                let y = match norm {
+                    Some(w) => self.norm(&y, w)?,
+                    None => y,
+                };
+                Ok(y.transpose(1, 2)?.contiguous()?)
             };
-            let q = ops::rope(&heads(&layer.q, nh)?, &cos, &sin)?;
-            let k = ops::rope(&heads(&layer.k, nkv)?, &cos, &sin)?;
-            let v = heads(&layer.v, nkv)?;
+            let q = ops::rope(&heads(&layer.q, nh, &layer.q_norm)?, &cos, &sin)?;
+            let k = ops::rope(&heads(&layer.k, nkv, &layer.k_norm)?, &cos, &sin)?;
+            let v = heads(&layer.v, nkv, &None)?;
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.layers[li].append(&k, &v)?,
                 None => (k, v),
             };
             let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
             let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias.to_dtype(q.dtype())?)?;
-            let probs = ops::softmax_last_dim(&scores)?;
+            let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
+            if let Some(cap) = self.arch.attn_softcap {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
+            let bias = match layer.attention {
+                Attention::Sliding(w) => sliding
+                    .iter()
+                    .find(|(x, _)| *x == w)
+                    .map(|(_, t)| t)
+                    .unwrap_or(&full),
+                Attention::Full => &full,
+            };
+            let probs = ops::softmax_last_dim(&scores.broadcast_add(bias)?)?.to_dtype(dt)?;
             let att = probs
                 .matmul(&v.contiguous()?)?
                 .transpose(1, 2)?
                 .reshape((b * t, nh * hd))?;
-            x = (x + layer.o.forward(&att)?)?;
-            let hn = ops::rms_norm(&x, &layer.post_norm, cfg.rms_norm_eps)?;
-            let mlp =
-                (candle_nn::ops::silu(&layer.gate.forward(&hn)?)? * layer.up.forward(&hn)?)?;
-            x = (x + layer.down.forward(&mlp)?)?;
+            let mut att = layer.o.forward(&att)?;
+            if let Some(w) = &layer.post_attn_norm {
+                att = self.norm(&att, w)?;
+            }
+            x = (x + att)?;
+            let hn = self.norm(&x, &layer.pre_mlp_norm)?;
+            let mlp = (self.activation(&layer.gate.forward(&hn)?)? * layer.up.forward(&hn)?)?;
+            let mut mlp = layer.down.forward(&mlp)?;
+            if let Some(w) = &layer.post_mlp_norm {
+                mlp = self.norm(&mlp, w)?;
+            }
+            x = (x + mlp)?;
         }
-        let x = ops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)?;
+        let x = self.norm(&x, &self.norm)?;
         Ok(x.reshape((b, t, h))?)
     }
 
-    /// Logits [N, V] for hidden states [N, H].
+    /// Logits [N, V] for hidden states [N, H], in at least f32, with Gemma
+    /// 2's final soft-capping.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.matmul(&self.lm_head.t()?)?)
+        let head = self.lm_head.to_dtype(hidden.dtype())?;
+        let logits = ops::widen(&hidden.matmul(&head.t()?)?)?;
+        Ok(match self.arch.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
-}
 
-fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let hd = cfg.head_dim();
-    let n = cfg.max_position_embeddings;
-    let mut cos = Vec::with_capacity(n * hd / 2);
-    let mut sin = Vec::with_capacity(n * hd / 2);
-    for p in 0..n {
-        for i in 0..hd / 2 {
-            let freq = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64);
-            let a = p as f64 * freq;
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
-        }
+    /// A scalar head (value head, reward score) over hidden states [N, H]:
+    /// [N], in at least f32.
+    pub fn head(&self, hidden: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let hs = ops::widen(hidden)?;
+        Ok(hs.matmul(&w.to_dtype(hs.dtype())?.t()?)?.squeeze(1)?)
     }
-    Ok((
-        Tensor::from_vec(cos, (n, hd / 2), device)?,
-        Tensor::from_vec(sin, (n, hd / 2), device)?,
-    ))
 }
 
 /// Index of the last real token of each row (the reward model's read-out

@@ -90,9 +90,12 @@ pub fn import_model(path: &Path, dev: &Device) -> Result<(ModelConfig, Params)> 
     let mut cfg = ModelConfig::tiny_llama(vocab, dim, layers, heads, hidden);
     cfg.num_key_value_heads = Some(kv_heads);
     cfg.max_position_embeddings = seq_len;
-    cfg.tie_word_embeddings = shared;
+    cfg.tie_word_embeddings = Some(shared);
     cfg.bos_token_id = Some(1);
-    cfg.eos_token_id = Some(TokenIds::One(2));
+    // llama2.c's data put BOS (1) before every story and no EOS, and its
+    // run.c stops generating at the next BOS: 1 is where a story ends.
+    // SentencePiece's EOS (2) stays listed for tokenizers that use it.
+    cfg.eos_token_id = Some(TokenIds::Many(vec![1, 2]));
     cfg.pad_token_id = Some(0);
     cfg.validate()?;
 

@@ -3,7 +3,7 @@
 //! tokens, per-token values, and the scalar score at the last real token.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::batch::{pad, Side};
 use crate::config::ModelConfig;
@@ -29,9 +29,16 @@ pub struct Scored {
 }
 
 impl Model {
+    /// A model computing in the dtype its parameters are stored in.
     pub fn new(config: ModelConfig, params: Params) -> Result<Self> {
+        let dtype = params.dtype()?;
+        Model::with_dtype(config, params, dtype)
+    }
+
+    /// A model computing in `dtype` (its parameters may be kept wider).
+    pub fn with_dtype(config: ModelConfig, params: Params, dtype: DType) -> Result<Self> {
         params.check_against(&config)?;
-        let llama = Llama::new(&config, &params)?;
+        let llama = Llama::with_dtype(&config, &params, dtype)?;
         let v_head = if params.contains(V_HEAD) {
             Some(params.get(V_HEAD)?)
         } else {
@@ -64,11 +71,30 @@ impl Model {
         }
     }
 
-    /// Log-probabilities of the scored tokens, flattened row by row, as a
-    /// differentiable tensor [M], plus each row's count. Only the scored
-    /// positions go through the LM head, which is most of the FLOPs saved
-    /// for short completions after long prompts.
+    /// Log-probabilities of the scored tokens under the model's own
+    /// distribution (temperature 1), flattened row by row, as a
+    /// differentiable tensor [M], plus each row's count.
     pub fn token_logprobs(&self, batch: &Scored) -> Result<(Tensor, Vec<usize>)> {
+        self.token_logprobs_at(batch, 1.0)
+    }
+
+    /// Log-probabilities of the scored tokens under the distribution
+    /// sampled at `temperature`: log-softmax(logits / T).
+    pub fn token_logprobs_at(
+        &self,
+        batch: &Scored,
+        temperature: f64,
+    ) -> Result<(Tensor, Vec<usize>)> {
+        let s = self.token_logits(batch)?;
+        let logits = ops::temper(&s.logits, temperature)?;
+        Ok((ops::gather_logprobs(&logits, &s.targets)?, s.counts))
+    }
+
+    /// The LM-head logits [M, V] that predict the scored tokens, with the
+    /// tokens themselves. Only the scored positions go through the LM head,
+    /// which is most of the FLOPs saved for short completions after long
+    /// prompts.
+    pub fn token_logits(&self, batch: &Scored) -> Result<ScoredLogits> {
         let p = pad(&batch.seqs, 0, Side::Right, self.device())?;
         let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
         let (rows, targets, counts) = scored_positions(batch, p.t)?;
@@ -77,8 +103,11 @@ impl Model {
         let rows = Tensor::from_vec(rows, n, self.device())?;
         let targets = Tensor::from_vec(targets, n, self.device())?;
         let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
-        let logits = self.llama.logits(&hs)?;
-        Ok((ops::gather_logprobs(&logits, &targets)?, counts))
+        Ok(ScoredLogits {
+            logits: self.llama.logits(&hs)?,
+            targets,
+            counts,
+        })
     }
 
     /// Values of the scored tokens: the critic's estimate at the state
@@ -93,7 +122,7 @@ impl Model {
         let h = self.config.hidden_size;
         let rows = Tensor::from_vec(rows, n, self.device())?;
         let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
-        Ok((hs.matmul(&v_head.t()?)?.squeeze(1)?, counts))
+        Ok((self.llama.head(&hs, v_head)?, counts))
     }
 
     /// The reward model's scalar score of each whole sequence, read at its
@@ -107,8 +136,18 @@ impl Model {
         let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
         let last = last_token_index(&p.mask, p.b, p.t);
         let hs = gather_rows(&hidden, &last)?;
-        Ok(hs.matmul(&v_head.t()?)?.squeeze(1)?)
+        self.llama.head(&hs, v_head)
     }
+}
+
+/// What [`Model::token_logits`] returns.
+pub struct ScoredLogits {
+    /// [M, V], differentiable.
+    pub logits: Tensor,
+    /// [M] u32: the scored tokens, row by row.
+    pub targets: Tensor,
+    /// Scored tokens per row.
+    pub counts: Vec<usize>,
 }
 
 /// Flat hidden-state rows (r·T + j − 1) and target ids for every scored

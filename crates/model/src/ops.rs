@@ -29,6 +29,20 @@ fn slice_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
     }
 }
 
+/// The dtype reductions run in for activations of dtype `d`: half
+/// precision widens to f32, f32 and f64 stay.
+pub fn wide_dtype(d: DType) -> DType {
+    match d {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// `t` in `wide_dtype(t.dtype())` (a no-op unless half precision).
+pub fn widen(t: &Tensor) -> Result<Tensor> {
+    t.to_dtype(wide_dtype(t.dtype()))
+}
+
 fn fused_ok(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
@@ -53,10 +67,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 pub fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let dt = x.dtype();
     // Half precision accumulates in f32; f32 and f64 stay as they are.
-    let xf = match dt {
-        DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
-        _ => x.clone(),
-    };
+    let xf = widen(x)?;
     let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
     y.to_dtype(dt)?.broadcast_mul(w)
@@ -392,6 +403,21 @@ impl CustomOp3 for Rope {
 /// `log_softmax(logits)[n, targets[n]]` for logits [N, V] and targets [N]
 /// (u32): the log-probability of each chosen token, differentiable in the
 /// logits. Never materialises the [N, V] log-softmax.
+/// Logits divided by a sampling temperature, so that softmax gives the
+/// distribution tokens are drawn from. `temperature == 1` returns the
+/// logits themselves (no rounding through a multiplication), so scoring at
+/// temperature 1 is bit for bit what it was before temperatures existed.
+pub fn temper(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("a scoring temperature must be a positive number, got {temperature}");
+    }
+    if temperature == 1.0 {
+        Ok(logits.clone())
+    } else {
+        logits / temperature
+    }
+}
+
 pub fn gather_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if !fused_ok(logits) {
         return gather_logprobs_reference(logits, targets);

@@ -28,63 +28,90 @@ enum Init {
 }
 
 /// Names, shapes and initialisers of a model's parameters, in a fixed order.
-fn specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
+fn specs(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Init)>> {
+    let arch = cfg.arch()?;
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
     let std = 0.02;
+    // Gemma stores RMSNorm weights as w − 1: zeros are the identity.
+    let norm = if arch.norm_one_plus {
+        Init::Zeros
+    } else {
+        Init::Ones
+    };
     let mut s = vec![(
         "model.embed_tokens.weight".to_string(),
         vec![v, h],
         Init::Normal(std),
     )];
+    let linear = |s: &mut Vec<(String, Vec<usize>, Init)>, name: String, out, inp, bias: bool| {
+        s.push((format!("{name}.weight"), vec![out, inp], Init::Normal(std)));
+        if bias {
+            s.push((format!("{name}.bias"), vec![out], Init::Zeros));
+        }
+    };
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
-        s.push((format!("{p}.input_layernorm.weight"), vec![h], Init::Ones));
+        s.push((format!("{p}.input_layernorm.weight"), vec![h], norm));
         for (name, out) in [
             ("q_proj", nh * hd),
             ("k_proj", nkv * hd),
             ("v_proj", nkv * hd),
         ] {
-            s.push((
-                format!("{p}.self_attn.{name}.weight"),
-                vec![out, h],
-                Init::Normal(std),
-            ));
-            if cfg.qkv_bias() {
-                s.push((format!("{p}.self_attn.{name}.bias"), vec![out], Init::Zeros));
-            }
+            linear(
+                &mut s,
+                format!("{p}.self_attn.{name}"),
+                out,
+                h,
+                arch.qkv_bias,
+            );
         }
-        s.push((
-            format!("{p}.self_attn.o_proj.weight"),
-            vec![h, nh * hd],
-            Init::Normal(std),
-        ));
+        linear(
+            &mut s,
+            format!("{p}.self_attn.o_proj"),
+            h,
+            nh * hd,
+            arch.o_bias,
+        );
+        if arch.qk_norm {
+            s.push((format!("{p}.self_attn.q_norm.weight"), vec![hd], norm));
+            s.push((format!("{p}.self_attn.k_norm.weight"), vec![hd], norm));
+        }
         s.push((
             format!("{p}.post_attention_layernorm.weight"),
             vec![h],
-            Init::Ones,
+            norm,
         ));
-        s.push((
-            format!("{p}.mlp.gate_proj.weight"),
-            vec![i, h],
-            Init::Normal(std),
-        ));
-        s.push((
-            format!("{p}.mlp.up_proj.weight"),
-            vec![i, h],
-            Init::Normal(std),
-        ));
-        s.push((
-            format!("{p}.mlp.down_proj.weight"),
-            vec![h, i],
-            Init::Normal(std),
-        ));
+        if arch.sandwich_norms {
+            s.push((
+                format!("{p}.pre_feedforward_layernorm.weight"),
+                vec![h],
+                norm,
+            ));
+            s.push((
+                format!("{p}.post_feedforward_layernorm.weight"),
+                vec![h],
+                norm,
+            ));
+        }
+        linear(&mut s, format!("{p}.mlp.gate_proj"), i, h, arch.mlp_bias);
+        linear(&mut s, format!("{p}.mlp.up_proj"), i, h, arch.mlp_bias);
+        linear(&mut s, format!("{p}.mlp.down_proj"), h, i, arch.mlp_bias);
     }
-    s.push(("model.norm.weight".into(), vec![h], Init::Ones));
-    if !cfg.tie_word_embeddings {
+    s.push(("model.norm.weight".into(), vec![h], norm));
+    if !arch.tied {
         s.push(("lm_head.weight".into(), vec![v, h], Init::Normal(std)));
     }
-    s
+    Ok(s)
+}
+
+/// How many parameters a config's model has (without a value head),
+/// computed from the shapes alone.
+pub fn count(cfg: &ModelConfig) -> Result<u64> {
+    Ok(specs(cfg)?
+        .iter()
+        .map(|(_, shape, _)| shape.iter().product::<usize>() as u64)
+        .sum())
 }
 
 fn make(
@@ -116,7 +143,7 @@ impl Params {
     pub fn init(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Self> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let p = Params::empty();
-        for (name, shape, init) in specs(cfg) {
+        for (name, shape, init) in specs(cfg)? {
             p.insert(&name, make(&shape, init, &mut rng, dev)?)?;
         }
         Ok(p)
@@ -183,32 +210,43 @@ impl Params {
     /// converted (an I32 weight read as floats trains at absurd losses), and
     /// so are NaN or infinite values.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
+        let p = Params::empty();
+        p.load_file(path, dev, DType::F32)?;
+        Ok(p)
+    }
+
+    /// Adds every tensor of a safetensors file, converted to `dtype`, and
+    /// returns their names.
+    pub fn load_file(&self, path: &Path, dev: &Device, dtype: DType) -> Result<Vec<String>> {
         let tensors = candle_core::safetensors::load(path, dev)
             .with_context(|| format!("{}: cannot read safetensors", path.display()))?;
         if tensors.is_empty() {
             bail!("{}: no tensors", path.display());
         }
-        let mut names: Vec<&String> = tensors.keys().collect();
-        names.sort();
-        for name in names {
-            let t = &tensors[name];
+        let mut names = Vec::with_capacity(tensors.len());
+        // In name order, so a bad file always names the same tensor.
+        let tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        for (name, t) in tensors {
             if !matches!(
                 t.dtype(),
                 DType::F32 | DType::F16 | DType::BF16 | DType::F64
             ) {
                 bail!(
-                    "{}: tensor {name:?} has dtype {:?}; parameters must be floating point (f32, f16, bf16 or f64)",
+                    "{}: tensor {name:?} is {:?}; only float weights load (quantized checkpoints are not supported)",
                     path.display(),
                     t.dtype()
                 );
             }
-            check_finite(name, t).with_context(|| format!("{}", path.display()))?;
+            check_finite(&name, &t).with_context(|| format!("{}", path.display()))?;
+            self.insert(&name, t.to_dtype(dtype)?)?;
+            names.push(name);
         }
-        let p = Params::empty();
-        for (name, t) in tensors {
-            p.insert(&name, t.to_dtype(DType::F32)?)?;
-        }
-        Ok(p)
+        Ok(names)
+    }
+
+    /// The dtype the parameters are stored in (that of the embeddings).
+    pub fn dtype(&self) -> Result<DType> {
+        Ok(self.get("model.embed_tokens.weight")?.dtype())
     }
 
     /// Writes all parameters to a safetensors file. The format sorts
@@ -230,18 +268,28 @@ impl Params {
     }
 
     /// Checks that every parameter `cfg` needs is present with the right
-    /// shape, and so is the value head when there is one.
+    /// shape (the value head too, when there is one), and that there is
+    /// nothing else: a weight the model would not use means a config it
+    /// misreads.
     pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
-        let mut specs = specs(cfg);
+        let mut specs = specs(cfg)?;
         if self.contains(V_HEAD) {
             specs.push((V_HEAD.to_string(), vec![1, cfg.hidden_size], Init::Zeros));
         }
-        for (name, shape, _) in specs {
-            let t = self.get(&name)?;
+        for (name, shape, _) in &specs {
+            let t = self.get(name)?;
             if t.dims() != shape.as_slice() {
                 bail!(
                     "parameter {name:?} has shape {:?}, config says {shape:?}",
                     t.dims()
+                );
+            }
+        }
+        for (name, _) in self.vars() {
+            if name != V_HEAD && !specs.iter().any(|(n, _, _)| *n == name) {
+                bail!(
+                    "checkpoint has a weight {name:?} that a {} model with this config does not use",
+                    cfg.model_type
                 );
             }
         }

@@ -13,18 +13,58 @@ fn tiny(dtype: DType, bias: bool) -> Model {
     if bias {
         cfg.model_type = "qwen2".into();
     }
+    build(cfg, dtype)
+}
+
+/// Gemma 2 with every switch on and small enough caps that the tanh is far
+/// from linear: soft-capped attention (scores reach about ±5) and logits,
+/// a 3-token sliding window that masks keys in the 6-token rows, a query
+/// scalar that is not head_dim, head_dim ≠ hidden/heads, sandwich norms
+/// stored as w − 1, GeGLU, tied embeddings.
+fn gemma2(dtype: DType) -> Model {
+    let cfg = ModelConfig::from_json(
+        r#"{"model_type":"gemma2","vocab_size":23,"hidden_size":8,"intermediate_size":12,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":6,
+        "max_position_embeddings":16,"rms_norm_eps":1e-6,"attn_logit_softcapping":2.0,
+        "final_logit_softcapping":3.0,"query_pre_attn_scalar":5,"sliding_window":3,
+        "layer_types":["sliding_attention","full_attention"],
+        "hidden_activation":"gelu_pytorch_tanh","bos_token_id":1,"eos_token_id":2}"#,
+    )
+    .unwrap();
+    build(cfg, dtype)
+}
+
+/// Qwen3: per-head q/k RMSNorm, explicit head_dim, tied embeddings.
+fn qwen3(dtype: DType) -> Model {
+    let cfg = ModelConfig::from_json(
+        r#"{"model_type":"qwen3","vocab_size":23,"hidden_size":8,"intermediate_size":12,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":6,
+        "max_position_embeddings":16,"rms_norm_eps":1e-6,"tie_word_embeddings":true,
+        "rope_parameters":{"rope_type":"default","rope_theta":10000.0},
+        "bos_token_id":1,"eos_token_id":2}"#,
+    )
+    .unwrap();
+    build(cfg, dtype)
+}
+
+fn build(cfg: ModelConfig, dtype: DType) -> Model {
     let p = Params::init(&cfg, 3, &Device::Cpu).unwrap();
     p.add_value_head(&cfg, 3).unwrap();
     let q = Params::empty();
-    for (name, v) in p.vars() {
-        // Bigger weights than the 0.02 init so every path matters.
-        let t = (v.as_tensor() * 20.0).unwrap().to_dtype(dtype).unwrap();
+    for (i, (name, v)) in p.vars().into_iter().enumerate() {
+        // Bigger weights than the 0.02 init so every path matters; norms
+        // near their identity but not at it (Gemma's w − 1 starts at 0).
+        let t = v.as_tensor();
         let t = if name.ends_with("norm.weight") {
-            (t / 20.0).unwrap()
+            let n = t.elem_count();
+            let noise: Vec<f32> = (0..n)
+                .map(|j| 0.2 * ((j as f32) * 1.7 + i as f32).sin())
+                .collect();
+            (t + Tensor::from_vec(noise, t.shape(), &Device::Cpu).unwrap()).unwrap()
         } else {
-            t
+            (t * 20.0).unwrap()
         };
-        q.insert(&name, t).unwrap();
+        q.insert(&name, t.to_dtype(dtype).unwrap()).unwrap();
     }
     Model::new(cfg, q).unwrap()
 }
@@ -53,8 +93,7 @@ fn scalar(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
 
-fn check_finite_differences(bias: bool) {
-    let m = tiny(DType::F64, bias);
+fn check_finite_differences(m: Model) {
     let grads = loss(&m).backward().unwrap();
     let eps = 1e-6;
     let mut checked = 0;
@@ -101,19 +140,34 @@ fn check_finite_differences(bias: bool) {
 
 #[test]
 fn llama_gradients_match_finite_differences() {
-    check_finite_differences(false);
+    check_finite_differences(tiny(DType::F64, false));
 }
 
 #[test]
 fn qwen2_gradients_match_finite_differences() {
-    check_finite_differences(true);
+    check_finite_differences(tiny(DType::F64, true));
+}
+
+#[test]
+fn gemma2_gradients_match_finite_differences() {
+    check_finite_differences(gemma2(DType::F64));
+}
+
+#[test]
+fn qwen3_gradients_match_finite_differences() {
+    check_finite_differences(qwen3(DType::F64));
 }
 
 #[test]
 fn fused_f32_path_matches_f64_reference() {
-    let a = loss(&tiny(DType::F32, false));
-    let b = loss(&tiny(DType::F64, false));
-    assert!((scalar(&a) - scalar(&b)).abs() < 1e-3 * scalar(&b).abs().max(1.0));
+    for (a, b) in [
+        (tiny(DType::F32, false), tiny(DType::F64, false)),
+        (gemma2(DType::F32), gemma2(DType::F64)),
+        (qwen3(DType::F32), qwen3(DType::F64)),
+    ] {
+        let (a, b) = (loss(&a), loss(&b));
+        assert!((scalar(&a) - scalar(&b)).abs() < 1e-3 * scalar(&b).abs().max(1.0));
+    }
 }
 
 #[test]

@@ -6,16 +6,18 @@ use candle_core::{Device, Tensor};
 use crate::aggregate::ValueFunction;
 use crate::error::RlError;
 use crate::gae::macro_advantages;
-use crate::reward::token_rewards;
+use crate::reward::{token_rewards, KlEstimator};
 use crate::segment::{segment, validate_starts, SegmentInput, Termination};
 
 /// The hyper-parameters of the credit assignment. `Default` holds the
-/// paper's values (fixed 5-grams, equal value function, KL 0.05, reward
-/// clip ±2.5, γ = 1, λ = 0.95, seed 1234).
+/// paper's values (fixed 5-grams, equal value function, the k1 KL
+/// estimate with β = 0.05, reward clip ±2.5, γ = 1, λ = 0.95, seed 1234).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RlConfig {
     pub termination: Termination,
     pub value_function: ValueFunction,
+    /// The per-token KL estimate the penalty uses.
+    pub kl_estimator: KlEstimator,
     pub kl_coef: f32,
     pub clip_reward: f32,
     pub gamma: f32,
@@ -29,6 +31,7 @@ impl Default for RlConfig {
         RlConfig {
             termination: Termination::Fixed { n: 5 },
             value_function: ValueFunction::Equal,
+            kl_estimator: KlEstimator::K1,
             kl_coef: 0.05,
             clip_reward: 2.5,
             gamma: 1.0,
@@ -108,6 +111,7 @@ fn run(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
         seq.logprobs,
         seq.ref_logprobs,
         seq.score,
+        cfg.kl_estimator,
         cfg.kl_coef,
         cfg.clip_reward,
     )?;

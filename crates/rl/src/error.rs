@@ -33,6 +33,14 @@ pub enum RlError {
     #[error("invalid value function {0:?} (expected equal, unit or position)")]
     ParseValueFunction(String),
 
+    /// A string that is not a loss aggregation.
+    #[error("invalid loss aggregation {0:?} (expected token-mean, seq-mean-token-mean or seq-mean-token-sum)")]
+    ParseLossAgg(String),
+
+    /// A string that is not a KL estimator.
+    #[error("invalid KL estimator {0:?} (expected k1 or k3)")]
+    ParseKlEstimator(String),
+
     /// A termination condition needs an input the caller did not give.
     #[error("termination {termination} needs {what}")]
     MissingInput {

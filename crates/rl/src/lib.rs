@@ -33,7 +33,8 @@ pub use batch::{
 pub use error::RlError;
 pub use gae::{gae, macro_advantages, MacroAdvantages};
 pub use loss::{
-    actor_loss, critic_loss, explained_variance, explained_variance_flat, ActorStats, CriticStats,
+    actor_loss, actor_loss_weighted, critic_loss, critic_loss_weighted, explained_variance,
+    explained_variance_flat, ActorStats, CriticStats, LossAgg,
 };
-pub use reward::token_rewards;
+pub use reward::{token_rewards, KlEstimator};
 pub use segment::{segment, validate_starts, SegmentInput, Termination};

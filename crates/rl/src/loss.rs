@@ -8,14 +8,108 @@
 //! tokens (see [`crate::gae::macro_advantages`]), which is what the
 //! reference's `actor_loss_fn` / `critic_loss_fn` do with their split loops.
 //!
-//! Losses are averaged over the response tokens of the whole batch, so a
-//! long response weighs more than a short one (the reference's
-//! `sum(loss·mask)/sum(mask)`). A batch without response tokens gives a
-//! loss of 0 (the denominator is `max(Σmask, 1)`) rather than 0/0.
+//! How per-token losses make one loss is a [`LossAgg`] (verl's
+//! `loss_agg_mode`), applied through per-token weights over the whole
+//! optimiser step, so gradient accumulation over micro-batches gives the
+//! same gradient as one pass over the step's rollouts:
+//!
+//! - `token-mean`: every response token of the step weighs the same, so a
+//!   long response weighs more than a short one (`sum(loss·mask)/sum(mask)`
+//!   over the step);
+//! - `seq-mean-token-mean`: each response's loss is the mean over its own
+//!   tokens and every response weighs the same. This is what the paper's
+//!   released code does: it trains on one sequence per GPU, whose loss is
+//!   that sequence's `sum(loss·mask)/sum(mask)`, and DeepSpeed averages the
+//!   gradients over GPUs and accumulation steps;
+//! - `seq-mean-token-sum`: each response's loss is the sum over its tokens,
+//!   averaged over responses.
+//!
+//! [`actor_loss`] and [`critic_loss`] are the `token-mean` of one batch; a
+//! batch without response tokens gives a loss of 0 (the denominator is
+//! `max(Σmask, 1)`) rather than 0/0.
 
-use candle_core::{DType, Tensor};
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{check_param, RlError};
+
+/// How per-token losses are aggregated into one loss per optimiser step
+/// (the names are verl's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LossAgg {
+    #[default]
+    TokenMean,
+    SeqMeanTokenMean,
+    SeqMeanTokenSum,
+}
+
+impl LossAgg {
+    pub const ALL: [LossAgg; 3] = [
+        LossAgg::TokenMean,
+        LossAgg::SeqMeanTokenMean,
+        LossAgg::SeqMeanTokenSum,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossAgg::TokenMean => "token-mean",
+            LossAgg::SeqMeanTokenMean => "seq-mean-token-mean",
+            LossAgg::SeqMeanTokenSum => "seq-mean-token-sum",
+        }
+    }
+
+    /// Each token's weight in the loss of an optimiser step over
+    /// `step_seqs` responses holding `step_tokens` tokens, for the rows of
+    /// one (micro-)batch of that step with response lengths `lens`, laid out
+    /// `[rows, width]` like [`crate::pad`] (zero on padding). Summing
+    /// `weight·per_token_loss` over every micro-batch of the step gives the
+    /// step's loss.
+    pub fn weights(
+        self,
+        lens: &[usize],
+        width: usize,
+        step_seqs: usize,
+        step_tokens: usize,
+        device: &Device,
+    ) -> Result<Tensor, RlError> {
+        if let Some(&l) = lens.iter().find(|&&l| l > width) {
+            return Err(RlError::Shape(format!(
+                "a response of {l} tokens does not fit width {width}"
+            )));
+        }
+        let seqs = step_seqs.max(1) as f64;
+        let tokens = step_tokens.max(1) as f64;
+        let mut flat = Vec::with_capacity(lens.len() * width);
+        for &len in lens {
+            let w = match self {
+                LossAgg::TokenMean => 1.0 / tokens,
+                LossAgg::SeqMeanTokenMean => 1.0 / (seqs * len.max(1) as f64),
+                LossAgg::SeqMeanTokenSum => 1.0 / seqs,
+            } as f32;
+            flat.extend((0..width).map(|t| if t < len { w } else { 0.0 }));
+        }
+        Ok(Tensor::from_vec(flat, (lens.len(), width), device)?)
+    }
+}
+
+impl fmt::Display for LossAgg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LossAgg {
+    type Err = RlError;
+
+    fn from_str(s: &str) -> Result<Self, RlError> {
+        LossAgg::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| RlError::ParseLossAgg(s.to_string()))
+    }
+}
 
 /// Figures of one actor-loss evaluation, over the response tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -36,13 +130,29 @@ pub struct CriticStats {
 
 /// The clipped PPO surrogate (`actor_loss_fn`):
 /// `mean_mask(max(−A·r, −A·clip(r, 1 − ε, 1 + ε)))` with the token-level
-/// ratio `r = exp((logπ − logπ_old)·mask)`. Gradients flow into `logprobs`
-/// only; the other inputs are detached.
+/// ratio `r = exp((logπ − logπ_old)·mask)`, averaged over the batch's
+/// response tokens. Gradients flow into `logprobs` only; the other inputs
+/// are detached.
 pub fn actor_loss(
     logprobs: &Tensor,
     old_logprobs: &Tensor,
     advantages: &Tensor,
     mask: &Tensor,
+    clip: f64,
+) -> Result<(Tensor, ActorStats), RlError> {
+    let weights = token_mean_weights(mask)?;
+    actor_loss_weighted(logprobs, old_logprobs, advantages, mask, &weights, clip)
+}
+
+/// [`actor_loss`] with the per-token surrogate summed under `weights`
+/// (from [`LossAgg::weights`]) instead of averaged. The figures stay
+/// per-token means over the mask.
+pub fn actor_loss_weighted(
+    logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    mask: &Tensor,
+    weights: &Tensor,
     clip: f64,
 ) -> Result<(Tensor, ActorStats), RlError> {
     check_clip(clip)?;
@@ -51,10 +161,12 @@ pub fn actor_loss(
         ("old_logprobs", old_logprobs),
         ("advantages", advantages),
         ("mask", mask),
+        ("weights", weights),
     ])?;
     let mask_values = check_mask(mask)?;
     let denom = mask_values.iter().sum::<f64>().max(1.0);
     let (old, adv, mask) = (old_logprobs.detach(), advantages.detach(), mask.detach());
+    let weights = weights.detach().to_dtype(logprobs.dtype())?;
 
     let log_ratio = (logprobs - &old)?.mul(&mask)?;
     let ratio = log_ratio.exp()?;
@@ -62,7 +174,7 @@ pub fn actor_loss(
     let unclipped = (&neg_adv * &ratio)?;
     let clipped = (&neg_adv * ratio.clamp(1.0 - clip, 1.0 + clip)?)?;
     let per_token = unclipped.maximum(&clipped)?.mul(&mask)?;
-    let loss = (per_token.sum_all()? / denom)?;
+    let loss = per_token.mul(&weights)?.sum_all()?;
 
     let log_ratio = to_f64(&log_ratio)?;
     let (mut clipped_tokens, mut kl) = (0.0, 0.0);
@@ -81,13 +193,28 @@ pub fn actor_loss(
 }
 
 /// The clipped value loss (`critic_loss_fn`):
-/// `0.5·mean_mask(max((V − R)², (clip(V, V_old − ε, V_old + ε) − R)²))`.
-/// Gradients flow into `values` only.
+/// `0.5·mean_mask(max((V − R)², (clip(V, V_old − ε, V_old + ε) − R)²))`,
+/// averaged over the batch's response tokens. Gradients flow into `values`
+/// only.
 pub fn critic_loss(
     values: &Tensor,
     old_values: &Tensor,
     returns: &Tensor,
     mask: &Tensor,
+    clip: f64,
+) -> Result<(Tensor, CriticStats), RlError> {
+    let weights = token_mean_weights(mask)?;
+    critic_loss_weighted(values, old_values, returns, mask, &weights, clip)
+}
+
+/// [`critic_loss`] summed under per-token `weights` (from
+/// [`LossAgg::weights`]).
+pub fn critic_loss_weighted(
+    values: &Tensor,
+    old_values: &Tensor,
+    returns: &Tensor,
+    mask: &Tensor,
+    weights: &Tensor,
     clip: f64,
 ) -> Result<(Tensor, CriticStats), RlError> {
     check_clip(clip)?;
@@ -96,16 +223,18 @@ pub fn critic_loss(
         ("old_values", old_values),
         ("returns", returns),
         ("mask", mask),
+        ("weights", weights),
     ])?;
     let mask_values = check_mask(mask)?;
     let denom = mask_values.iter().sum::<f64>().max(1.0);
     let (old, ret, mask) = (old_values.detach(), returns.detach(), mask.detach());
+    let weights = weights.detach().to_dtype(values.dtype())?;
 
     let clipped_values = values.clamp(&(&old - clip)?, &(&old + clip)?)?;
     let unclipped = (values - &ret)?.sqr()?;
     let clipped = (clipped_values - &ret)?.sqr()?;
     let per_token = unclipped.maximum(&clipped)?.mul(&mask)?;
-    let loss = ((per_token.sum_all()? * 0.5)? / denom)?;
+    let loss = (per_token.mul(&weights)?.sum_all()? * 0.5)?;
 
     let moved = to_f64(&(values.detach() - &old)?)?;
     let clipped_tokens: f64 = moved
@@ -167,6 +296,16 @@ fn explained_variance_f64(values: &[f64], returns: &[f64]) -> Option<f32> {
     }
     let var_error = var(&mut returns.iter().zip(values).map(|(r, v)| r - v))?;
     Some((1.0 - var_error / var_returns) as f32)
+}
+
+/// `mask / max(Σmask, 1)`: the token mean of one batch.
+fn token_mean_weights(mask: &Tensor) -> Result<Tensor, RlError> {
+    let total = mask
+        .detach()
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok((mask.detach() / total.max(1.0))?)
 }
 
 fn check_clip(clip: f64) -> Result<(), RlError> {

@@ -1,7 +1,8 @@
 //! The per-sequence pipeline on a batch of responses of different lengths.
 
 use marlhf_rl::{
-    process_batch, process_sequence, RlConfig, SequenceInput, Termination, ValueFunction,
+    process_batch, process_sequence, KlEstimator, RlConfig, SequenceInput, Termination,
+    ValueFunction,
 };
 
 #[test]
@@ -18,6 +19,7 @@ fn batch_golden_with_given_starts() {
     let cfg = RlConfig {
         termination: Termination::Ppl, // unused: starts are given
         value_function: ValueFunction::Equal,
+        kl_estimator: KlEstimator::K1,
         kl_coef: 0.5,
         clip_reward: 2.5,
         gamma: 1.0,

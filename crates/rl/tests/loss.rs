@@ -275,3 +275,58 @@ fn explained_variance_golden() {
         Some(1.0)
     );
 }
+
+#[test]
+fn loss_aggregation_weights_golden() {
+    use marlhf_rl::LossAgg;
+    // Two rows of a micro-batch, 3 and 1 response tokens, in a step of 4
+    // responses holding 10 tokens.
+    let w = |agg: LossAgg| to_rows(&agg.weights(&[3, 1], 3, 4, 10, &Device::Cpu).unwrap());
+    // token-mean: 1/10 per token.
+    assert_close(
+        &w(LossAgg::TokenMean),
+        &[[0.1, 0.1, 0.1], [0.1, 0.0, 0.0]],
+        1e-7,
+    );
+    // seq-mean-token-mean: 1/(4·3) and 1/(4·1).
+    assert_close(
+        &w(LossAgg::SeqMeanTokenMean),
+        &[[1.0 / 12.0; 3], [0.25, 0.0, 0.0]],
+        1e-7,
+    );
+    // seq-mean-token-sum: 1/4 per token.
+    assert_close(
+        &w(LossAgg::SeqMeanTokenSum),
+        &[[0.25; 3], [0.25, 0.0, 0.0]],
+        1e-7,
+    );
+    for agg in LossAgg::ALL {
+        assert_eq!(agg.to_string().parse::<LossAgg>().unwrap(), agg);
+    }
+    assert!("sum".parse::<LossAgg>().is_err());
+    assert!(LossAgg::TokenMean
+        .weights(&[4], 3, 1, 4, &Device::Cpu)
+        .is_err());
+}
+
+#[test]
+fn weighted_actor_loss_golden() {
+    use marlhf_rl::actor_loss_weighted;
+    // The padded batch of `actor_golden_padded_batch`, per-token surrogates
+    // A: −1.2, −0.5, 2.2; B: 0.8, −0.6. Each response weighted equally
+    // (seq-mean-token-mean over these 2): (−1.2 − 0.5 + 2.2)/3/2 +
+    // (0.8 − 0.6)/2/2 = 0.0833333 + 0.05 = 0.1333333.
+    let ln = |r: f32| r.ln();
+    let logprobs = t(&[[ln(1.5), ln(0.5), ln(1.1)], [ln(0.7), ln(1.3), 5.0]]);
+    let old = t(&[[0.0; 3]; 2]);
+    let adv = t(&[[1.0, 1.0, -2.0], [-1.0, 0.5, 9.0]]);
+    let weights = marlhf_rl::LossAgg::SeqMeanTokenMean
+        .weights(&[3, 2], 3, 2, 5, &Device::Cpu)
+        .unwrap();
+    let (loss, stats) =
+        actor_loss_weighted(&logprobs, &old, &adv, &t(&MASK), &weights, 0.2).unwrap();
+    let loss = loss.to_scalar::<f32>().unwrap();
+    assert!((loss - 0.133_333_3).abs() < 1e-6, "{loss}");
+    // The figures stay per-token means.
+    assert!((stats.clip_fraction - 0.8).abs() < 1e-6);
+}

@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16;
+    /// the trained weights stay f32
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    pub dtype: String,
 }
 
 impl TrainArgs {

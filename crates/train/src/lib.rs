@@ -6,9 +6,11 @@
 pub mod args;
 pub mod encode;
 pub mod evaluate;
+pub mod gold;
 pub mod loop_;
 pub mod ppo;
 pub mod rm;
+pub mod score;
 pub mod sft;
 
 pub use loop_::{TrainConfig, TrainOutcome};

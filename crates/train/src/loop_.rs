@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{backprop::GradStore, Tensor};
+use candle_core::Tensor;
 use marlhf_data::{atomic, read_metrics, write_metrics, MetricsRow};
-use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig};
+use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig, GradAccumulator};
 use marlhf_model::checkpoint::{latest_partial, save_into, PARTIAL_PREFIX, TRAINER_STATE};
 use marlhf_model::Model;
 use rand::seq::SliceRandom;
@@ -129,26 +129,6 @@ fn epoch_batches<O: Objective>(
     }
     batches.shuffle(&mut rng);
     batches
-}
-
-fn add_grads(
-    acc: &mut Option<Vec<Option<Tensor>>>,
-    vars: &[(String, candle_core::Var)],
-    g: GradStore,
-) -> Result<()> {
-    let next: Vec<Option<Tensor>> = vars.iter().map(|(_, v)| g.get(v).cloned()).collect();
-    match acc {
-        None => *acc = Some(next),
-        Some(a) => {
-            for (x, y) in a.iter_mut().zip(next) {
-                *x = match (x.take(), y) {
-                    (Some(x), Some(y)) => Some((x + y)?),
-                    (x, y) => x.or(y),
-                };
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn read_state(dir: &Path) -> Result<Option<TrainerState>> {
@@ -465,7 +445,7 @@ pub fn train<O: Objective>(
         if units == 0 {
             bail!("{}: step {step} has no training units", cfg.stage);
         }
-        let mut grads: Option<Vec<Option<Tensor>>> = None;
+        let mut grads = GradAccumulator::new();
         let mut loss_total = 0f64;
         let mut stats: Vec<(String, f64)> = Vec::new();
         for mb in &micro {
@@ -488,19 +468,12 @@ pub fn train<O: Objective>(
                     None => stats.push((k, v)),
                 }
             }
-            add_grads(&mut grads, &vars, scaled.backward()?)?;
+            grads.add(&vars, scaled.backward()?)?;
         }
-        let mut store = GradStoreLike::new();
-        if let Some(g) = grads {
-            for ((_, var), g) in vars.iter().zip(g) {
-                if let Some(g) = g {
-                    store.insert(var, g);
-                }
-            }
-        }
+        let store = grads.into_store(&vars)?;
         let lr = cosine_lr(cfg.lr, step, warmup, total, cfg.min_lr_ratio);
         let st = opt
-            .step(&vars, &store.0, lr, cfg.max_grad_norm)
+            .step(&vars, &store, lr, cfg.max_grad_norm)
             .map_err(|e| stopped(format!("step {}: {e:#}", step + 1), &last_saved))?;
         units_done += units;
         let secs = t0.elapsed().as_secs_f64();
@@ -558,20 +531,4 @@ pub fn train<O: Objective>(
 /// The step of the checkpoint saved in `dir`, from its trainer state.
 fn saved_at(dir: &Path) -> Option<u64> {
     read_state(dir).ok().flatten().map(|st| st.step)
-}
-
-/// A GradStore assembled from accumulated gradients.
-struct GradStoreLike(GradStore);
-
-impl GradStoreLike {
-    fn new() -> Self {
-        // An empty store: the backward of a constant has no gradients.
-        let zero =
-            Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).expect("scalar");
-        GradStoreLike(zero.backward().expect("empty grad store"))
-    }
-
-    fn insert(&mut self, var: &candle_core::Var, g: Tensor) {
-        self.0.insert(var.as_tensor(), g);
-    }
 }

@@ -93,6 +93,8 @@ pub struct RmOptions {
     pub val_fraction: f64,
     pub limit: Option<usize>,
     pub device: candle_core::Device,
+    /// The dtype the model computes in (its weights stay f32).
+    pub dtype: candle_core::DType,
     pub train: crate::TrainConfig,
 }
 
@@ -114,7 +116,12 @@ pub fn run(opts: &RmOptions) -> Result<RmReport> {
     if rows.is_empty() {
         bail!("{}: no preference pairs to train on", opts.data.display());
     }
-    let ck = marlhf_model::Checkpoint::load(&opts.init, &opts.device)?;
+    let ck = marlhf_model::Checkpoint::load_with(
+        &opts.init,
+        &opts.device,
+        opts.dtype,
+        marlhf_model::checkpoint::Use::Training,
+    )?;
     let mut model = ck.model;
     if !model.params.contains(marlhf_model::params::V_HEAD) {
         model

@@ -80,6 +80,8 @@ pub struct SftOptions {
     pub val_fraction: f64,
     pub limit: Option<usize>,
     pub device: candle_core::Device,
+    /// The dtype the model computes in (its weights stay f32).
+    pub dtype: candle_core::DType,
     pub train: crate::TrainConfig,
 }
 
@@ -107,11 +109,13 @@ pub fn init_model(
     init: &Init,
     seed: u64,
     dev: &candle_core::Device,
+    dtype: candle_core::DType,
 ) -> Result<(Model, marlhf_model::Tokenizer, std::path::PathBuf)> {
+    use marlhf_model::checkpoint::Use;
     use marlhf_model::{checkpoint, ModelConfig, Params, Tokenizer};
     match init {
         Init::Checkpoint(dir) => {
-            let ck = marlhf_model::Checkpoint::load(dir, dev)?;
+            let ck = marlhf_model::Checkpoint::load_with(dir, dev, dtype, Use::Training)?;
             Ok((ck.model, ck.tokenizer, dir.join(checkpoint::TOKENIZER)))
         }
         Init::Scratch {
@@ -130,7 +134,11 @@ pub fn init_model(
             cfg.pad_token_id = Some(tok.pad);
             cfg.validate()?;
             let params = Params::init(&cfg, seed, dev)?;
-            Ok((Model::new(cfg, params)?, tok, tokenizer.clone()))
+            Ok((
+                Model::with_dtype(cfg, params, dtype)?,
+                tok,
+                tokenizer.clone(),
+            ))
         }
     }
 }
@@ -145,7 +153,7 @@ pub fn run(opts: &SftOptions) -> Result<SftReport> {
     if rows.is_empty() {
         bail!("{}: no rows to train on", opts.data.display());
     }
-    let (model, tok, tok_path) = init_model(&opts.init, opts.train.seed, &opts.device)?;
+    let (model, tok, tok_path) = init_model(&opts.init, opts.train.seed, &opts.device, opts.dtype)?;
     let max_pos = model.config.max_position_embeddings;
     if opts.max_prompt_tokens + opts.max_completion_tokens > max_pos {
         bail!(

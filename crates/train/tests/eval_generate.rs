@@ -25,6 +25,8 @@ fn config(run: &EvalRun, name: &str) -> GenerateConfig {
         top_p: 1.0,
         batch_size: 4,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
+        gold_model: None,
     }
 }
 
@@ -123,7 +125,7 @@ fn a_policy_with_another_eos_is_refused_before_generating() {
     assert_eq!(
         err,
         format!(
-            "{}: policy \"odd\" has a tokenizer of 512 tokens with EOS 3, but the reward model {} has 512 tokens with EOS 2; the reward model scores the policies' token ids, so they must share one tokenizer",
+            "{}: policy \"odd\" has a tokenizer of 512 tokens with EOS 3, but the reward model {} has 512 tokens with EOS 1; the reward model scores the policies' token ids, so they must share one tokenizer",
             odd.display(),
             run.rm().display()
         )

@@ -33,7 +33,7 @@ fn batch() -> Scored {
 fn policy_pass_is_the_models_log_probs_with_entropy() {
     let m = model(3);
     let b = batch();
-    let pass = policy_pass(&m, &b).unwrap();
+    let pass = policy_pass(&m, &b, 1.0).unwrap();
     let (want, counts) = m.token_logprobs(&b).unwrap();
     assert_eq!(pass.counts, counts);
     assert_eq!(pass.counts, [4, 3, 4]);
@@ -63,7 +63,7 @@ fn uniform_policy_golden() {
     let mut b = batch();
     b.seqs.push((0..600).map(|i| 3 + i % 500).collect());
     b.starts.push(20);
-    let pass = policy_pass(&m, &b).unwrap();
+    let pass = policy_pass(&m, &b, 1.0).unwrap();
     assert_eq!(pass.entropy.len(), 11 + 580);
     let ln_v = (VOCAB as f32).ln();
     for lp in pass.logprobs.to_vec1::<f32>().unwrap() {
@@ -85,7 +85,7 @@ fn batched_passes_put_rows_back_in_order() {
     let ticks = std::cell::Cell::new(0);
     let tick = |n: u64| ticks.set(ticks.get() + n);
     // Batches of 2 sorted by length: rows (1, 0), then (2).
-    let lp = logprobs(&m, &resp, 2, &tick).unwrap();
+    let lp = logprobs(&m, &resp, 1.0, 2, &tick).unwrap();
     let v = values(&m, &resp, 2, &tick).unwrap();
     assert_eq!(ticks.get(), 6);
     for r in 0..3 {

@@ -7,9 +7,12 @@ use candle_core::Device;
 use marlhf_data::{read_advantages, read_rollouts, write_rollouts, RolloutRow};
 use marlhf_model::lm::Scored;
 use marlhf_model::Checkpoint;
-use marlhf_rl::{RlConfig, Termination};
+use marlhf_rl::{LossAgg, RlConfig, Termination};
+use marlhf_train::loop_::read_state;
 use marlhf_train::ppo::fixture::Run;
-use marlhf_train::ppo::{rollout, run_segment, update, RolloutConfig, SegmentConfig, UpdateConfig};
+use marlhf_train::ppo::{
+    rollout, run_segment, update, PpoConfig, Recipe, RolloutConfig, SegmentConfig, UpdateConfig,
+};
 
 fn scored(rows: &[RolloutRow]) -> Scored {
     Scored {
@@ -68,8 +71,11 @@ fn update_follows_the_advantages() {
         temperature: 1.0,
         top_k: 0,
         top_p: 1.0,
+        logprob_temperature: None,
+        gold_model: None,
         seed: 3,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     })
     .unwrap();
     // Scores of ±2, far beyond the untrained critic's values, so that with
@@ -103,16 +109,16 @@ fn update_follows_the_advantages() {
             lambda: 1.0,
             ..RlConfig::default()
         },
-        clip: 0.2,
-        value_clip: 0.2,
-        ppo_epochs: 3,
-        mini_batch: 4,
-        actor_lr: 3e-3,
-        critic_lr: 3e-3,
-        weight_decay: 0.0,
-        max_grad_norm: 1.0,
+        ppo: PpoConfig {
+            ppo_epochs: 3,
+            mini_batch: 4,
+            actor_lr: 3e-3,
+            critic_lr: 3e-3,
+            ..PpoConfig::default()
+        },
         seed: 1,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
     };
     let report = update(&cfg).unwrap();
     assert_eq!(report.get("optimizer_steps"), Some(6.0));
@@ -147,4 +153,191 @@ fn update_follows_the_advantages() {
     let old = mse(&values(&run.rm(), &rows));
     let new = mse(&values(&cfg.out_critic, &rows));
     assert!(new < old, "critic error {old} → {new}");
+}
+
+/// Rollouts of `run`'s SFT model (so the PPO ratio starts at 1) with
+/// responses of different lengths, segmented token by token.
+fn sampled_rollouts(run: &Run, dir: &std::path::Path, n: usize) -> Vec<RolloutRow> {
+    let rollouts = dir.join("rollouts.parquet");
+    rollout(&RolloutConfig {
+        prompts: run.prompts(),
+        actor: run.sft(),
+        reference: run.sft(),
+        critic: run.rm(),
+        reward_model: run.rm(),
+        out: rollouts.clone(),
+        iteration: 0,
+        rollout_batch: n,
+        batch_size: n,
+        max_prompt_tokens: 64,
+        max_new_tokens: 10,
+        temperature: 0.7,
+        top_k: 0,
+        top_p: 1.0,
+        logprob_temperature: None,
+        gold_model: None,
+        seed: 11,
+        device: Device::Cpu,
+        dtype: candle_core::DType::F32,
+    })
+    .unwrap();
+    run_segment(&SegmentConfig {
+        rollouts: rollouts.clone(),
+        out: dir.join("segments.parquet"),
+        termination: Termination::TOKEN,
+        seed: 0,
+        tokenizer: None,
+    })
+    .unwrap();
+    read_rollouts(&rollouts).unwrap()
+}
+
+fn update_config(run: &Run, dir: &std::path::Path, out: &str, ppo: PpoConfig) -> UpdateConfig {
+    let out = run.root().join(out);
+    UpdateConfig {
+        rollouts: dir.join("rollouts.parquet"),
+        segments: dir.join("segments.parquet"),
+        actor: run.sft(),
+        critic: run.rm(),
+        out_actor: out.join("actor"),
+        out_critic: out.join("critic"),
+        advantages: out.join("advantages.parquet"),
+        metrics: out.join("metrics.parquet"),
+        rl: RlConfig::default(),
+        ppo,
+        seed: 1,
+        device: Device::Cpu,
+        dtype: candle_core::DType::F32,
+    }
+}
+
+fn weights(dir: &std::path::Path) -> Vec<Vec<f32>> {
+    let ck = Checkpoint::load(dir, &Device::Cpu).unwrap();
+    ck.model
+        .params
+        .vars()
+        .iter()
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+#[test]
+fn reference_recipe_takes_one_step_with_every_sequence_weighted_equally() {
+    let run = Run::new("ppo-reference", 5).unwrap();
+    let dir = run.root().join("iter-000");
+    let rows = sampled_rollouts(&run, &dir, 5);
+    let lens: Vec<usize> = rows.iter().map(|r| r.response_tokens.len()).collect();
+    assert!(
+        lens.iter().any(|&l| l != lens[0]) && lens.iter().all(|&l| l >= 2),
+        "the test needs responses of different lengths, none dropped: {lens:?}"
+    );
+    let reference = PpoConfig {
+        micro_batch: 2,
+        actor_lr: 1e-3,
+        critic_lr: 1e-3,
+        total_iterations: Some(1),
+        ..PpoConfig::recipe(Recipe::Reference)
+    };
+    assert_eq!(
+        (
+            reference.mini_batch,
+            reference.loss_agg,
+            reference.weight_decay
+        ),
+        (0, LossAgg::SeqMeanTokenMean, 0.1)
+    );
+    let cfg = update_config(&run, &dir, "reference", reference.clone());
+    let report = update(&cfg).unwrap();
+
+    // One optimiser step for the 5 rollouts (in micro-batches of 2, 2, 1).
+    assert_eq!(report.get("optimizer_steps"), Some(1.0));
+    for m in ["actor", "critic"] {
+        let st = read_state(&cfg.out_actor.with_file_name(m))
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.step, 1, "{m}");
+    }
+
+    // By hand: the actor's and critic's first step see the rollouts'
+    // own log-probabilities and values, so the ratio is 1 and nothing is
+    // clipped, and the step's losses are the mean over responses of each
+    // response's token mean: −mean_t A and ½·mean_t (V − R)².
+    let adv = read_advantages(&cfg.advantages).unwrap();
+    let seq_mean = |per_seq: Vec<f64>| per_seq.iter().sum::<f64>() / per_seq.len() as f64;
+    let actor_by_hand = seq_mean(
+        adv.iter()
+            .map(|a| {
+                -a.advantages.iter().map(|&x| x as f64).sum::<f64>() / a.advantages.len() as f64
+            })
+            .collect(),
+    );
+    let critic_by_hand = seq_mean(
+        adv.iter()
+            .zip(&rows)
+            .map(|(a, r)| {
+                let n = r.values.len() as f64;
+                a.returns
+                    .iter()
+                    .zip(&r.values)
+                    .map(|(&ret, &v)| 0.5 * ((v - ret) as f64).powi(2))
+                    .sum::<f64>()
+                    / n
+            })
+            .collect(),
+    );
+    let actor_loss = report.get("actor_loss").unwrap();
+    let critic_loss = report.get("critic_loss").unwrap();
+    assert!(
+        (actor_loss - actor_by_hand).abs() < 1e-5,
+        "{actor_loss} vs {actor_by_hand}"
+    );
+    assert!(
+        (critic_loss - critic_by_hand).abs() < 1e-5,
+        "{critic_loss} vs {critic_by_hand}"
+    );
+    // The token mean over the batch, which weighs long responses more, is
+    // another number on these rollouts: the weighting is what was checked.
+    let all: Vec<f64> = adv
+        .iter()
+        .flat_map(|a| a.advantages.iter().map(|&x| -(x as f64)))
+        .collect();
+    let token_mean = all.iter().sum::<f64>() / all.len() as f64;
+    assert!(
+        (token_mean - actor_by_hand).abs() > 1e-3,
+        "{token_mean} vs {actor_by_hand}"
+    );
+    let token = update(&update_config(
+        &run,
+        &dir,
+        "token-mean",
+        PpoConfig {
+            loss_agg: LossAgg::TokenMean,
+            ..reference.clone()
+        },
+    ))
+    .unwrap();
+    assert!((token.get("actor_loss").unwrap() - token_mean).abs() < 1e-5);
+
+    // Gradient accumulation changes memory, not the step: micro-batches of
+    // 1 or none give the same weights.
+    for (name, micro) in [("micro-1", 1), ("micro-all", 0)] {
+        let other = update_config(
+            &run,
+            &dir,
+            name,
+            PpoConfig {
+                micro_batch: micro,
+                ..reference.clone()
+            },
+        );
+        update(&other).unwrap();
+        for (a, b) in weights(&other.out_actor)
+            .iter()
+            .zip(weights(&cfg.out_actor))
+        {
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-6, "{name}: {x} vs {y}");
+            }
+        }
+    }
 }

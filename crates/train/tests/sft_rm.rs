@@ -92,6 +92,7 @@ fn sft_opts(data: &Path, out: &Path, steps: u64) -> SftOptions {
         val_fraction: 0.2,
         limit: None,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
         train: train_cfg(out, steps),
     }
 }
@@ -246,6 +247,7 @@ fn reward_model_learns_preferences_and_skips_identical_pairs() {
         val_fraction: 0.25,
         limit: None,
         device: Device::Cpu,
+        dtype: candle_core::DType::F32,
         train: cfg,
     })
     .unwrap();
@@ -297,9 +299,11 @@ fn an_unfinished_run_is_not_a_checkpoint() {
         err.contains("step 10 of 30") && err.contains("--allow-partial"),
         "{err}"
     );
-    marlhf_model::Checkpoint::load_with(
+    marlhf_model::Checkpoint::load_with_partial(
         &partial,
         &Device::Cpu,
+        candle_core::DType::F32,
+        marlhf_model::checkpoint::Use::Training,
         marlhf_model::checkpoint::Partial::Allow,
     )
     .unwrap();
@@ -323,6 +327,7 @@ fn an_unfinished_run_is_not_a_checkpoint() {
             val_fraction: 0.0,
             limit: None,
             device: Device::Cpu,
+            dtype: candle_core::DType::F32,
             train: train_cfg(&dir.join("rm"), 2),
         })
         .err()

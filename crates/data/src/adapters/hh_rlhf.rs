@@ -82,6 +82,45 @@ fn expected() -> &'static str {
     "expected <subset>/{train,test}.jsonl(.gz) (Anthropic layout) or train-*/test-*.parquet (Dahoas/full-hh-rlhf)"
 }
 
+/// The preference pairs of one raw HH-RLHF file as published by Anthropic
+/// (`{train,test}.jsonl(.gz)`, whole dialogues), split into prompt and
+/// completions like `prepare` does, without a train/test split: for
+/// evaluating a reward model on a file as it is. Ids are line numbers.
+/// Rows that cannot be split are counted by reason, never dropped silently.
+pub fn read_raw_pairs(path: &Path, limit: Option<usize>) -> Result<RawPairs> {
+    let mut pairs = Vec::new();
+    let mut skipped: Vec<(String, usize)> = Vec::new();
+    for_each_json_line(path, |r| {
+        if limit.is_some_and(|n| pairs.len() + skipped.iter().map(|s| s.1).sum::<usize>() >= n) {
+            return Ok(false);
+        }
+        match split_dialogue(r.str("chosen")?, r.str("rejected")?) {
+            Ok(e) => pairs.push(crate::PairRow {
+                id: r.line() as u64,
+                prompt: e.prompt,
+                chosen: e.chosen.unwrap_or_default(),
+                rejected: e.rejected.unwrap_or_default(),
+            }),
+            Err(reason) => match skipped.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, n)) => *n += 1,
+                None => skipped.push((reason.to_string(), 1)),
+            },
+        }
+        Ok(true)
+    })?;
+    Ok(RawPairs {
+        pairs,
+        unsplit: skipped,
+    })
+}
+
+/// The pairs of a raw file, and the rows that could not be split, counted
+/// by reason.
+pub struct RawPairs {
+    pub pairs: Vec<crate::PairRow>,
+    pub unsplit: Vec<(String, usize)>,
+}
+
 /// `(file, origin)` in read order: subsets by name, train before test.
 fn anthropic_files(root: &Path) -> Result<Vec<(PathBuf, Origin)>> {
     let mut dirs = vec![root.to_path_buf()];

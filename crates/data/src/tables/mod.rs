@@ -2,6 +2,7 @@
 //! files"), with readers that check the schema and values and atomic writers.
 
 mod advantages;
+mod gold;
 mod metrics;
 mod rollouts;
 mod segments;
@@ -16,6 +17,7 @@ use crate::error::Result;
 use crate::parquet_io::{read_table, stage_table, write_table};
 
 pub use advantages::{read_advantages, write_advantages, AdvantageRow};
+pub use gold::{gold_arrays, gold_fields, read_gold, Gold, GOLD_COLUMNS};
 pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
 pub use rollouts::{read_rollouts, write_rollouts, RolloutRow};
 pub use segments::{read_segments, write_segments, SegmentRow};

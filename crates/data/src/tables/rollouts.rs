@@ -6,11 +6,11 @@ use std::path::Path;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Float32Type, UInt32Type};
 
-use super::{read_rows, write_rows, Table};
+use super::{gold_arrays, gold_fields, read_gold, read_rows, write_rows, Gold, Table};
 use crate::error::{DataError, Result};
 use crate::parquet_io::{
-    batch, bool_array, check_unique_ids, f32_array, list_array, list_of, required, str_array,
-    u32_array, u64_array, Columns,
+    batch, bool_array, check_unique_ids, f32_array, f64_array, list_array, list_of, required,
+    str_array, u32_array, u64_array, Columns,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,16 @@ pub struct RolloutRow {
     pub score: f32,
     /// Whether the response ended with EOS (rather than the length limit).
     pub finished: bool,
+    /// The temperature the response was sampled at (0: greedy).
+    pub temperature: f64,
+    /// The temperature `logprobs` and `ref_logprobs` were computed at,
+    /// log-softmax(logits / T): the sampling temperature unless the run
+    /// asked for the released code's temperature-1 scoring. The update
+    /// scores the new policy at the same temperature, so the PPO ratio is
+    /// taken between two distributions of one kind.
+    pub logprob_temperature: f64,
+    /// The task's gold reward of the response, when it has one.
+    pub gold: Option<Gold>,
 }
 
 impl RolloutRow {
@@ -55,6 +65,28 @@ fn check(path: &Path, rows: &[RolloutRow]) -> Result<()> {
                 format!(
                     "has {len} values but response_tokens has {}",
                     row.response_tokens.len()
+                ),
+            ));
+        }
+        if !(row.temperature.is_finite() && row.temperature >= 0.0) {
+            return Err(DataError::cell(
+                path,
+                i + 1,
+                "temperature",
+                format!(
+                    "is {}; a sampling temperature is a number ≥ 0",
+                    row.temperature
+                ),
+            ));
+        }
+        if !(row.logprob_temperature.is_finite() && row.logprob_temperature > 0.0) {
+            return Err(DataError::cell(
+                path,
+                i + 1,
+                "logprob_temperature",
+                format!(
+                    "is {}; a scoring temperature is a number > 0",
+                    row.logprob_temperature
                 ),
             ));
         }
@@ -85,7 +117,12 @@ impl Table for RolloutRow {
                 required("values", list_of(DataType::Float32)),
                 required("score", DataType::Float32),
                 required("finished", DataType::Boolean),
-            ],
+                required("temperature", DataType::Float64),
+                required("logprob_temperature", DataType::Float64),
+            ]
+            .into_iter()
+            .chain(gold_fields())
+            .collect(),
             vec![
                 u64_array(rows.iter().map(|r| r.id)),
                 u64_array(rows.iter().map(|r| r.prompt_id)),
@@ -98,7 +135,14 @@ impl Table for RolloutRow {
                 lists_f32(|r| &r.values),
                 f32_array(rows.iter().map(|r| r.score)),
                 bool_array(rows.iter().map(|r| r.finished)),
-            ],
+                f64_array(rows.iter().map(|r| Some(r.temperature)).collect()),
+                f64_array(rows.iter().map(|r| Some(r.logprob_temperature)).collect()),
+            ]
+            .into_iter()
+            .chain(gold_arrays(
+                &rows.iter().map(|r| r.gold).collect::<Vec<_>>(),
+            ))
+            .collect(),
         )
     }
 
@@ -115,6 +159,9 @@ impl Table for RolloutRow {
         let values = c.list_f32("values")?;
         let score = c.f32("score")?;
         let finished = c.bool("finished")?;
+        let temperature = c.f64("temperature")?;
+        let logprob_temperature = c.f64("logprob_temperature")?;
+        let gold = read_gold(path, &c)?;
         let mut rows = Vec::with_capacity(c.len());
         let mut cols = (
             prompt_tokens.into_iter(),
@@ -137,6 +184,9 @@ impl Table for RolloutRow {
                 values: cols.5.next().unwrap_or_default(),
                 score: score[i],
                 finished: finished[i],
+                temperature: temperature[i],
+                logprob_temperature: logprob_temperature[i],
+                gold: gold[i],
             });
         }
         check(path, &rows)?;
@@ -170,6 +220,13 @@ pub(crate) mod tests {
             values: (0..n).map(|t| t as f32).collect(),
             score: 1.5,
             finished: n > 3,
+            temperature: 0.8,
+            logprob_temperature: 0.8,
+            gold: (id % 2 == 1).then_some(Gold {
+                reward: 0.5,
+                ending: true,
+                callback: false,
+            }),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum JudgeTask {
     Dialogue,
     /// WebGPT question answering: JSON `{"comparison", "choice"}`.
     Qa,
+    /// Story continuations (the stories task): JSON `{"comparison", "choice"}`.
+    Story,
 }
 
 impl JudgeTask {
@@ -42,8 +44,9 @@ impl JudgeTask {
             "tldr" => Ok(Self::Summary),
             "hh-rlhf" => Ok(Self::Dialogue),
             "webgpt" => Ok(Self::Qa),
+            "stories" => Ok(Self::Story),
             "apps" => bail!("task apps is evaluated with pass@k, not a judge"),
-            other => bail!("unknown task {other:?}: expected tldr, hh-rlhf or webgpt"),
+            other => bail!("unknown task {other:?}: expected tldr, hh-rlhf, webgpt or stories"),
         }
     }
 
@@ -52,6 +55,7 @@ impl JudgeTask {
             Self::Summary => "summary",
             Self::Dialogue => "dialogue",
             Self::Qa => "qa",
+            Self::Story => "story",
         }
     }
 }

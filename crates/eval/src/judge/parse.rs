@@ -13,7 +13,7 @@ use super::{Choice, JudgeTask};
 pub fn parse_choice(task: JudgeTask, raw: &str) -> Option<Choice> {
     match task {
         JudgeTask::Summary => last_line_choice(raw).or_else(|| json_choice(raw)),
-        JudgeTask::Dialogue | JudgeTask::Qa => json_choice(raw)
+        JudgeTask::Dialogue | JudgeTask::Qa | JudgeTask::Story => json_choice(raw)
             .or_else(|| keyed_choice(raw))
             .or_else(|| last_line_choice(raw)),
     }

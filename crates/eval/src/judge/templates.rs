@@ -57,5 +57,17 @@ Reply with one JSON object and nothing else:\n\
 where \"choice\" is \"A\" if Answer A is more helpful, \"B\" if Answer B is more helpful, or \
 \"E\" if they are equally helpful."
         ),
+        JudgeTask::Story => format!(
+            "Below is the opening of a children's story followed by two continuations. Decide which \
+continuation makes the better short story: it is fluent and coherent, brings the story to a proper \
+ending, and ties its ending back to what it set up at the start.\n\n\
+Opening:\n{prompt}\n\n\
+Continuation A:\n{a}\n\n\
+Continuation B:\n{b}\n\n\
+Reply with one JSON object and nothing else:\n\
+{{\"comparison\": \"<one or two sentences comparing the two continuations>\", \"choice\": \"A\"}}\n\
+where \"choice\" is \"A\" if Continuation A is better, \"B\" if Continuation B is better, or \
+\"E\" if they are equally good."
+        ),
     }
 }

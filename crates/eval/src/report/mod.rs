@@ -2,6 +2,7 @@
 //! policy, pairwise win rates, pass@k, and PNG plots, written as
 //! `report.md` beside its images.
 
+pub mod compare;
 mod plot;
 mod png;
 
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::WinRate;
 
-pub use plot::{reward_curves_png, score_histograms_png, HEIGHT, WIDTH};
+pub use plot::{
+    band_curves_png, reward_curves_png, score_histograms_png, BandSeries, HEIGHT, WIDTH,
+};
 pub use png::{crc32, encode_rgb};
 
 /// File names `write_report` uses inside its directory.

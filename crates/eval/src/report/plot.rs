@@ -151,6 +151,140 @@ pub fn reward_curves_png(curves: &[RewardCurve], title: &str) -> Result<Vec<u8>>
     Ok(encode_rgb(WIDTH, HEIGHT, &buf))
 }
 
+/// One line with its band: (x, mean, low, high) per point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BandSeries {
+    pub label: String,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Mean (line) and 95% band (shaded) against x (PPO iterations, or KL),
+/// one series per configuration, with a legend. Non-finite points are
+/// skipped.
+pub fn band_curves_png(
+    series: &[BandSeries],
+    title: &str,
+    y_desc: &str,
+    x_desc: &str,
+) -> Result<Vec<u8>> {
+    let whole_x = x_desc == "PPO iteration";
+    let finite: Vec<Vec<(f64, f64, f64, f64)>> = series
+        .iter()
+        .map(|s| {
+            s.points
+                .iter()
+                .copied()
+                .filter(|p| {
+                    p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
+                })
+                .collect()
+        })
+        .collect();
+    let all: Vec<(f64, f64, f64, f64)> = finite.iter().flatten().copied().collect();
+    if all.is_empty() {
+        bail!("no finite points to plot in {title:?}");
+    }
+    let (x0, x1) = padded(
+        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+        0.02,
+    );
+    let (y0, y1) = padded(
+        all.iter().map(|p| p.2).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max),
+        0.08,
+    );
+    register_font();
+    let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 26))
+            .margin(20)
+            .x_label_area_size(56)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 18))
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .x_labels(if whole_x {
+                ((x1 - x0).ceil() as usize + 1).clamp(2, 12)
+            } else {
+                10
+            })
+            .x_label_formatter(&|x| {
+                if !whole_x {
+                    format!("{x:.2}")
+                } else if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| {
+                let span = y1 - y0;
+                let y = if y.abs() < span * 1e-3 { 0.0 } else { *y };
+                if span < 0.05 {
+                    format!("{y:.4}")
+                } else {
+                    format!("{y:.2}")
+                }
+            })
+            .draw()
+            .map_err(plot_err)?;
+        // Bands first, so every line stays visible on top of them.
+        for (i, points) in finite.iter().enumerate() {
+            if points.len() < 2 {
+                continue;
+            }
+            let outline: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.0, p.3))
+                .chain(points.iter().rev().map(|p| (p.0, p.2)))
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    outline,
+                    color(i).mix(0.18).filled(),
+                )))
+                .map_err(plot_err)?;
+        }
+        for (i, (s, points)) in series.iter().zip(&finite).enumerate() {
+            let line = ShapeStyle::from(color(i)).stroke_width(3);
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), line))
+                .map_err(plot_err)?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|p| Circle::new((p.0, p.1), 3, ShapeStyle::from(color(i)).filled())),
+                )
+                .map_err(plot_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .margin(12)
+            .label_font(("sans-serif", 17))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(encode_rgb(WIDTH, HEIGHT, &buf))
+}
+
 /// Number of histogram bins for `n` scores: about √n, within 10..=40.
 fn bin_count(n: usize) -> usize {
     ((n as f64).sqrt().round() as usize).clamp(10, 40)

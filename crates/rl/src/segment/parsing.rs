@@ -1,11 +1,14 @@
 //! Parsing-based termination: a small rule-based chunk parser over the
 //! decoded token pieces of a response.
 //!
-//! The paper segments with the constituency tree of a syntax parser; the
-//! reference code's `parsing_selection` parses program code with RedBaron.
-//! A neural parser has no place in a Rust toolkit that must run offline and
-//! bit for bit, so this module builds a shallow constituency tree from word
-//! and punctuation structure alone, with closed-class English word lists.
+//! The paper segments with the constituency tree of a syntax parser: the
+//! released `parsing_selection` splits the decoded response into sentences
+//! (on `(?<=[.!?]) +|\n`) and parses each with constituent_treelib (a
+//! benepar/spaCy pipeline). A neural parser has no place in a Rust toolkit
+//! that must run offline and bit for bit, so this module builds a shallow
+//! constituency tree from word and punctuation structure alone, with
+//! closed-class English word lists, and applies the released code's rules
+//! to it.
 //!
 //! # Words
 //!
@@ -31,7 +34,8 @@
 //! - response → **sentences**, split after sentence punctuation and line
 //!   breaks (further breaks and punctuation stay with the sentence they
 //!   close; a closing quote or bracket glued to the full stop is part of
-//!   its word already);
+//!   its word already). As in the released code, each sentence is a tree
+//!   of its own: every sentence start is a macro-action boundary;
 //! - sentence → **clauses**, split after clause punctuation and before a
 //!   conjunction (a run like `and because` opens one clause);
 //! - clause → **phrases**: a run of function words (or an opening bracket)
@@ -48,15 +52,20 @@
 //!
 //! # Macro actions
 //!
-//! Walking the tree top-down, a constituent with fewer than `cutoff` tokens
-//! becomes a macro action; larger ones are split into their children. Words
-//! are never split, however many tokens they have. Then, as in the paper,
-//! single-token constituents join the macro action before them (the first
-//! one, having none before it, joins the one after it) — but only while
-//! that macro action stays within `cutoff` tokens, a bound the paper does
-//! not state, so that a run of one-token constituents cannot snowball into
-//! one long macro action. Finally the response's last token is split off
-//! into its own macro action, as for every termination condition.
+//! Each sentence's tree is walked top-down with the released code's two
+//! rules, in its order:
+//!
+//! 1. a constituent of a single *word* (a parse leaf, however many tokens
+//!    it has) joins the macro action before it in its sentence; the first
+//!    one of a sentence has none before it and stands alone, and single
+//!    words right after it join it;
+//! 2. any other constituent with fewer than `cutoff` tokens becomes a macro
+//!    action; larger ones are split into their children.
+//!
+//! Words are never split. Like the released code, a join is not bounded by
+//! `cutoff`, so a run of single words can make a macro action longer than
+//! it. Finally the response's last token is split off into its own macro
+//! action, as for every termination condition.
 //!
 //! # Limits
 //!
@@ -80,12 +89,29 @@ pub fn parsing(pieces: &[String], cutoff: u32) -> Result<Vec<u32>, RlError> {
     }
     let len = pieces.len();
     let words = words(pieces);
-    let mut spans = Vec::new();
+    let mut starts = Vec::new();
     if !words.is_empty() {
-        emit(&words, Level::Sentences, cutoff as usize, &mut spans);
+        for sentence in children(&words, Level::Sentences, cutoff as usize) {
+            let mut nodes = Vec::new();
+            emit(
+                &words[sentence],
+                Level::Clauses,
+                cutoff as usize,
+                &mut nodes,
+            );
+            starts.extend(join_single_words(&nodes).into_iter().map(|(s, _)| s));
+        }
     }
-    let spans = join_single_tokens(spans, cutoff as usize);
-    super::close(spans.into_iter().map(|(start, _)| start), len)
+    super::close(starts, len)
+}
+
+/// A constituent the walk stops at: its token span, and whether it is a
+/// single word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Node {
+    start: usize,
+    end: usize,
+    single_word: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -439,11 +465,17 @@ fn splits_before(words: &[Word], k: usize, level: Level) -> bool {
     }
 }
 
-/// Appends the token spans of the macro actions of `words`, a `level` node.
-fn emit(words: &[Word], mut level: Level, cutoff: usize, out: &mut Vec<(usize, usize)>) {
-    let span = (words[0].start, words[words.len() - 1].end);
-    if span.1 - span.0 < cutoff || words.len() == 1 {
-        out.push(span);
+/// Appends the constituents the walk stops at inside `words`, a `level`
+/// node of one sentence: single words (rule 1) and constituents of fewer
+/// than `cutoff` tokens (rule 2).
+fn emit(words: &[Word], mut level: Level, cutoff: usize, out: &mut Vec<Node>) {
+    let (start, end) = (words[0].start, words[words.len() - 1].end);
+    if words.len() == 1 || end - start < cutoff {
+        out.push(Node {
+            start,
+            end,
+            single_word: words.len() == 1,
+        });
         return;
     }
     loop {
@@ -490,20 +522,16 @@ fn children(words: &[Word], level: Level, cutoff: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// Single-token macro actions join the one before them (a leading one, the
-/// one after it), as long as the result has at most `cutoff` tokens.
-fn join_single_tokens(spans: Vec<(usize, usize)>, cutoff: usize) -> Vec<(usize, usize)> {
-    let fits = |(start, end): (usize, usize)| end - start < cutoff;
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
-    for (start, end) in spans {
+/// The macro actions of one sentence's walk: a single word joins the macro
+/// action before it (rule 1); the sentence's first node stands alone
+/// whatever it is.
+fn join_single_words(nodes: &[Node]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(nodes.len());
+    for n in nodes {
         match out.last_mut() {
-            Some(last) if end - start == 1 && fits(*last) => last.1 = end,
-            _ => out.push((start, end)),
+            Some(last) if n.single_word => last.1 = n.end,
+            _ => out.push((n.start, n.end)),
         }
-    }
-    if out.len() >= 2 && out[0].1 - out[0].0 == 1 && fits(out[1]) {
-        out[1].0 = out[0].0;
-        out.remove(0);
     }
     out
 }
@@ -580,7 +608,7 @@ mod tests {
         // S2 → clauses split after `,` / before `and`: [It was happy ,] (4)
         //   is one; [and it purred loudly .] (5) has one phrase (`and it`
         //   is a run of openers), so its words are packed into runs of < 5
-        //   tokens: [and it purred loudly] [.]; the lone `.` joins (4+1 ≤ 5).
+        //   tokens: [and it purred loudly] [.]; the single word `.` joins.
         // Last token 15 split off: starts 0, 3, 7, 11, 15.
         assert_eq!(parsing(&pieces(&CAT), 5).unwrap(), vec![0, 3, 7, 11, 15]);
     }
@@ -589,8 +617,8 @@ mod tests {
     fn cat_cutoff_3() {
         // Every phrase now has ≥ 3 tokens, so words are packed into runs of
         // ≤ 2 tokens: [The cat][sat] [on the][mat .] [It was][happy ,]
-        // [and it][purred loudly][.]. The lone `sat` joins [The cat] (2+1 ≤ 3),
-        // the lone `.` joins [purred loudly]; then 15 is split off again.
+        // [and it][purred loudly][.]. The single word `sat` joins [The cat],
+        // the single word `.` joins [purred loudly]; then 15 is split off.
         assert_eq!(
             parsing(&pieces(&CAT), 3).unwrap(),
             vec![0, 3, 5, 7, 9, 11, 13, 15]
@@ -598,40 +626,60 @@ mod tests {
     }
 
     #[test]
-    fn cat_extremes() {
-        // cutoff larger than the response: one macro action, plus the last token.
-        assert_eq!(parsing(&pieces(&CAT), 100).unwrap(), vec![0, 15]);
-        // cutoff 1: every word its own macro action, no joins (1+1 > 1).
-        let every: Vec<u32> = (0..16).collect();
-        assert_eq!(parsing(&pieces(&CAT), 1).unwrap(), every);
+    fn sentence_starts_are_boundaries() {
+        // cutoff larger than the response: each sentence is one macro action
+        // (the released code parses sentence by sentence), plus the last
+        // token.
+        assert_eq!(parsing(&pieces(&CAT), 100).unwrap(), vec![0, 7, 15]);
+        // cutoff 1: no constituent is below it, so the walk goes down to
+        // single words, which all join the sentence's first word: one macro
+        // action per sentence again.
+        assert_eq!(parsing(&pieces(&CAT), 1).unwrap(), vec![0, 7, 15]);
     }
 
     #[test]
-    fn multi_token_words_and_line_breaks() {
-        // "Yes\n The big dog barked at me." — `bark`+`ed` is one word.
-        // Sentences split after the break: [Yes \n] (0..2, < 4) and 2..10.
-        // Phrases of the second: [The big dog barked] (2..7, 5 tokens ≥ 4)
-        // packs into [The big dog] (3) [barked] (2); [at me .] (7..10, 3).
-        // No single tokens; the last token 9 is split off: 0, 2, 5, 7, 9.
+    fn single_words_join_the_previous_macro_action() {
+        // "Yes\n The big dog barked at me." — `bark`+`ed` is one word of two
+        // tokens. Sentences: [Yes \n] (0..2) and 2..10.
+        // S1: 2 tokens < 4, one macro action.
+        // S2 → phrases [The big dog barked] (2..7, 5 tokens ≥ 4) and
+        //   [at me .] (7..10, 3 < 4). The first packs into [The big dog] and
+        //   the single word [barked], which joins it: 2..7, 5 tokens, longer
+        //   than the cutoff (joins are unbounded, as in the released code).
+        // Starts 0, 2, 7, and the last token 9 split off.
         let p = pieces(&[
             "Yes", "Ċ", "ĠThe", "Ġbig", "Ġdog", "Ġbark", "ed", "Ġat", "Ġme", ".",
         ]);
-        assert_eq!(parsing(&p, 4).unwrap(), vec![0, 2, 5, 7, 9]);
+        assert_eq!(parsing(&p, 4).unwrap(), vec![0, 2, 7, 9]);
     }
 
     #[test]
-    fn join_is_bounded_by_cutoff() {
-        // cutoff 4: (3,4) joins (1,3) → (1,4) of 3 tokens; (9,10) cannot join
-        // (4,9) (5+1 > 4); the leading (0,1) joins (1,4) → (0,4) of 4.
-        let spans = vec![(0, 1), (1, 3), (3, 4), (4, 9), (9, 10)];
+    fn a_leading_single_word_stands_alone() {
+        // "Suddenly the dog barked loudly at the cat." one token per word,
+        // cutoff 3: phrases [Suddenly] [the dog barked loudly] [at the cat .].
+        // [Suddenly] is a single word with nothing before it in its
+        // sentence: its own macro action. The others (4 tokens each) pack
+        // into [the dog][barked loudly] and [at the][cat .].
+        // Starts 0, 1, 3, 5, 7, and the last token 8.
+        let p = pieces(&[
+            "Suddenly", "Ġthe", "Ġdog", "Ġbarked", "Ġloudly", "Ġat", "Ġthe", "Ġcat", ".",
+        ]);
+        assert_eq!(parsing(&p, 3).unwrap(), vec![0, 1, 3, 5, 7, 8]);
+        let node = |start, end, single_word| Node {
+            start,
+            end,
+            single_word,
+        };
+        // Single words after a leading one join it; a later one joins
+        // whatever precedes it.
         assert_eq!(
-            join_single_tokens(spans.clone(), 4),
-            vec![(0, 4), (4, 9), (9, 10)]
-        );
-        // cutoff 3: (3,4) still joins → (1,4); the leading one cannot (3+1 > 3).
-        assert_eq!(
-            join_single_tokens(spans, 3),
-            vec![(0, 1), (1, 4), (4, 9), (9, 10)]
+            join_single_words(&[
+                node(0, 1, true),
+                node(1, 3, true),
+                node(3, 5, false),
+                node(5, 6, true)
+            ]),
+            vec![(0, 3), (3, 6)]
         );
     }
 

@@ -101,7 +101,7 @@ impl EvalRun {
                     iteration: k,
                     values: vec![
                         ("score_mean".into(), base + 0.25 * k as f64),
-                        ("kl_mean".into(), 0.01),
+                        ("kl_k1_seq_sum".into(), 0.01),
                     ],
                 })
                 .collect();

@@ -20,6 +20,8 @@ use marlhf_model::{Checkpoint, ModelConfig};
 
 use super::tables::{write_responses, ResponseRow};
 use super::{check_unique_names, mix_seed, sample_indices};
+use crate::gold::{self, GoldItem, GoldScorer};
+use marlhf_data::Gold;
 
 #[derive(Clone, Debug)]
 pub struct GenerateConfig {
@@ -46,6 +48,11 @@ pub struct GenerateConfig {
     /// Sequences per generation or scoring batch.
     pub batch_size: usize,
     pub device: Device,
+    /// The dtype the models compute and are kept in.
+    pub dtype: candle_core::DType,
+    /// The gold model of a task with a known reward (`stories`): every
+    /// response also gets its gold reward.
+    pub gold_model: Option<PathBuf>,
 }
 
 /// What one policy produced.
@@ -54,6 +61,8 @@ pub struct PolicyReport {
     pub policy: String,
     pub responses: usize,
     pub score: MeanSe,
+    /// Mean gold reward ± s.e., with a gold model.
+    pub gold: Option<MeanSe>,
     pub finished: usize,
     pub mean_length: f64,
     pub tokens_per_second: f64,
@@ -113,7 +122,12 @@ fn sample_policy(
     prompts: &[&PromptRow],
     report: &mut GenerateReport,
 ) -> Result<Sampled> {
-    let ck = Checkpoint::load(dir, &cfg.device)?;
+    let ck = Checkpoint::load_with(
+        dir,
+        &cfg.device,
+        cfg.dtype,
+        marlhf_model::checkpoint::Use::Inference,
+    )?;
     let tok = &ck.tokenizer;
     let mut encoded = Vec::with_capacity(prompts.len());
     for p in prompts {
@@ -237,6 +251,17 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
             }
         }
     }
+    if let Some(dir) = &cfg.gold_model {
+        let (vocab, eos) = vocabulary(dir, "gold model")?;
+        for (name, pdir) in &cfg.policies {
+            if vocabulary(pdir, name)? != (vocab, eos) {
+                bail!(
+                    "{}: the gold model's tokenizer ({vocab} tokens, EOS {eos}) is not policy {name:?}'s",
+                    dir.display()
+                );
+            }
+        }
+    }
     let all = read_prompts(&cfg.prompts)?;
     if all.is_empty() {
         bail!("{}: no prompts", cfg.prompts.display());
@@ -258,7 +283,12 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
 
     let rm = match &cfg.reward_model {
         Some(dir) => {
-            let rm = Checkpoint::load(dir, &cfg.device)?;
+            let rm = Checkpoint::load_with(
+                dir,
+                &cfg.device,
+                cfg.dtype,
+                marlhf_model::checkpoint::Use::Inference,
+            )?;
             if rm.model.v_head.is_none() {
                 bail!(
                     "{}: the reward model has no value head (v_head.weight); is it a reward model checkpoint?",
@@ -269,9 +299,30 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
         }
         None => None,
     };
+    let scorer = match &cfg.gold_model {
+        Some(dir) => Some(GoldScorer::load(dir, &cfg.device)?),
+        None => None,
+    };
     let s = cfg.samples_per_prompt;
     let mut rows = Vec::new();
     for ((name, _), out) in cfg.policies.iter().zip(&sampled) {
+        let gold: Vec<Option<Gold>> = match &scorer {
+            Some(scorer) => {
+                let items: Vec<GoldItem> = (0..out.tokens.len())
+                    .map(|j| GoldItem {
+                        prompt: &picked[j / s].prompt,
+                        prompt_tokens: &out.prompt_ids[j],
+                        response_tokens: &out.tokens[j],
+                        finished: out.finished[j],
+                    })
+                    .collect();
+                let pb = marlhf_cli::bar(items.len() as u64, "gold");
+                let g = scorer.score(&items, &|k| pb.inc(k))?;
+                pb.finish_and_clear();
+                g.iter().map(|g| Some(gold::columns(g))).collect()
+            }
+            None => vec![None; out.tokens.len()],
+        };
         let seqs: Vec<Vec<u32>> = out
             .prompt_ids
             .iter()
@@ -306,6 +357,7 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
                 response_tokens: out.tokens[j].clone(),
                 score: *score,
                 finished: out.finished[j],
+                gold: gold[j],
             });
         }
         let tokens: usize = out.tokens.iter().map(Vec::len).sum();
@@ -314,6 +366,14 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateReport> {
             policy: name.clone(),
             responses: scores.len(),
             score: mean_se(&as_f64),
+            gold: scorer.as_ref().map(|_| {
+                mean_se(
+                    &gold
+                        .iter()
+                        .map(|g| g.map_or(f64::NAN, |g| g.reward as f64))
+                        .collect::<Vec<_>>(),
+                )
+            }),
             finished: out.finished.iter().filter(|&&f| f).count(),
             mean_length: tokens as f64 / out.tokens.len().max(1) as f64,
             tokens_per_second: tokens as f64 / out.seconds.max(1e-9),

@@ -20,7 +20,7 @@ use marlhf_eval::report::PairwiseRow;
 use marlhf_model::Checkpoint;
 
 use super::mix_seed;
-use super::tables::{read_responses, write_judgements, JudgementRow, ResponseRow};
+use super::tables::{read_responses_from, write_judgements, JudgementRow, ResponseRow};
 
 /// What the `judge` column says for the reward-model judge.
 pub const REWARD_MODEL_JUDGE: &str = "reward model";
@@ -40,10 +40,12 @@ impl RewardModelJudge {
     pub fn load(
         dir: &std::path::Path,
         device: &Device,
+        dtype: candle_core::DType,
         max_prompt_tokens: usize,
         tie_epsilon: f32,
     ) -> Result<Self> {
-        let ck = Checkpoint::load(dir, device)?;
+        let ck =
+            Checkpoint::load_with(dir, device, dtype, marlhf_model::checkpoint::Use::Inference)?;
         if ck.model.v_head.is_none() {
             bail!(
                 "{}: the reward model has no value head (v_head.weight); is it a reward model checkpoint?",
@@ -138,16 +140,18 @@ pub enum JudgeKind {
         max_prompt_tokens: usize,
         tie_epsilon: f32,
         device: Device,
+        dtype: candle_core::DType,
     },
     Http(HttpJudgeConfig),
 }
 
 #[derive(Clone, Debug)]
 pub struct JudgeConfig {
-    pub responses: PathBuf,
-    pub a: String,
-    /// A is compared with each of these in turn, on the same prompts.
-    pub b: Vec<String>,
+    /// responses.parquet files; each policy answers in one of them.
+    pub responses: Vec<PathBuf>,
+    /// (A, B) comparisons, each on the same prompts; verdicts are from A's
+    /// side.
+    pub pairs: Vec<(String, String)>,
     /// The pipeline task (`hh-rlhf`, `tldr`, `webgpt`): the judge's template.
     pub task: String,
     /// Pairs judged per comparison (the paper's 50); all common prompts
@@ -177,34 +181,43 @@ fn by_prompt<'r>(rows: &'r [ResponseRow], policy: &str) -> BTreeMap<u64, &'r Res
     map
 }
 
+/// "the file" or "the files", for messages about `cfg.responses`.
+fn files(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
     let task = JudgeTask::for_pipeline(&cfg.task).with_context(|| "--task".to_string())?;
-    if cfg.b.is_empty() {
-        bail!("no policy to compare with: give --b");
+    if cfg.pairs.is_empty() {
+        bail!("no comparison: give --a and --b, or --pair A:B");
     }
     if cfg.sample == 0 {
         bail!("--sample must be positive");
     }
-    for (i, b) in cfg.b.iter().enumerate() {
-        if *b == cfg.a {
-            bail!("--a and --b are both {b:?}: compare two different policies");
+    for (i, (a, b)) in cfg.pairs.iter().enumerate() {
+        if a == b {
+            bail!("{a:?} against itself: compare two different policies");
         }
-        if cfg.b[..i].contains(b) {
-            bail!("--b {b:?} is given twice");
+        if cfg.pairs[..i].contains(&(a.clone(), b.clone())) {
+            bail!("{a:?} against {b:?} is asked twice");
         }
     }
-    let rows = read_responses(&cfg.responses)?;
+    let rows = read_responses_from(&cfg.responses)?;
     let mut known: Vec<&str> = Vec::new();
     for r in &rows {
         if !known.contains(&r.policy.as_str()) {
             known.push(&r.policy);
         }
     }
-    for name in std::iter::once(&cfg.a).chain(&cfg.b) {
+    for name in cfg.pairs.iter().flat_map(|(a, b)| [a, b]) {
         if !known.contains(&name.as_str()) {
             bail!(
-                "{}: no responses of policy {name:?}; the file has {}",
-                cfg.responses.display(),
+                "{}: no responses of policy {name:?}; the responses are of {}",
+                files(&cfg.responses),
                 known
                     .iter()
                     .map(|k| format!("{k:?}"))
@@ -213,23 +226,25 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
             );
         }
     }
-    let a = by_prompt(&rows, &cfg.a);
-    let bs: Vec<BTreeMap<u64, &ResponseRow>> = cfg.b.iter().map(|b| by_prompt(&rows, b)).collect();
+    let mut names: Vec<&String> = cfg.pairs.iter().flat_map(|(a, b)| [a, b]).collect();
+    names.sort_unstable();
+    names.dedup();
+    let answers: BTreeMap<&String, BTreeMap<u64, &ResponseRow>> =
+        names.iter().map(|&n| (n, by_prompt(&rows, n))).collect();
     // The same prompts for every comparison, so the rows of the report are
     // comparable with each other.
-    let common: Vec<u64> = a
+    let common: Vec<u64> = answers[names[0]]
         .keys()
         .copied()
-        .filter(|id| bs.iter().all(|b| b.contains_key(id)))
+        .filter(|id| answers.values().all(|m| m.contains_key(id)))
         .collect();
     if common.is_empty() {
         bail!(
-            "{}: policies {:?} and {} answered no prompt in common",
-            cfg.responses.display(),
-            cfg.a,
-            cfg.b
+            "{}: policies {} answered no prompt in common",
+            files(&cfg.responses),
+            names
                 .iter()
-                .map(|b| format!("{b:?}"))
+                .map(|n| format!("{n:?}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -245,10 +260,12 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
             max_prompt_tokens,
             tie_epsilon,
             device,
+            dtype,
         } => (
             Box::new(RewardModelJudge::load(
                 dir,
                 device,
+                *dtype,
                 *max_prompt_tokens,
                 *tie_epsilon,
             )?),
@@ -262,7 +279,8 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
         common_prompts: common.len(),
         rows: Vec::new(),
     };
-    for (j, (b_name, b)) in cfg.b.iter().zip(&bs).enumerate() {
+    for (j, (a_name, b_name)) in cfg.pairs.iter().enumerate() {
+        let (a, b) = (&answers[a_name], &answers[b_name]);
         let pairs: Vec<JudgePair> = picked
             .iter()
             .map(|id| JudgePair {
@@ -273,19 +291,19 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
                 response_y: b[id].response.clone(),
             })
             .collect();
-        let pb = marlhf_cli::bar(pairs.len() as u64, &format!("vs {b_name}"));
+        let pb = marlhf_cli::bar(pairs.len() as u64, &format!("{a_name} vs {b_name}"));
         let (judgements, rate) = judge_pairs_with_progress(
             judge.as_ref(),
             &pairs,
             mix_seed(cfg.seed, 1 + j as u64),
             |done| pb.set_position(done as u64),
         )
-        .with_context(|| format!("{} vs {b_name}: {judge_name} judge", cfg.a))?;
+        .with_context(|| format!("{a_name} vs {b_name}: {judge_name} judge"))?;
         pb.finish_and_clear();
         for jd in judgements {
             out_rows.push(JudgementRow {
                 prompt_id: jd.prompt_id,
-                policy_a: cfg.a.clone(),
+                policy_a: a_name.clone(),
                 policy_b: b_name.clone(),
                 judge: judge_name.clone(),
                 a_shown_first: jd.x_shown_first,
@@ -295,7 +313,7 @@ pub fn judge(cfg: &JudgeConfig) -> Result<JudgeReport> {
             });
         }
         report.rows.push(PairwiseRow {
-            policy_a: cfg.a.clone(),
+            policy_a: a_name.clone(),
             policy_b: b_name.clone(),
             judge: judge_name.clone(),
             rate,

@@ -11,12 +11,15 @@
 //!   sandbox → `eval/passk.parquet`, summarised as pass@k;
 //! - [`report`](report::report): the tables and plots of all of the above
 //!   and of the training metrics → `eval/report.md`;
+//! - [`compare`](compare::compare): several configurations × seeds, with
+//!   intervals → `compare/report.md`;
 //! - [`serve`]: a checkpoint behind the chat-completions protocol.
 //!
 //! The model-free machinery (judging, sandbox, pass@k, plots, the HTTP
 //! server) lives in `marlhf-eval`; this module connects it to models and
 //! files.
 
+pub mod compare;
 pub mod generate;
 pub mod judge;
 pub mod passk;
@@ -30,6 +33,19 @@ pub mod fixture;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+
+/// Stages `bytes` to be written at `path` when `files` commits.
+pub(crate) fn stage_bytes(
+    files: &mut marlhf_data::atomic::FileSet,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<()> {
+    files.stage(path, |tmp| -> Result<(), marlhf_data::DataError> {
+        std::fs::write(tmp, bytes)
+            .map_err(|e| marlhf_data::DataError::file(path, format!("cannot write: {e}")))
+    })?;
+    Ok(())
+}
 
 /// `NAME=PATH`, as `--policy sft=runs/hh-rlhf/default/sft` spells it. Names
 /// become values of the `policy` column and report rows, so they are kept

@@ -21,6 +21,7 @@ use marlhf_eval::report::{
 
 use super::judge::win_rates;
 use super::passk::pass_at_k_rows;
+use super::stage_bytes;
 use super::tables::{read_judgements, read_passk, read_responses};
 
 #[derive(Clone, Debug)]
@@ -127,6 +128,47 @@ fn rm_section(rm: &RmHeldOut, path: &Path) -> String {
     md
 }
 
+/// The gold reward per policy, when every response has one: mean ±
+/// standard error and how often each of its parts was earned.
+fn gold_table(rows: &[super::tables::ResponseRow]) -> Option<String> {
+    if rows.is_empty() || rows.iter().any(|r| r.gold.is_none()) {
+        return None;
+    }
+    let mut md = String::from("## Gold reward\n\n");
+    md.push_str("The task's known reward (DESIGN.md, \"The stories task\"); the policies were trained on the proxy reward model only.\n\n");
+    md.push_str("| policy | n | mean gold ± s.e. | proper ending | callback |\n| --- | ---: | ---: | ---: | ---: |\n");
+    let mut policies: Vec<&str> = Vec::new();
+    for r in rows {
+        if !policies.contains(&r.policy.as_str()) {
+            policies.push(&r.policy);
+        }
+    }
+    for p in policies {
+        let golds: Vec<marlhf_data::Gold> = rows
+            .iter()
+            .filter(|r| r.policy == p)
+            .filter_map(|r| r.gold)
+            .collect();
+        let m = marlhf_eval::report::mean_se(
+            &golds.iter().map(|g| g.reward as f64).collect::<Vec<_>>(),
+        );
+        let share = |f: fn(&marlhf_data::Gold) -> bool| {
+            100.0 * golds.iter().filter(|g| f(g)).count() as f64 / golds.len() as f64
+        };
+        let _ = writeln!(
+            md,
+            "| {p} | {} | {:.3} ± {:.3} | {:.1}% | {:.1}% |",
+            m.n,
+            m.mean,
+            m.se,
+            share(|g| g.ending),
+            share(|g| g.callback)
+        );
+    }
+    md.push('\n');
+    Some(md)
+}
+
 /// Puts `section` before the first `## ` heading (after title and notes).
 fn insert_section(md: &str, section: &str) -> String {
     match md.find("\n## ") {
@@ -188,6 +230,10 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
             finished,
             100.0 * finished as f64 / rows.len() as f64
         ));
+    }
+    let mut gold_section = None;
+    if let Some(path) = &cfg.responses {
+        gold_section = gold_table(&read_responses(path)?);
     }
     if let Some(path) = &cfg.judgements {
         let rows = read_judgements(path)?;
@@ -262,6 +308,9 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         has_curves.then_some(REWARD_CURVES_FILE),
         has_scores.then_some(SCORES_FILE),
     );
+    if let Some(section) = &gold_section {
+        md = insert_section(&md, section);
+    }
     if let (Some(rm), Some(path)) = (&rm, &cfg.rm_metrics) {
         md = insert_section(&md, &rm_section(rm, path));
     }
@@ -274,13 +323,6 @@ pub fn report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         input,
         rm,
     })
-}
-
-fn stage_bytes(files: &mut FileSet, path: &Path, bytes: &[u8]) -> Result<()> {
-    files.stage(path, |tmp| -> Result<(), DataError> {
-        std::fs::write(tmp, bytes).map_err(|e| DataError::file(path, format!("cannot write: {e}")))
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ impl ModelBackend {
         dir: &Path,
         task: &str,
         device: &Device,
+        dtype: candle_core::DType,
         max_prompt_tokens: usize,
         max_new_tokens: usize,
         seed: u64,
@@ -41,7 +42,8 @@ impl ModelBackend {
         if max_new_tokens == 0 || max_prompt_tokens == 0 {
             bail!("--max-new-tokens and --max-prompt-tokens must be positive");
         }
-        let ck = Checkpoint::load(dir, device)?;
+        let ck =
+            Checkpoint::load_with(dir, device, dtype, marlhf_model::checkpoint::Use::Inference)?;
         let max_pos = ck.model.config.max_position_embeddings;
         if max_pos < 2 {
             bail!("{}: the model has only {max_pos} positions", dir.display());

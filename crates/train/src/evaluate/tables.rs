@@ -12,7 +12,10 @@ use marlhf_data::parquet_io::{
     batch, bool_array, check_unique_ids, f32_array, list_array, list_of, opt_str_array, str_array,
     u32_array, u64_array, Columns,
 };
-use marlhf_data::{read_rows, write_rows, DataError, Table};
+use marlhf_data::{
+    gold_arrays, gold_fields, read_gold, read_rows, write_rows, DataError, Gold, Table,
+    GOLD_COLUMNS,
+};
 
 type Result<T> = std::result::Result<T, DataError>;
 
@@ -34,6 +37,8 @@ pub struct ResponseRow {
     pub score: f32,
     /// Ended with EOS (false: cut at the token budget).
     pub finished: bool,
+    /// The task's gold reward, when it has one (`stories`).
+    pub gold: Option<Gold>,
 }
 
 /// One pairwise judgement, from `policy_a`'s side.
@@ -75,6 +80,32 @@ pub struct PasskRow {
 
 pub fn read_responses(path: &Path) -> Result<Vec<ResponseRow>> {
     read_rows(path)
+}
+
+/// The responses of several files (one per policy, say) as one table. A
+/// policy answers in one file only: the same name in two files is refused,
+/// since their rows could not be told apart.
+pub fn read_responses_from(paths: &[std::path::PathBuf]) -> Result<Vec<ResponseRow>> {
+    let mut rows: Vec<ResponseRow> = Vec::new();
+    let mut owner: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (i, path) in paths.iter().enumerate() {
+        let file = read_responses(path)?;
+        for r in &file {
+            let first = *owner.entry(r.policy.clone()).or_insert(i);
+            if first != i {
+                return Err(DataError::file(
+                    path,
+                    format!(
+                        "policy {:?} also answers in {}; give each policy's responses once",
+                        r.policy,
+                        paths[first].display()
+                    ),
+                ));
+            }
+        }
+        rows.extend(file);
+    }
+    Ok(rows)
 }
 
 pub fn write_responses(path: &Path, rows: &[ResponseRow]) -> Result<()> {
@@ -148,7 +179,18 @@ impl Table for ResponseRow {
                     DataType::Boolean,
                     bool_array(rows.iter().map(|r| r.finished)),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                GOLD_COLUMNS
+                    .iter()
+                    .zip(gold_fields())
+                    .zip(gold_arrays(
+                        &rows.iter().map(|r| r.gold).collect::<Vec<_>>(),
+                    ))
+                    .map(|((name, field), array)| (*name, field.data_type().clone(), array)),
+            )
+            .collect(),
         )
     }
 
@@ -172,6 +214,7 @@ impl Table for ResponseRow {
         let tokens = c.list_u32("response_tokens")?;
         let scores = c.f32("score")?;
         let finished = c.bool("finished")?;
+        let gold = read_gold(path, &c)?;
         Ok((0..ids.len())
             .map(|i| ResponseRow {
                 id: ids[i],
@@ -183,6 +226,7 @@ impl Table for ResponseRow {
                 response_tokens: tokens[i].clone(),
                 score: scores[i],
                 finished: finished[i],
+                gold: gold[i],
             })
             .collect())
     }
@@ -376,7 +420,13 @@ fn unique(path: &Path, column: &str, ids: impl Iterator<Item = u64>) -> Result<(
 fn build(path: &Path, columns: Vec<(&str, DataType, ArrayRef)>) -> Result<RecordBatch> {
     let fields: Vec<Field> = columns
         .iter()
-        .map(|(name, ty, _)| Field::new(*name, ty.clone(), *name == "choice"))
+        .map(|(name, ty, _)| {
+            Field::new(
+                *name,
+                ty.clone(),
+                *name == "choice" || GOLD_COLUMNS.contains(name),
+            )
+        })
         .collect();
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, _, a)| a).collect();
     batch(path, fields, arrays)
@@ -399,6 +449,11 @@ mod tests {
             response_tokens: (0..id as u32).collect(),
             score: id as f32 - 1.5,
             finished: id.is_multiple_of(3),
+            gold: id.is_multiple_of(2).then_some(Gold {
+                reward: 0.25,
+                ending: false,
+                callback: true,
+            }),
         }
     }
 

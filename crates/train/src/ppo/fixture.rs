@@ -171,6 +171,9 @@ pub fn synthetic_rollout(
         values,
         score: rng.random_range(-4.0..4.0),
         finished,
+        temperature: 1.0,
+        logprob_temperature: 1.0,
+        gold: None,
     }
 }
 

@@ -4,7 +4,6 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use marlhf_model::batch::{pad, Side};
 use marlhf_model::lm::{split_rows, Scored};
 use marlhf_model::{ops, Model};
 
@@ -56,15 +55,17 @@ fn batched(
     Ok(out)
 }
 
-/// Log-probability of every response token under `model`.
+/// Log-probability of every response token under `model`'s distribution
+/// at `temperature` (the one the tokens were sampled from).
 pub fn logprobs(
     model: &Model,
     resp: &Responses,
+    temperature: f64,
     batch: usize,
     tick: &dyn Fn(u64),
 ) -> Result<Vec<Vec<f32>>> {
     batched(resp, batch, tick, |s| {
-        let (lp, counts) = model.token_logprobs(s)?;
+        let (lp, counts) = model.token_logprobs_at(s, temperature)?;
         Ok((to_f32(&lp)?, counts))
     })
 }
@@ -103,48 +104,27 @@ pub fn scores(
 
 const ENTROPY_ROWS: usize = 256;
 
-/// The policy's log-probabilities of a mini-batch's response tokens
-/// (differentiable, flattened row by row) and the entropy of its
-/// distribution at each of them (a metric, no gradient).
+/// The policy's log-probabilities of a mini-batch's response tokens at the
+/// sampling temperature (differentiable, flattened row by row) and the
+/// entropy of that same distribution at each of them (a metric, no
+/// gradient).
 pub struct PolicyPass {
     pub logprobs: Tensor,
     pub counts: Vec<usize>,
     pub entropy: Vec<f32>,
 }
 
-/// What `Model::token_logprobs` computes, keeping the logits long enough to
-/// read the entropy off them: it costs one softmax over rows the LM head
+/// What `Model::token_logprobs_at` computes, keeping the logits long enough
+/// to read the entropy off them: it costs one softmax over rows the LM head
 /// has already produced.
-pub fn policy_pass(model: &Model, batch: &Scored) -> Result<PolicyPass> {
-    let dev = model.device();
-    let p = pad(&batch.seqs, 0, Side::Right, dev)?;
-    let hidden = model.llama.forward_hidden(&p.ids, &p.mask)?;
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    let mut counts = Vec::with_capacity(batch.seqs.len());
-    for (r, (seq, &start)) in batch.seqs.iter().zip(&batch.starts).enumerate() {
-        if start == 0 || start > seq.len() {
-            bail!(
-                "row {r}: the response must follow at least one prompt token (start {start}, length {})",
-                seq.len()
-            );
-        }
-        for (j, &tok) in seq.iter().enumerate().skip(start) {
-            rows.push((r * p.t + j - 1) as u32);
-            targets.push(tok);
-        }
-        counts.push(seq.len() - start);
-    }
-    let n = rows.len();
-    let h = model.config.hidden_size;
-    let rows = Tensor::from_vec(rows, n, dev)?;
-    let targets = Tensor::from_vec(targets, n, dev)?;
-    let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
-    let logits = model.llama.logits(&hs)?;
-    let logprobs = ops::gather_logprobs(&logits, &targets)?;
+pub fn policy_pass(model: &Model, batch: &Scored, temperature: f64) -> Result<PolicyPass> {
+    let s = model.token_logits(batch)?;
+    let logits = ops::temper(&s.logits, temperature)?;
+    let logprobs = ops::gather_logprobs(&logits, &s.targets)?;
     // In slices of rows: the softmax is a few more copies of the logits,
     // which for a large vocabulary would otherwise double peak memory.
     let logits = logits.detach();
+    let n = logits.dim(0)?;
     let mut entropy = Vec::with_capacity(n);
     for at in (0..n).step_by(ENTROPY_ROWS) {
         let rows = ENTROPY_ROWS.min(n - at);
@@ -152,7 +132,7 @@ pub fn policy_pass(model: &Model, batch: &Scored) -> Result<PolicyPass> {
     }
     Ok(PolicyPass {
         logprobs,
-        counts,
+        counts: s.counts,
         entropy,
     })
 }

@@ -25,7 +25,7 @@ pub mod fixture;
 
 pub use rollout::{rollout, RolloutConfig, RolloutReport};
 pub use segment::{run_segment, SegmentConfig, SegmentReport};
-pub use update::{update, UpdateConfig, UpdateReport};
+pub use update::{update, PpoConfig, Recipe, UpdateConfig, UpdateReport};
 
 /// One 64-bit seed from a run's seed and two indices (iteration, batch…),
 /// through SplitMix64's finaliser so nearby inputs give unrelated seeds.

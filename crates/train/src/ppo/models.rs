@@ -5,20 +5,24 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::DType;
 use candle_core::Device;
 use marlhf_data::RolloutRow;
-use marlhf_model::checkpoint::CONFIG;
+use marlhf_model::checkpoint::{Use, CONFIG};
 use marlhf_model::{Checkpoint, ModelConfig};
 
 pub struct Models {
     device: Device,
+    dtype: DType,
     current: Option<(PathBuf, Checkpoint)>,
 }
 
 impl Models {
-    pub fn new(device: Device) -> Self {
+    /// Models loaded frozen, computing in (and kept in) `dtype`.
+    pub fn new(device: Device, dtype: DType) -> Self {
         Models {
             device,
+            dtype,
             current: None,
         }
     }
@@ -32,7 +36,7 @@ impl Models {
         if self.current.as_ref().map(|(k, _)| k) != Some(&key) {
             // Free the old model before loading the next one.
             self.current = None;
-            let ck = Checkpoint::load(dir, &self.device)?;
+            let ck = Checkpoint::load_with(dir, &self.device, self.dtype, Use::Inference)?;
             self.current = Some((key, ck));
         }
         Ok(&self.current.as_ref().expect("just loaded").1)

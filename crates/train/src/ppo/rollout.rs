@@ -3,6 +3,15 @@
 //! actor (log-probs), the reference model (log-probs) and the critic
 //! (values), and every whole response with the reward model.
 //!
+//! Every log-probability is taken under the distribution the tokens were
+//! sampled from, log-softmax(logits / T) with T the sampling temperature,
+//! for the actor and the reference alike, so that −β·(logπ − logπ_ref) on
+//! the sampled tokens is a KL penalty between the two sampling
+//! distributions (TRL does the same). `logprob_temperature` overrides it;
+//! 1 reproduces the paper's released code, which samples at 0.8 but scores
+//! at 1 and so pays the policy for flattening its distribution (DESIGN.md,
+//! "Where marlhf differs from the released code").
+//!
 //! The actor's log-probs are recomputed by a full forward pass rather than
 //! taken from the sampler, so that they are exactly what the update's
 //! forward pass computes before its first step: the PPO ratio starts at 1
@@ -20,6 +29,7 @@ use marlhf_model::generate::{generate, SamplingConfig};
 use super::forward::{self, Responses};
 use super::mix_seed;
 use super::models::{Models, Vocabulary};
+use crate::gold::{self, GoldItem, GoldScorer};
 
 #[derive(Clone, Debug)]
 pub struct RolloutConfig {
@@ -41,8 +51,17 @@ pub struct RolloutConfig {
     pub top_k: usize,
     /// 1: no nucleus filter.
     pub top_p: f64,
+    /// The temperature log-probabilities are taken at; `None`: the sampling
+    /// temperature (1 when sampling is greedy).
+    pub logprob_temperature: Option<f64>,
+    /// The gold model of a task with a known reward (`stories`): every
+    /// rollout also gets its gold reward, for the curves (the update never
+    /// reads it).
+    pub gold_model: Option<PathBuf>,
     pub seed: u64,
     pub device: Device,
+    /// The dtype the models compute and are kept in (frozen here).
+    pub dtype: candle_core::DType,
 }
 
 /// What a rollout did, for the stage's summary.
@@ -54,6 +73,8 @@ pub struct RolloutReport {
     pub truncated_prompts: usize,
     pub finished: usize,
     pub mean_score: f64,
+    /// Mean gold reward, when a gold model scored the rollouts.
+    pub mean_gold: Option<f64>,
     pub mean_length: f64,
     pub generated_tokens: usize,
     pub generate_seconds: f64,
@@ -78,9 +99,24 @@ pub fn select_prompts(n_prompts: usize, iteration: u32, m: usize) -> Vec<usize> 
 }
 
 impl RolloutConfig {
+    /// The temperature every stored log-probability is computed at.
+    pub fn scoring_temperature(&self) -> f64 {
+        self.logprob_temperature
+            .unwrap_or(if self.temperature > 0.0 {
+                self.temperature
+            } else {
+                1.0
+            })
+    }
+
     fn check(&self) -> Result<()> {
         if self.rollout_batch == 0 || self.batch_size == 0 {
             bail!("--rollout-batch and --batch-size must be positive");
+        }
+        if let Some(t) = self.logprob_temperature {
+            if !(t.is_finite() && t > 0.0) {
+                bail!("--logprob-temperature must be a number > 0, got {t}");
+            }
         }
         crate::args::check_sampling(
             self.max_prompt_tokens,
@@ -123,10 +159,20 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
     distinct.dedup();
     report.distinct_prompts = distinct.len();
 
-    let mut models = Models::new(cfg.device.clone());
+    let mut models = Models::new(cfg.device.clone(), cfg.dtype);
     let actor = models.get(&cfg.actor)?;
     let vocab = Vocabulary::of(actor);
     let tok = &actor.tokenizer;
+    // Loaded up front, so a gold model that cannot read the actor's tokens
+    // stops the stage before the slow part.
+    let scorer = match &cfg.gold_model {
+        Some(dir) => {
+            let scorer = GoldScorer::load(dir, &cfg.device)?;
+            scorer.check_vocabulary(actor)?;
+            Some(scorer)
+        }
+        None => None,
+    };
 
     let mut prompt_ids = Vec::with_capacity(picked.len());
     for &i in &picked {
@@ -207,15 +253,21 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
     let n = picked.len() as u64;
     let phase = |name: &str| marlhf_cli::bar(n, name);
 
+    let scoring_t = cfg.scoring_temperature();
     let pb = phase("actor");
-    let logprobs = forward::logprobs(&actor.model, &resp, cfg.batch_size, &|k| pb.inc(k))?;
+    let logprobs = forward::logprobs(&actor.model, &resp, scoring_t, cfg.batch_size, &|k| {
+        pb.inc(k)
+    })?;
     pb.finish_and_clear();
     check_finite("an actor log-prob", &cfg.actor, &ids, &logprobs)?;
 
     let reference = models.get(&cfg.reference)?;
     vocab.check("reference", reference)?;
     let pb = phase("reference");
-    let ref_logprobs = forward::logprobs(&reference.model, &resp, cfg.batch_size, &|k| pb.inc(k))?;
+    let ref_logprobs =
+        forward::logprobs(&reference.model, &resp, scoring_t, cfg.batch_size, &|k| {
+            pb.inc(k)
+        })?;
     pb.finish_and_clear();
     check_finite("a reference log-prob", &cfg.reference, &ids, &ref_logprobs)?;
 
@@ -239,6 +291,23 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
         &ids,
         &scores.iter().map(|&s| vec![s]).collect::<Vec<_>>(),
     )?;
+    let gold = match &scorer {
+        Some(scorer) => {
+            let items: Vec<GoldItem> = (0..picked.len())
+                .map(|j| GoldItem {
+                    prompt: &prompts[picked[j]].prompt,
+                    prompt_tokens: &prompt_ids[j],
+                    response_tokens: &responses[j],
+                    finished: finished[j],
+                })
+                .collect();
+            let pb = phase("gold");
+            let g = scorer.score(&items, &|k| pb.inc(k))?;
+            pb.finish_and_clear();
+            g.iter().map(|g| Some(gold::columns(g))).collect()
+        }
+        None => vec![None; picked.len()],
+    };
     report.score_seconds = started.elapsed().as_secs_f64();
 
     let mut rows = Vec::with_capacity(picked.len());
@@ -262,10 +331,18 @@ pub fn rollout(cfg: &RolloutConfig) -> Result<RolloutReport> {
             values: v,
             score: scores[j],
             finished: finished[j],
+            temperature: cfg.temperature,
+            logprob_temperature: scoring_t,
+            gold: gold[j],
         });
     }
     report.finished = rows.iter().filter(|r| r.finished).count();
     report.mean_score = rows.iter().map(|r| r.score as f64).sum::<f64>() / rows.len() as f64;
+    report.mean_gold = rows
+        .iter()
+        .map(|r| r.gold.map(|g| g.reward as f64))
+        .sum::<Option<f64>>()
+        .map(|s| s / rows.len() as f64);
     report.mean_length = rows
         .iter()
         .map(|r| r.response_tokens.len() as f64)

@@ -4,6 +4,20 @@
 //! weighted by its macro action's advantage) and on the critic (clipped
 //! value loss against its macro action's return).
 //!
+//! How the rollouts become optimiser steps is a [`PpoConfig`]: rollouts per
+//! step (`mini_batch`; 0 = all of them, one step per epoch), rollouts per
+//! forward/backward pass (`micro_batch`, gradients accumulated over the
+//! step), how per-token losses are weighted ([`LossAgg`]), weight decay, a
+//! learning-rate schedule over the whole run and a minimum response length.
+//! [`Recipe::Reference`] is the paper's released training setup,
+//! [`Recipe::Default`] this project's (DESIGN.md says why).
+//!
+//! The schedule's position is derived, not stored: step k of iteration i is
+//! global step i·S + k of N·S, where S (steps per iteration) follows from
+//! the rollouts file's row count and N is `total_iterations`. A rerun or a
+//! resumed run therefore lands on the same learning rates whichever process
+//! runs which iteration.
+//!
 //! Advantages and returns are fixed before the first step, so the actor's
 //! steps never read the critic and the critic's never read the actor: the
 //! two are trained one after the other over the same mini-batches, which
@@ -26,12 +40,13 @@ use marlhf_data::atomic::FileSet;
 use marlhf_data::{
     read_metrics, read_rollouts, read_segments, stage_rows, AdvantageRow, MetricsRow, RolloutRow,
 };
-use marlhf_model::adamw::{AdamW, AdamWConfig};
+use marlhf_model::adamw::{AdamW, AdamWConfig, GradAccumulator, LrSchedule};
+use marlhf_model::checkpoint::Use;
 use marlhf_model::lm::Scored;
 use marlhf_model::{Checkpoint, Model};
 use marlhf_rl::{
-    actor_loss, critic_loss, explained_variance_flat, process_sequence, response_mask, RlConfig,
-    SequenceInput, SequenceOutput,
+    actor_loss_weighted, critic_loss_weighted, explained_variance_flat, process_sequence,
+    response_mask, KlEstimator, LossAgg, RlConfig, SequenceInput, SequenceOutput,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -55,21 +70,171 @@ pub struct UpdateConfig {
     /// Credit assignment; its `termination` is unused (the segments file
     /// fixes the macro actions).
     pub rl: RlConfig,
+    /// How the rollouts become optimiser steps.
+    pub ppo: PpoConfig,
+    /// Seeds the mini-batch order.
+    pub seed: u64,
+    pub device: Device,
+    /// The dtype the models compute in (their weights stay f32).
+    pub dtype: candle_core::DType,
+}
+
+/// A named set of [`PpoConfig`] values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recipe {
+    /// This project's: several optimiser steps per rollout batch.
+    #[default]
+    Default,
+    /// The paper's released scripts (run_gemma.sh with its DeepSpeed-Chat
+    /// fork): one optimiser step per rollout batch, every sequence weighted
+    /// equally, AdamW weight decay 0.1, linear schedule with 5% warm-up,
+    /// responses of one token or less dropped.
+    Reference,
+}
+
+impl Recipe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recipe::Default => "default",
+            Recipe::Reference => "reference",
+        }
+    }
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "default" => Ok(Recipe::Default),
+            "reference" => Ok(Recipe::Reference),
+            _ => Err(format!(
+                "unknown recipe {s:?} (expected default or reference)"
+            )),
+        }
+    }
+}
+
+/// The optimisation side of one PPO update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PpoConfig {
     /// PPO ratio clip ε.
     pub clip: f64,
     /// Value clip around the rollout's values.
     pub value_clip: f64,
+    /// Passes over the rollouts.
     pub ppo_epochs: usize,
-    /// Rollouts per optimiser step.
+    /// Rollouts per optimiser step; 0: all of them (one step per epoch).
     pub mini_batch: usize,
+    /// Rollouts per forward/backward pass, gradients accumulated over the
+    /// step; 0: the whole mini-batch at once. Changes memory, not results
+    /// (up to float rounding).
+    pub micro_batch: usize,
+    /// How per-token losses are weighted within a step.
+    pub loss_agg: LossAgg,
     pub actor_lr: f64,
     pub critic_lr: f64,
+    /// AdamW weight decay (matrices only: norms and biases are not decayed).
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
     pub max_grad_norm: f64,
-    /// Seeds the mini-batch order.
-    pub seed: u64,
-    pub device: Device,
+    pub lr_schedule: LrSchedule,
+    /// Share of the run's optimiser steps spent warming up.
+    pub warmup_ratio: f64,
+    /// The run's length in iterations, which a schedule other than
+    /// `constant` needs.
+    pub total_iterations: Option<u32>,
+    /// Responses shorter than this many tokens are not trained on.
+    pub min_response_tokens: usize,
+}
+
+impl PpoConfig {
+    pub fn recipe(recipe: Recipe) -> Self {
+        let default = PpoConfig {
+            clip: 0.2,
+            value_clip: 0.2,
+            ppo_epochs: 1,
+            mini_batch: 8,
+            micro_batch: 0,
+            loss_agg: LossAgg::TokenMean,
+            actor_lr: 1.5e-5,
+            critic_lr: 1.5e-5,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_ratio: 0.0,
+            total_iterations: None,
+            min_response_tokens: 1,
+        };
+        match recipe {
+            Recipe::Default => default,
+            Recipe::Reference => PpoConfig {
+                mini_batch: 0,
+                micro_batch: 8,
+                loss_agg: LossAgg::SeqMeanTokenMean,
+                weight_decay: 0.1,
+                lr_schedule: LrSchedule::Linear,
+                warmup_ratio: 0.05,
+                min_response_tokens: 2,
+                ..default
+            },
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.ppo_epochs == 0 {
+            bail!("--ppo-epochs must be positive");
+        }
+        for (flag, v) in [
+            ("--clip", self.clip),
+            ("--value-clip", self.value_clip),
+            ("--actor-lr", self.actor_lr),
+            ("--critic-lr", self.critic_lr),
+            ("--weight-decay", self.weight_decay),
+            ("--max-grad-norm", self.max_grad_norm),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{flag} must be a finite number ≥ 0, got {v}");
+            }
+        }
+        if !(self.warmup_ratio.is_finite() && (0.0..1.0).contains(&self.warmup_ratio)) {
+            bail!(
+                "--warmup-ratio must be in [0, 1), got {}",
+                self.warmup_ratio
+            );
+        }
+        if self.lr_schedule != LrSchedule::Constant && self.total_iterations.is_none() {
+            bail!(
+                "--lr-schedule {} needs --total-iterations (the run's length, e.g. ITERS)",
+                self.lr_schedule
+            );
+        }
+        if self.total_iterations == Some(0) {
+            bail!("--total-iterations must be positive");
+        }
+        Ok(())
+    }
+
+    /// Rollouts per optimiser step for a file of `rows` rollouts.
+    fn step_size(&self, rows: usize) -> usize {
+        if self.mini_batch == 0 {
+            rows.max(1)
+        } else {
+            self.mini_batch
+        }
+    }
+
+    /// Optimiser steps per iteration for a file of `rows` rollouts: the
+    /// schedule's unit. Dropped rollouts can only make an iteration shorter.
+    fn steps_per_iteration(&self, rows: usize) -> u64 {
+        (self.ppo_epochs * rows.max(1).div_ceil(self.step_size(rows))) as u64
+    }
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig::recipe(Recipe::Default)
+    }
 }
 
 /// What the update did: the figures of its metrics row, in order.
@@ -85,27 +250,6 @@ pub struct UpdateReport {
 impl UpdateReport {
     pub fn get(&self, key: &str) -> Option<f64> {
         self.metrics.get(key)
-    }
-}
-
-impl UpdateConfig {
-    fn check(&self) -> Result<()> {
-        if self.ppo_epochs == 0 || self.mini_batch == 0 {
-            bail!("--ppo-epochs and --mini-batch must be positive");
-        }
-        for (flag, v) in [
-            ("--clip", self.clip),
-            ("--value-clip", self.value_clip),
-            ("--actor-lr", self.actor_lr),
-            ("--critic-lr", self.critic_lr),
-            ("--weight-decay", self.weight_decay),
-            ("--max-grad-norm", self.max_grad_norm),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                bail!("{flag} must be a finite number ≥ 0, got {v}");
-            }
-        }
-        Ok(())
     }
 }
 
@@ -201,8 +345,7 @@ pub fn credit_assignment(
 }
 
 /// The rollouts of each optimiser step: every epoch shuffles the rollouts
-/// that have response tokens and cuts them into mini-batches (the last may
-/// be smaller).
+/// to train on and cuts them into mini-batches (the last may be smaller).
 pub fn mini_batches(
     trainable: &[usize],
     size: usize,
@@ -220,21 +363,29 @@ pub fn mini_batches(
     out
 }
 
-/// Running means of one model's per-step figures.
+/// Running sums of one model's figures over an iteration.
 #[derive(Default)]
 struct Tally {
     steps: usize,
+    /// Sum of the steps' losses.
     loss: f64,
-    clip_fraction: f64,
     grad_norm: f64,
+    lr: f64,
+    /// Token-weighted sums of per-token figures, and the token count.
+    clip_fraction: f64,
     approx_kl: f64,
+    tokens: f64,
     entropy_sum: f64,
     entropy_tokens: usize,
 }
 
 impl Tally {
-    fn mean(&self, x: f64) -> f64 {
+    fn per_step(&self, x: f64) -> f64 {
         x / self.steps.max(1) as f64
+    }
+
+    fn per_token(&self, x: f64) -> f64 {
+        x / self.tokens.max(1.0)
     }
 }
 
@@ -242,48 +393,13 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// The tensors a mini-batch's losses compare against, [rows, longest].
+/// The tensors a micro-batch's losses compare against, [rows, longest].
 struct Targets {
     scored: Scored,
     old: Tensor,
     target: Tensor,
     mask: Tensor,
-}
-
-fn targets(
-    rows: &[usize],
-    rollouts: &[RolloutRow],
-    old: impl Fn(&RolloutRow) -> &[f32],
-    target: impl Fn(usize) -> Vec<f32>,
-    dev: &Device,
-) -> Result<Targets> {
-    let scored = Scored {
-        seqs: rows
-            .iter()
-            .map(|&r| {
-                let ro = &rollouts[r];
-                ro.prompt_tokens
-                    .iter()
-                    .chain(&ro.response_tokens)
-                    .copied()
-                    .collect()
-            })
-            .collect(),
-        starts: rows
-            .iter()
-            .map(|&r| rollouts[r].prompt_tokens.len())
-            .collect(),
-    };
-    let olds: Vec<&[f32]> = rows.iter().map(|&r| old(&rollouts[r])).collect();
-    let tgts: Vec<Vec<f32>> = rows.iter().map(|&r| target(r)).collect();
-    let tgt_refs: Vec<&[f32]> = tgts.iter().map(Vec::as_slice).collect();
-    let lens: Vec<usize> = olds.iter().map(|o| o.len()).collect();
-    Ok(Targets {
-        scored,
-        old: marlhf_rl::pad(&olds, dev)?,
-        target: marlhf_rl::pad(&tgt_refs, dev)?,
-        mask: response_mask(&lens, dev)?,
-    })
+    weights: Tensor,
 }
 
 /// Which model, for messages and progress bars.
@@ -302,78 +418,160 @@ impl Role {
     }
 }
 
-/// One model's optimiser steps over all mini-batches.
-#[allow(clippy::too_many_arguments)]
+/// What one model's training reads: the rollouts, their credit assignment
+/// and how to cut them into steps.
+struct Batches<'a> {
+    rollouts: &'a [RolloutRow],
+    outputs: &'a [SequenceOutput],
+    /// The rollouts of each optimiser step.
+    steps: &'a [Vec<usize>],
+    /// The temperature the rollouts' log-probabilities were taken at.
+    temperature: f64,
+    /// Global step of this iteration's first step, and the run's total.
+    first_step: u64,
+    total_steps: u64,
+    warmup_steps: u64,
+}
+
+impl Batches<'_> {
+    fn targets(
+        &self,
+        role: Role,
+        rows: &[usize],
+        step: &[usize],
+        agg: LossAgg,
+        dev: &Device,
+    ) -> Result<Targets> {
+        let ro = |r: usize| &self.rollouts[r];
+        let scored = Scored {
+            seqs: rows
+                .iter()
+                .map(|&r| {
+                    ro(r)
+                        .prompt_tokens
+                        .iter()
+                        .chain(&ro(r).response_tokens)
+                        .copied()
+                        .collect()
+                })
+                .collect(),
+            starts: rows.iter().map(|&r| ro(r).prompt_tokens.len()).collect(),
+        };
+        let (olds, tgts): (Vec<&[f32]>, Vec<&[f32]>) = match role {
+            Role::Actor => rows
+                .iter()
+                .map(|&r| {
+                    (
+                        ro(r).logprobs.as_slice(),
+                        self.outputs[r].advantages.as_slice(),
+                    )
+                })
+                .unzip(),
+            Role::Critic => rows
+                .iter()
+                .map(|&r| (ro(r).values.as_slice(), self.outputs[r].returns.as_slice()))
+                .unzip(),
+        };
+        let lens: Vec<usize> = olds.iter().map(|o| o.len()).collect();
+        let width = lens.iter().copied().max().unwrap_or(0);
+        let step_tokens: usize = step.iter().map(|&r| ro(r).response_tokens.len()).sum();
+        Ok(Targets {
+            scored,
+            old: marlhf_rl::pad(&olds, dev)?,
+            target: marlhf_rl::pad(&tgts, dev)?,
+            mask: response_mask(&lens, dev)?,
+            weights: agg.weights(&lens, width, step.len(), step_tokens, dev)?,
+        })
+    }
+}
+
+/// The micro-batches of one optimiser step.
+fn micro_batches(step: &[usize], micro: usize) -> std::slice::Chunks<'_, usize> {
+    step.chunks(if micro == 0 { step.len().max(1) } else { micro })
+}
+
+/// One model's optimiser steps over all mini-batches, each accumulating
+/// the gradients of its micro-batches.
 fn train(
     role: Role,
     model: &Model,
     opt: &mut AdamW,
     lr: f64,
-    cfg: &UpdateConfig,
-    batches: &[Vec<usize>],
-    rollouts: &[RolloutRow],
-    outputs: &[SequenceOutput],
+    ppo: &PpoConfig,
+    batches: &Batches,
 ) -> Result<Tally> {
     let vars = model.params.vars();
     let dev = model.device();
     let mut tally = Tally::default();
-    let pb = marlhf_cli::bar(batches.len() as u64, role.name());
-    let per_epoch = batches.len() / cfg.ppo_epochs;
-    for (k, rows) in batches.iter().enumerate() {
+    let pb = marlhf_cli::bar(batches.steps.len() as u64, role.name());
+    let per_epoch = (batches.steps.len() / ppo.ppo_epochs).max(1);
+    for (k, step) in batches.steps.iter().enumerate() {
         let at = || {
             format!(
                 "{} update, epoch {}, mini-batch {}",
                 role.name(),
-                k / per_epoch.max(1) + 1,
-                k % per_epoch.max(1) + 1
+                k / per_epoch + 1,
+                k % per_epoch + 1
             )
         };
-        let (loss, clip_fraction, approx_kl) = match role {
-            Role::Actor => {
-                let t = targets(
-                    rows,
-                    rollouts,
-                    |r| &r.logprobs,
-                    |r| outputs[r].advantages.clone(),
-                    dev,
-                )?;
-                let pass = policy_pass(model, &t.scored).with_context(at)?;
-                tally.entropy_sum += pass.entropy.iter().map(|&e| e as f64).sum::<f64>();
-                tally.entropy_tokens += pass.entropy.len();
-                let lp = padded(&pass.logprobs, &pass.counts)?;
-                let (loss, stats) =
-                    actor_loss(&lp, &t.old, &t.target, &t.mask, cfg.clip).with_context(at)?;
-                (loss, stats.clip_fraction, stats.approx_kl as f64)
+        let mut grads = GradAccumulator::new();
+        let mut step_loss = 0.0;
+        for rows in micro_batches(step, ppo.micro_batch) {
+            let t = batches.targets(role, rows, step, ppo.loss_agg, dev)?;
+            let (old, target, mask, weights) = (&t.old, &t.target, &t.mask, &t.weights);
+            let tokens: f64 = t
+                .scored
+                .seqs
+                .iter()
+                .zip(&t.scored.starts)
+                .map(|(s, &b)| (s.len() - b) as f64)
+                .sum();
+            let loss = match role {
+                Role::Actor => {
+                    let pass =
+                        policy_pass(model, &t.scored, batches.temperature).with_context(at)?;
+                    tally.entropy_sum += pass.entropy.iter().map(|&e| e as f64).sum::<f64>();
+                    tally.entropy_tokens += pass.entropy.len();
+                    let lp = padded(&pass.logprobs, &pass.counts)?;
+                    let (loss, stats) =
+                        actor_loss_weighted(&lp, old, target, mask, weights, ppo.clip)
+                            .with_context(at)?;
+                    tally.clip_fraction += stats.clip_fraction as f64 * tokens;
+                    tally.approx_kl += stats.approx_kl as f64 * tokens;
+                    loss
+                }
+                Role::Critic => {
+                    let (v, counts) = model.token_values(&t.scored).with_context(at)?;
+                    let v = padded(&v, &counts)?;
+                    let (loss, stats) =
+                        critic_loss_weighted(&v, old, target, mask, weights, ppo.value_clip)
+                            .with_context(at)?;
+                    tally.clip_fraction += stats.clip_fraction as f64 * tokens;
+                    loss
+                }
+            };
+            tally.tokens += tokens;
+            let l = scalar(&loss)?;
+            if !l.is_finite() {
+                bail!("{}: the loss is {l}", at());
             }
-            Role::Critic => {
-                let t = targets(
-                    rows,
-                    rollouts,
-                    |r| &r.values,
-                    |r| outputs[r].returns.clone(),
-                    dev,
-                )?;
-                let (v, counts) = model.token_values(&t.scored).with_context(at)?;
-                let v = padded(&v, &counts)?;
-                let (loss, stats) =
-                    critic_loss(&v, &t.old, &t.target, &t.mask, cfg.value_clip).with_context(at)?;
-                (loss, stats.clip_fraction, 0.0)
-            }
-        };
-        let l = scalar(&loss)?;
-        if !l.is_finite() {
-            bail!("{}: the loss is {l}", at());
+            step_loss += l;
+            grads.add(&vars, loss.backward()?)?;
         }
-        let grads = loss.backward()?;
+        let step_lr = ppo.lr_schedule.lr(
+            lr,
+            batches.first_step + k as u64,
+            batches.warmup_steps,
+            batches.total_steps,
+        );
         let st = opt
-            .step(&vars, &grads, lr, cfg.max_grad_norm)
+            .step(&vars, &grads.into_store(&vars)?, step_lr, ppo.max_grad_norm)
             .with_context(at)?;
         tally.steps += 1;
-        tally.loss += l;
-        tally.clip_fraction += clip_fraction as f64;
-        tally.approx_kl += approx_kl;
+        tally.loss += step_loss;
         tally.grad_norm += st.grad_norm;
-        pb.set_message(format!("loss {l:.4}"));
+        tally.lr += step_lr;
+        pb.set_message(format!("loss {step_loss:.4}"));
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -439,8 +637,45 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     s / n.max(1) as f64
 }
 
+/// The one temperature every row's log-probabilities were taken at.
+fn logprob_temperature_of(path: &Path, rows: &[RolloutRow]) -> Result<f64> {
+    let first = rows
+        .first()
+        .ok_or_else(|| anyhow!("{}: no rollouts", path.display()))?
+        .logprob_temperature;
+    if let Some(i) = rows.iter().position(|r| r.logprob_temperature != first) {
+        bail!(
+            "{}: row {}, column \"logprob_temperature\": {} but row 1 has {first}; one file is scored at one temperature",
+            path.display(),
+            i + 1,
+            rows[i].logprob_temperature
+        );
+    }
+    Ok(first)
+}
+
+/// Per-token and per-sequence means of a KL estimate over the rollouts'
+/// response tokens: (token mean, mean over sequences of the sequence sum).
+fn kl_figures(rollouts: &[RolloutRow], kl: KlEstimator) -> (f64, f64) {
+    let (mut total, mut tokens) = (0.0, 0usize);
+    let mut seq_sums = Vec::with_capacity(rollouts.len());
+    for r in rollouts {
+        let sum: f64 = r
+            .logprobs
+            .iter()
+            .zip(&r.ref_logprobs)
+            .map(|(&a, &b)| kl.estimate(a, b) as f64)
+            .sum();
+        total += sum;
+        tokens += r.logprobs.len();
+        seq_sums.push(sum);
+    }
+    (total / tokens.max(1) as f64, mean(seq_sums.into_iter()))
+}
+
 pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
-    cfg.check()?;
+    let ppo = &cfg.ppo;
+    ppo.check()?;
     let t0 = Instant::now();
     let rollouts = read_rollouts(&cfg.rollouts)?;
     let models = [
@@ -449,25 +684,49 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     ];
     super::models::check_tokens(&cfg.rollouts, &rollouts, &models)?;
     let iteration = iteration_of(&cfg.rollouts, &rollouts)?;
+    let temperature = logprob_temperature_of(&cfg.rollouts, &rollouts)?;
+    if let Some(n) = ppo.total_iterations.filter(|&n| iteration >= n) {
+        bail!(
+            "{}: iteration {iteration} is past the run's --total-iterations {n}",
+            cfg.rollouts.display()
+        );
+    }
     let starts = starts_by_rollout(&cfg.rollouts, &rollouts, &cfg.segments)?;
     let outputs = credit_assignment(&cfg.rl, &cfg.rollouts, &rollouts, &cfg.segments, &starts)?;
+    let min_len = ppo.min_response_tokens.max(1);
     let trainable: Vec<usize> = (0..rollouts.len())
-        .filter(|&i| !rollouts[i].response_tokens.is_empty())
+        .filter(|&i| rollouts[i].response_tokens.len() >= min_len)
         .collect();
     if trainable.is_empty() {
+        let what = if min_len == 1 {
+            "empty".to_string()
+        } else {
+            format!("shorter than --min-response-tokens {min_len}")
+        };
         bail!(
-            "{}: all {} responses are empty; there is nothing to train on",
+            "{}: all {} responses are {what}; there is nothing to train on",
             cfg.rollouts.display(),
             rollouts.len()
         );
     }
-    let batches = mini_batches(
+    let steps = mini_batches(
         &trainable,
-        cfg.mini_batch,
-        cfg.ppo_epochs,
+        ppo.step_size(rollouts.len()),
+        ppo.ppo_epochs,
         cfg.seed,
         iteration,
     );
+    let per_iteration = ppo.steps_per_iteration(rollouts.len());
+    let total_steps = per_iteration * ppo.total_iterations.unwrap_or(iteration + 1) as u64;
+    let batches = Batches {
+        rollouts: &rollouts,
+        outputs: &outputs,
+        steps: &steps,
+        temperature,
+        first_step: per_iteration * iteration as u64,
+        total_steps,
+        warmup_steps: (ppo.warmup_ratio * total_steps as f64).ceil() as u64,
+    };
     let secs_advantages = t0.elapsed().as_secs_f64();
     // A failed step leaves every input as it was and writes nothing.
     let stopped = |dir: &Path, e: anyhow::Error| {
@@ -481,7 +740,7 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     };
     let adamw = |lr: f64| AdamWConfig {
         lr,
-        weight_decay: cfg.weight_decay,
+        weight_decay: ppo.weight_decay,
         ..Default::default()
     };
 
@@ -504,18 +763,16 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     }
     let mut files = FileSet::new();
     let t1 = Instant::now();
-    let actor = Checkpoint::load(&cfg.actor, &cfg.device)?;
+    let actor = Checkpoint::load_with(&cfg.actor, &cfg.device, cfg.dtype, Use::Training)?;
     let (mut opt, actor_continued) =
-        load_optimizer(&cfg.actor, ACTOR_STAGE, adamw(cfg.actor_lr), &cfg.device)?;
+        load_optimizer(&cfg.actor, ACTOR_STAGE, adamw(ppo.actor_lr), &cfg.device)?;
     let actor_tally = train(
         Role::Actor,
         &actor.model,
         &mut opt,
-        cfg.actor_lr,
-        cfg,
+        ppo.actor_lr,
+        ppo,
         &batches,
-        &rollouts,
-        &outputs,
     )
     .map_err(|e| stopped(&cfg.actor, e))?;
     let actor_steps = opt.step;
@@ -526,7 +783,7 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     let secs_actor = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let critic = Checkpoint::load(&cfg.critic, &cfg.device)?;
+    let critic = Checkpoint::load_with(&cfg.critic, &cfg.device, cfg.dtype, Use::Training)?;
     if critic.model.v_head.is_none() {
         bail!(
             "{}: the critic has no value head (v_head.weight); start it from the reward model",
@@ -534,16 +791,14 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
         );
     }
     let (mut opt, critic_continued) =
-        load_optimizer(&cfg.critic, CRITIC_STAGE, adamw(cfg.critic_lr), &cfg.device)?;
+        load_optimizer(&cfg.critic, CRITIC_STAGE, adamw(ppo.critic_lr), &cfg.device)?;
     let critic_tally = train(
         Role::Critic,
         &critic.model,
         &mut opt,
-        cfg.critic_lr,
-        cfg,
+        ppo.critic_lr,
+        ppo,
         &batches,
-        &rollouts,
-        &outputs,
     )
     .map_err(|e| stopped(&cfg.critic, e))?;
     files.stage(&cfg.out_critic, |tmp| {
@@ -564,6 +819,8 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     let all_values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
     let all_returns: Vec<f32> = outputs.iter().flat_map(|o| o.returns.clone()).collect();
     let unfinished = rollouts.iter().filter(|r| !r.finished).count();
+    let (k1_token, k1_seq) = kl_figures(&rollouts, KlEstimator::K1);
+    let (k3_token, k3_seq) = kl_figures(&rollouts, KlEstimator::K3);
     let mut values: Vec<(String, f64)> = vec![
         ("rollouts".into(), n),
         (
@@ -578,16 +835,10 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
                     .map(|o| o.rewards.iter().map(|&x| x as f64).sum()),
             ),
         ),
-        (
-            "kl_mean".into(),
-            mean(rollouts.iter().map(|r| {
-                r.logprobs
-                    .iter()
-                    .zip(&r.ref_logprobs)
-                    .map(|(&a, &b)| (a - b) as f64)
-                    .sum()
-            })),
-        ),
+        ("kl_k1_token_mean".into(), k1_token),
+        ("kl_k1_seq_sum".into(), k1_seq),
+        ("kl_k3_token_mean".into(), k3_token),
+        ("kl_k3_seq_sum".into(), k3_seq),
         (
             "response_length".into(),
             mean(rollouts.iter().map(|r| r.response_tokens.len() as f64)),
@@ -599,6 +850,13 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
         ("unfinished".into(), unfinished as f64),
         (
             "empty_responses".into(),
+            rollouts
+                .iter()
+                .filter(|r| r.response_tokens.is_empty())
+                .count() as f64,
+        ),
+        (
+            "dropped_short".into(),
             (rollouts.len() - trainable.len()) as f64,
         ),
         (
@@ -625,37 +883,64 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
             "value_mean".into(),
             mean(all_values.iter().map(|&x| x as f64)),
         ),
-        ("actor_loss".into(), actor_tally.mean(actor_tally.loss)),
-        ("critic_loss".into(), critic_tally.mean(critic_tally.loss)),
+        ("actor_loss".into(), actor_tally.per_step(actor_tally.loss)),
+        (
+            "critic_loss".into(),
+            critic_tally.per_step(critic_tally.loss),
+        ),
         (
             "actor_clip_fraction".into(),
-            actor_tally.mean(actor_tally.clip_fraction),
+            actor_tally.per_token(actor_tally.clip_fraction),
         ),
         (
             "critic_clip_fraction".into(),
-            critic_tally.mean(critic_tally.clip_fraction),
+            critic_tally.per_token(critic_tally.clip_fraction),
         ),
-        ("approx_kl".into(), actor_tally.mean(actor_tally.approx_kl)),
+        (
+            "approx_kl".into(),
+            actor_tally.per_token(actor_tally.approx_kl),
+        ),
         (
             "entropy".into(),
             actor_tally.entropy_sum / actor_tally.entropy_tokens.max(1) as f64,
         ),
     ];
+    if let Some(golds) = rollouts.iter().map(|r| r.gold).collect::<Option<Vec<_>>>() {
+        // The task's known reward (the update never trains on it).
+        values.extend([
+            (
+                "gold_mean".to_string(),
+                mean(golds.iter().map(|g| g.reward as f64)),
+            ),
+            (
+                "gold_ending_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.ending)))),
+            ),
+            (
+                "gold_callback_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.callback)))),
+            ),
+        ]);
+    }
     if let Some(ev) = explained_variance_flat(&all_values, &all_returns)? {
         values.push(("explained_variance".into(), ev as f64));
     }
     values.extend([
         (
             "actor_grad_norm".to_string(),
-            actor_tally.mean(actor_tally.grad_norm),
+            actor_tally.per_step(actor_tally.grad_norm),
         ),
         (
             "critic_grad_norm".to_string(),
-            critic_tally.mean(critic_tally.grad_norm),
+            critic_tally.per_step(critic_tally.grad_norm),
         ),
-        ("actor_lr".to_string(), cfg.actor_lr),
-        ("critic_lr".to_string(), cfg.critic_lr),
+        ("actor_lr".to_string(), actor_tally.per_step(actor_tally.lr)),
+        (
+            "critic_lr".to_string(),
+            critic_tally.per_step(critic_tally.lr),
+        ),
         ("optimizer_steps".to_string(), actor_tally.steps as f64),
+        ("logprob_temperature".to_string(), temperature),
         ("advantages_seconds".to_string(), secs_advantages),
         ("actor_seconds".to_string(), secs_actor),
         ("critic_seconds".to_string(), secs_critic),

@@ -1,0 +1,71 @@
+# The comparison: every termination condition of TERMINATIONS trained with
+# every seed of SEEDS from the same SFT model and reward model, all final
+# policies evaluated on the same prompts, and a report with 95% intervals.
+#
+#   make compare TASK=hh-rlhf                         # $(RUN)/compare/report.md
+#   make compare SEEDS="1234 1235 1236 1237"          # one more seed: only its run is trained
+#   make compare TERMINATIONS="fixed:1 fixed:5 parsing:5"
+#   make compare PPO_RECIPE=reference                 # the paper's training recipe (its own runs)
+#
+# Each run is the PPO run of mk/ppo.mk (so the pipeline's own runs, seed
+# PPO_SEED, are reused), each final policy's responses are a file of their
+# own (compare/responses/<run>.parquet), so adding a seed or a condition
+# trains and samples only what is new; the judgements (each condition's
+# policy against the baseline's of the same seed) and the report are redone.
+# The baseline is the first condition of TERMINATIONS (vanilla PPO,
+# fixed:1, by default).
+#
+# From the other fragments: ppo_run, ppo_done, ppo_final_actor, ppo_dir
+# (mk/ppo.mk); eval_generate_args, eval_judge_args, eval_judge_deps,
+# eval_rm_done, EVAL_SCORE_WITH_RM, EVAL_PROMPTS (mk/eval.mk).
+
+COMPARE_DIR ?= $(RUN)/$(if $(filter-out default,$(PPO_RECIPE)),compare-$(PPO_RECIPE),compare)$(if $(PPO_TAG),-$(PPO_TAG))
+COMPARE_BASELINE ?= $(firstword $(TERMINATIONS))
+# Training metrics drawn with bands; the first is read for iterations to parity.
+COMPARE_CURVES ?= score_mean kl_k1_token_mean entropy
+COMPARE_TITLE ?= MA-PPO against PPO over seeds ($(TASK), recipe $(PPO_RECIPE))
+# Pairwise judging of each condition against the baseline (not for apps,
+# which has pass@k instead of a judge).
+COMPARE_JUDGE ?= $(if $(filter apps,$(TASK)),,yes)
+# A task with a gold reward: the proxy's per-pair scores on held-out pairs.
+COMPARE_RM_ACCURACY ?=
+
+# $(1): condition, $(2): seed. The run's name: its directory's, dot, seed.
+cmp_group = $(notdir $(call ppo_dir,$(1)))
+cmp_name = $(call cmp_group,$(1)).$(2)
+cmp_responses = $(COMPARE_DIR)/responses/$(call cmp_name,$(1),$(2)).parquet
+
+define compare_run
+$(call cmp_responses,$(1),$(2)): $(call ppo_done,$(1),$(2)) $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
+	@echo "==> compare: generate $(call cmp_name,$(1),$(2))"
+	$(BIN)/marlhf-eval generate --policy $(call cmp_name,$(1),$(2))=$(call ppo_final_actor,$(1),$(2)) \
+	  --out $$@ $$(eval_generate_args)
+endef
+$(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(eval $(call compare_run,$(t),$(s)))))
+
+compare_responses := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_responses,$(t),$(s))))
+compare_pairs := $(foreach t,$(filter-out $(COMPARE_BASELINE),$(TERMINATIONS)),\
+  $(foreach s,$(SEEDS),$(call cmp_name,$(t),$(s)):$(call cmp_name,$(COMPARE_BASELINE),$(s))))
+compare_judged := $(if $(and $(COMPARE_JUDGE),$(compare_pairs)),$(COMPARE_DIR)/judgements.parquet)
+
+$(COMPARE_DIR)/judgements.parquet: $(compare_responses) $(eval_judge_deps) | $(BIN)/marlhf-eval
+	@echo "==> compare: judge ($(EVAL_JUDGE))"
+	$(BIN)/marlhf-eval judge $(addprefix --responses ,$(compare_responses)) \
+	  $(addprefix --pair ,$(compare_pairs)) --out $@ $(eval_judge_args)
+
+$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
+	@echo "==> compare: report"
+	$(BIN)/marlhf-eval compare \
+	  $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_name,$(t),$(s))=$(call ppo_run,$(t),$(s)))) \
+	  $(foreach t,$(TERMINATIONS),--label $(call cmp_group,$(t))=$(t)) --baseline $(call cmp_group,$(COMPARE_BASELINE)) \
+	  $(addprefix --responses ,$(compare_responses)) $(addprefix --judgements ,$(compare_judged)) \
+	  $(addprefix --rm-accuracy ,$(COMPARE_RM_ACCURACY)) \
+	  $(addprefix --curve ,$(COMPARE_CURVES)) --task $(TASK) --title "$(COMPARE_TITLE)" \
+	  --note "PPO: $(ITERS) iterations of $(PPO_ROLLOUT_BATCH) rollouts, recipe $(PPO_RECIPE), preset $(PRESET)" \
+	  --seed $(EVAL_SEED) --out $@
+
+.PHONY: compare
+## compare: TERMINATIONS × SEEDS from one SFT and reward model, with confidence intervals
+compare: $(COMPARE_DIR)/report.md
+	@sed -n '/^## Verdict/,/^## Training curves/p' $< | grep -v '^## Training curves'
+	@echo "report: $< (plots beside it)"
