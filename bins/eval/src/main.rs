@@ -20,6 +20,9 @@ use marlhf_train::evaluate::{parse_ks, parse_named_path};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long, global = true)]
+    allow_partial: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,9 +202,15 @@ struct PasskArgs {
     /// Output file, one row per program (written atomically)
     #[arg(long, default_value = "runs/apps/default/eval/passk.parquet")]
     out: PathBuf,
-    /// The Python interpreter that runs the programs
+    /// The Python interpreter that runs the programs (as root: one the
+    /// sandbox user nobody can run; a name falls back to the same name on
+    /// /usr/local/bin:/usr/bin:/bin when PATH's is not)
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// Without root, run the programs as yourself (they can read your files
+    /// and your processes' environment); refused otherwise
+    #[arg(long, env = "MARLHF_SANDBOX_SAME_USER")]
+    sandbox_same_user: bool,
     /// Seconds per test (wall clock)
     #[arg(long, default_value_t = 4.0)]
     timeout: f64,
@@ -304,6 +313,7 @@ fn label(s: &str) -> Result<(String, String), String> {
 
 fn main() {
     let cli = Cli::parse();
+    marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
     match cli.command {
         Command::Generate(a) => marlhf_cli::run("eval generate", || run_generate(a)),
         Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),
@@ -436,6 +446,7 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
         ks: a.k,
         out: a.out,
         python: a.python,
+        allow_same_user: a.sandbox_same_user,
         timeout: Duration::from_secs_f64(a.timeout),
         memory_bytes: a.memory_mb << 20,
         jobs,
@@ -450,10 +461,19 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
         .add(
             "sandbox",
             format!(
-                "network: {}, runs as nobody: {}",
-                r.network, r.drops_privileges
+                "{} as {}, network: {}",
+                r.python.display(),
+                if r.drops_privileges {
+                    "nobody"
+                } else {
+                    "the caller (--sandbox-same-user)"
+                },
+                r.network
             ),
         );
+    if let Some(note) = &r.python_note {
+        s.add("interpreter", note);
+    }
     for p in &r.pass_at_k {
         s.add(
             &format!("{} pass@{}", p.policy, p.k),

@@ -481,11 +481,17 @@ fn passk_runs_programs_and_reports_pass_at_k() {
         "2",
         "--jobs",
         "4",
+        // Needed without root only; as root programs always run as nobody.
+        "--sandbox-same-user",
         "--out",
         &p(&out),
     ]);
     done.ok();
     assert!(done.stderr.contains("sft pass@1"), "{}", done.stderr);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(done.stderr.contains(" as nobody"), "{}", done.stderr);
+    }
     let results = read_passk(&out).unwrap();
     let passed: Vec<bool> = results.iter().map(|r| r.passed).collect();
     assert_eq!(

@@ -28,6 +28,12 @@ pub fn load(path: &Path, columns: &[String]) -> anyhow::Result<Loaded> {
     let mut file = File::open(path).with_context(|| format!("cannot open `{shown}`"))?;
     check_magic(&mut file, meta.len())
         .with_context(|| format!("`{shown}` is not a Parquet file"))?;
+    // polars does not verify page checksums: a damaged file must not show
+    // different values as if they were the data.
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{shown}`"))?;
+    if let Err(e) = marlhf_data::page_crc::verify_page_crcs(&bytes) {
+        bail!("`{shown}`: {e}");
+    }
 
     let mut reader = ParquetReader::new(file);
     let schema = reader

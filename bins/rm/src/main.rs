@@ -24,6 +24,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("rm", || {
         let cli = Cli::parse();
+        marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
         let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("rm");
         let opts = RmOptions {
@@ -45,7 +46,19 @@ fn main() {
                 "train / val pairs",
                 format!("{} / {}", r.train_pairs, r.val_pairs),
             )
-            .add("steps", r.outcome.steps);
+            .add(
+                "steps",
+                format!("{} of {}", r.outcome.steps, r.outcome.total_steps),
+            );
+        if let Some(dir) = &r.outcome.paused_in {
+            s.add(
+                "paused",
+                format!(
+                    "unfinished run saved in {}; continue with --resume",
+                    dir.display()
+                ),
+            );
+        }
         for (k, v) in r
             .outcome
             .last

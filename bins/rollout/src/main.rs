@@ -14,6 +14,9 @@ use marlhf_train::ppo::{rollout, RolloutConfig};
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long)]
+    allow_partial: bool,
     /// Prompts to sample from (prepare's prompts.parquet)
     #[arg(long, default_value = "runs/hh-rlhf/default/data/prompts.parquet")]
     prompts: PathBuf,
@@ -86,6 +89,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("rollout", || {
         let device = marlhf_model::device::parse(&args.device)?;
         let cfg = RolloutConfig {

@@ -13,6 +13,9 @@ use marlhf_train::score::{logprobs, pairwise_accuracy, AccuracyOptions, LogprobO
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long, global = true)]
+    allow_partial: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +103,7 @@ struct AccuracyArgs {
 
 fn main() {
     let cli = Cli::parse();
+    marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
     marlhf_cli::run("score", || match cli.command {
         Command::Logprobs(a) => {
             let (device, dtype) = a.placement.resolve()?;

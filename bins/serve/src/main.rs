@@ -14,6 +14,9 @@ use marlhf_train::evaluate::serve::ModelBackend;
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long)]
+    allow_partial: bool,
     /// The checkpoint directory
     #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
     checkpoint: PathBuf,
@@ -48,6 +51,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("serve", || {
         let device = marlhf_model::device::parse(&args.device)?;
         let backend = ModelBackend::load(

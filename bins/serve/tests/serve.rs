@@ -226,6 +226,15 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
     wrong.model = "gpt-4o".into();
     let err = format!("{:#}", http.chat(&wrong).unwrap_err());
     assert!(err.contains("does not exist"), "{err}");
+    // Issue 13, item 9: messages the prompt format cannot take are the
+    // client's mistake (400), not a failure of the server (500).
+    let mut system_only = request("Hi", 0.0, None, 4);
+    system_only.messages = vec![ChatMessage::system("You are terse.")];
+    let err = format!("{:#}", http.chat(&system_only).unwrap_err());
+    assert!(
+        err.contains("HTTP 400") && err.contains("must be from the user"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -42,6 +42,7 @@ struct Cli {
 fn main() {
     marlhf_cli::run("sft", || {
         let cli = Cli::parse();
+        marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
         let device = marlhf_model::device::parse(&cli.train.device)?;
         let mut s = marlhf_cli::Summary::new("sft");
         let init = match (&cli.init, &cli.tokenizer) {
@@ -75,7 +76,19 @@ fn main() {
                 "train / val examples",
                 format!("{} / {}", r.train_examples, r.val_examples),
             )
-            .add("steps", r.outcome.steps);
+            .add(
+                "steps",
+                format!("{} of {}", r.outcome.steps, r.outcome.total_steps),
+            );
+        if let Some(dir) = &r.outcome.paused_in {
+            s.add(
+                "paused",
+                format!(
+                    "unfinished run saved in {}; continue with --resume",
+                    dir.display()
+                ),
+            );
+        }
         if let Some(from) = r.outcome.resumed_from {
             s.add("resumed from step", from);
         }

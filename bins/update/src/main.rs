@@ -17,6 +17,9 @@ use marlhf_train::ppo::{update, PpoConfig, Recipe, UpdateConfig};
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
+    /// Accept checkpoints of unfinished training runs (refused otherwise)
+    #[arg(long)]
+    allow_partial: bool,
     /// The iteration's rollouts
     #[arg(
         long,
@@ -196,6 +199,7 @@ fn figure(v: f64) -> String {
 
 fn main() {
     let args = Args::parse();
+    marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::run("update", || {
         let ppo = args.ppo();
         let device = marlhf_model::device::parse(&args.device)?;

@@ -352,11 +352,13 @@ fn nan_weights_stop_the_update_and_write_nothing() {
     write_inputs(&p, &rows, |r| (0..r.response_tokens.len() as u32).collect());
     let before = weights(&p.actor);
     let line = update(&p, &[]).error_line().to_string();
+    // Refused when loaded, naming the file and the tensor.
     assert!(
-        line.contains("bad-actor") && line.contains("not finite"),
+        line.contains("bad-actor/model.safetensors")
+            && line.contains("model.layers.0.mlp.up_proj.weight")
+            && line.contains("not finite"),
         "{line}"
     );
-    assert!(line.contains("nothing was written"), "{line}");
     assert_nothing_written(&p);
     assert_eq!(
         weights(&p.actor),
@@ -370,7 +372,7 @@ fn nan_weights_stop_the_update_and_write_nothing() {
     let p = Paths::new(&run, "iter-000", run.sft(), bad_critic, "iter-001");
     let line = update(&p, &[]).error_line().to_string();
     assert!(
-        line.contains("bad-critic") && line.contains("critic update"),
+        line.contains("bad-critic/model.safetensors") && line.contains("v_head.weight"),
         "{line}"
     );
     assert_nothing_written(&p);
@@ -433,5 +435,38 @@ fn bad_batches_are_refused_with_the_file_and_row() {
     write_inputs(&p, &mixed, |_| vec![0, 4]);
     let line = update(&p, &[]).error_line().to_string();
     assert!(line.contains("row 3, column \"iteration\""), "{line}");
+    assert_nothing_written(&p);
+}
+
+/// Issue 13, item 8: a token id the models do not have, or a sequence longer
+/// than their positions, is refused naming the file, the row and the column.
+#[test]
+fn token_ids_and_lengths_are_checked_against_the_models() {
+    let run = Run::new("update-tokens", 1).unwrap();
+    let mut rows: Vec<RolloutRow> = (0..3).map(|i| synthetic_rollout(i, 0, 3, 4, 2)).collect();
+    rows[1].response_tokens[2] = 99_999;
+    let p = Paths::new(&run, "iter-000", run.sft(), run.rm(), "iter-001");
+    write_inputs(&p, &rows, |r| (0..r.response_tokens.len() as u32).collect());
+    let line = update(&p, &[]).error_line().to_string();
+    assert!(
+        line.starts_with(&format!(
+            "error: {}: row 2, column \"response_tokens\"",
+            p.rollouts.display()
+        )) && line.contains("99999")
+            && line.contains("512"),
+        "{line}"
+    );
+    assert_nothing_written(&p);
+
+    let mut rows: Vec<RolloutRow> = (0..3).map(|i| synthetic_rollout(i, 0, 3, 4, 2)).collect();
+    rows[2] = synthetic_rollout(2, 0, 1020, 8, 2);
+    write_inputs(&p, &rows, |r| (0..r.response_tokens.len() as u32).collect());
+    let line = update(&p, &[]).error_line().to_string();
+    assert!(
+        line.starts_with(&format!("error: {}: row 3", p.rollouts.display()))
+            && line.contains("1028 tokens")
+            && line.contains("1024 positions"),
+        "{line}"
+    );
     assert_nothing_written(&p);
 }

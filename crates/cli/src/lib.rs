@@ -21,6 +21,12 @@ pub fn run<F>(stage: &str, body: F) -> !
 where
     F: FnOnce() -> anyhow::Result<()>,
 {
+    // Libraries (candle) capture a backtrace into every error when
+    // RUST_BACKTRACE is set, and print it as part of the message. Users get
+    // the one line; MARLHF_BACKTRACE=1 keeps backtraces for debugging.
+    if std::env::var_os("MARLHF_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let stage_name = stage.to_string();
     std::panic::set_hook(Box::new(move |info| {
         let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
@@ -47,10 +53,11 @@ where
 }
 
 /// The cause chain of an error joined into one line: `outer: inner: root`.
+/// A backtrace some library wrote into a message is dropped.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string().replace('\n', " ");
+        let s = without_backtrace(&cause.to_string());
         // anyhow contexts often repeat their source's message; skip echoes.
         if parts.last().map(|p| p.ends_with(&s)).unwrap_or(false) {
             continue;
@@ -58,6 +65,26 @@ pub fn one_line(e: &anyhow::Error) -> String {
         parts.push(s);
     }
     parts.join(": ")
+}
+
+/// A message's lines up to the first frame of a backtrace (`   0: name`,
+/// as `std::backtrace::Backtrace` prints them), joined by spaces.
+fn without_backtrace(message: &str) -> String {
+    let is_frame = |line: &str| {
+        let t = line.trim_start();
+        let digits = t.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && t[digits..].starts_with(": ") && line.len() > t.len()
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    for line in message.lines() {
+        if is_frame(line) || line.trim() == "stack backtrace:" {
+            break;
+        }
+        if !line.trim().is_empty() {
+            kept.push(line.trim_end());
+        }
+    }
+    kept.join(" ")
 }
 
 /// A progress bar on stderr in the house style. Hidden automatically when
@@ -140,6 +167,21 @@ mod tests {
             one_line(&e),
             "reading data/pairs.parquet: column `chosen` missing second line"
         );
+    }
+
+    #[test]
+    fn backtraces_inside_messages_are_dropped() {
+        // What candle's errors look like with RUST_BACKTRACE=1.
+        let bt = std::backtrace::Backtrace::force_capture();
+        let inner = anyhow::anyhow!("index-select invalid index 99999 with dim size 512\n{bt}");
+        let e = inner.context("actor checkpoint");
+        assert_eq!(
+            one_line(&e),
+            "actor checkpoint: index-select invalid index 99999 with dim size 512"
+        );
+        // A number followed by a colon inside a message is not a frame.
+        let e = anyhow::anyhow!("row 3: 2: odd");
+        assert_eq!(one_line(&e), "row 3: 2: odd");
     }
 
     #[test]

@@ -43,6 +43,40 @@ fn remove_any(path: &Path) {
     }
 }
 
+/// Removes what a killed writer of `path` left: `.name.tmp-<pid>`,
+/// `.name.old-<pid>` and `.name.probe-<pid>` of processes that no longer
+/// run. Those of a live
+/// process (another writer, right now) are left alone.
+fn remove_stale(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let pid = ["tmp-", "old-", "probe-"]
+            .iter()
+            .find_map(|kind| rest.strip_prefix(kind))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_any(&entry.path());
+            }
+        }
+    }
+}
+
 fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -98,6 +132,7 @@ impl FileSet {
         E: From<DataError>,
     {
         ensure_parent(path)?;
+        remove_stale(path);
         let tmp = temp_path(path);
         remove_any(&tmp);
         match write(&tmp) {
@@ -129,7 +164,12 @@ impl FileSet {
         })
     }
 
-    /// Syncs every staged file and renames them all into place.
+    /// Syncs every staged file and renames them all into place. Every
+    /// existing output of the set is moved aside before the first new one
+    /// goes in, so a process killed halfway leaves some outputs missing
+    /// (which `make` reruns) but never old and new ones side by side; the
+    /// moved-aside `.name.old-<pid>` are removed at the end, or by the next
+    /// writer once this process is gone.
     pub fn commit(mut self) -> Result<()> {
         for (tmp, _) in &self.staged {
             if tmp.is_dir() {
@@ -139,16 +179,45 @@ impl FileSet {
             }
         }
         let staged = std::mem::take(&mut self.staged);
-        for (i, (tmp, path)) in staged.iter().enumerate() {
-            if let Err(e) = replace(tmp, path) {
-                // Remove what has not been renamed yet; those already in
-                // place are complete files, so they may stay.
-                for (rest, _) in &staged[i..] {
-                    remove_any(rest);
+        let give_up = |moved: &[(PathBuf, PathBuf)], rest: &[(PathBuf, PathBuf)]| {
+            for (old, path) in moved {
+                if !path.exists() {
+                    let _ = fs::rename(old, path);
                 }
-                return Err(e);
+            }
+            for (tmp, _) in rest {
+                remove_any(tmp);
+            }
+        };
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for (tmp, path) in &staged {
+            if tmp.is_dir() && path.exists() && !path.is_dir() {
+                give_up(&moved, &staged);
+                return Err(DataError::file(path, "exists and is not a directory"));
+            }
+            if path.exists() {
+                let old = sibling(path, "old");
+                remove_any(&old);
+                if let Err(e) = fs::rename(path, &old) {
+                    give_up(&moved, &staged);
+                    return Err(io_err(path, "cannot move aside", e));
+                }
+                moved.push((old, path.clone()));
+            }
+        }
+        for (i, (tmp, path)) in staged.iter().enumerate() {
+            if let Err(e) = fs::rename(tmp, path) {
+                // Back to the old set: the new ones already in place go.
+                for (_, placed) in &staged[..i] {
+                    remove_any(placed);
+                }
+                give_up(&moved, &staged[i..]);
+                return Err(io_err(path, "cannot rename into place", e));
             }
             sync_parent(path);
+        }
+        for (old, _) in &moved {
+            remove_any(old);
         }
         Ok(())
     }
@@ -162,25 +231,15 @@ impl Drop for FileSet {
     }
 }
 
-/// Moves a finished temporary into place. A directory that already exists is
-/// moved aside first and deleted only once the new one is in place.
-fn replace(tmp: &Path, path: &Path) -> Result<()> {
-    if tmp.is_dir() && path.exists() {
-        if !path.is_dir() {
-            return Err(DataError::file(path, "exists and is not a directory"));
-        }
-        let old = sibling(path, "old");
-        remove_any(&old);
-        fs::rename(path, &old).map_err(|e| io_err(path, "cannot move aside", e))?;
-        if let Err(e) = fs::rename(tmp, path) {
-            let _ = fs::rename(&old, path);
-            return Err(io_err(path, "cannot rename into place", e));
-        }
-        remove_any(&old);
-        Ok(())
-    } else {
-        fs::rename(tmp, path).map_err(|e| io_err(path, "cannot rename into place", e))
-    }
+/// Fails now, before any work, when `path` could not be written later: its
+/// directory cannot be created, or a file cannot be created in it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    ensure_parent(path)?;
+    remove_stale(path);
+    let probe = sibling(path, "probe");
+    fs::write(&probe, b"")
+        .map_err(|e| io_err(path, "cannot write here", e))
+        .and_then(|()| fs::remove_file(&probe).map_err(|e| io_err(&probe, "cannot remove", e)))
 }
 
 /// Writes one file atomically: `write` receives the temporary path to create.
@@ -280,6 +339,33 @@ mod tests {
         assert!(!a.exists() && !b.exists());
         set.commit().unwrap();
         assert_eq!(listing(dir.path()), vec!["a.txt", "b.txt"]);
+    }
+
+    /// Issue 13, item 9: a writer killed mid-write leaves its temporary;
+    /// the next write of the same file removes it (not a live writer's).
+    #[test]
+    fn a_killed_writers_temporaries_are_removed_by_the_next_write() {
+        let dir = TempDir::new("atomic-stale");
+        let path = dir.path().join("actor");
+        // pid_max is at most 2^22: this process cannot exist.
+        let dead = dir.path().join(".actor.tmp-999999999");
+        fs::create_dir_all(dead.join("sub")).unwrap();
+        fs::write(dead.join("sub/model.safetensors"), b"17 MB").unwrap();
+        let old = dir.path().join(".actor.old-999999998");
+        fs::write(&old, b"x").unwrap();
+        // pid 1 (init) runs: its temporary may be a live writer's.
+        let live = dir.path().join(".actor.tmp-1");
+        fs::write(&live, b"x").unwrap();
+        let other = dir.path().join(".critic.tmp-999999999");
+        fs::write(&other, b"x").unwrap();
+        write_dir(&path, |tmp| -> Result<()> {
+            fs::write(tmp.join("model.safetensors"), b"new").map_err(|e| io_err(tmp, "w", e))
+        })
+        .unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            vec![".actor.tmp-1", ".critic.tmp-999999999", "actor"]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod atomic;
 pub mod error;
+pub mod page_crc;
 pub mod parquet_io;
 mod raw;
 pub mod split;

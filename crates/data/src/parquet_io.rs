@@ -19,13 +19,70 @@ use arrow::datatypes::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::atomic::{self, FileSet};
 use crate::error::{DataError, Result};
 
-/// Reads a whole Parquet file into one record batch.
+/// Reads a whole Parquet file into one record batch. Page checksums are
+/// verified when the file has them (marlhf's files always do), and a
+/// decoder that panics on damaged bytes is an error naming the file.
 pub fn read_table(path: &Path) -> Result<RecordBatch> {
+    guard_decoder(path, || read_table_unguarded(path))
+}
+
+/// Runs `decode` (reading `path`), turning a panic inside it into an error
+/// naming the file. The panic hook stays silent for it: the user gets the
+/// error, one line, not the hook's message too.
+pub fn guard_decoder<T>(path: &Path, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    quiet_panics::install();
+    let result =
+        quiet_panics::silenced(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)));
+    result.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".to_string());
+        Err(DataError::file(
+            path,
+            format!("damaged Parquet data (the decoder failed: {what})"),
+        ))
+    })
+}
+
+/// A panic hook that says nothing for panics on a thread inside
+/// [`silenced`](quiet_panics::silenced) and defers to the previous hook
+/// otherwise (installed once, wrapping whatever hook was there).
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        static SILENT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !SILENT.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    pub fn silenced<T>(f: impl FnOnce() -> T) -> T {
+        let before = SILENT.with(|s| s.replace(true));
+        let out = f();
+        SILENT.with(|s| s.set(before));
+        out
+    }
+}
+
+fn read_table_unguarded(path: &Path) -> Result<RecordBatch> {
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DataError::file(path, "file not found"),
         _ => DataError::file(path, format!("cannot open: {e}")),
@@ -45,23 +102,28 @@ pub fn read_table(path: &Path) -> Result<RecordBatch> {
         .map_err(|e| DataError::file(path, format!("cannot assemble Parquet batches: {e}")))
 }
 
-/// Encodes a batch as Parquet bytes. Fixed writer settings and no clock or
-/// host in the metadata, so the same batch always gives the same bytes.
+/// Encodes a batch as Parquet bytes with a CRC in every page header.
+/// Fixed writer settings and no clock or host in the metadata, so the same
+/// batch always gives the same bytes. Statistics are kept per column chunk
+/// (no page index: the stages read whole files).
 pub fn encode_parquet(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid zstd level"),
         ))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
         .set_created_by("marlhf-data".to_string())
         .build();
     let err = |e: parquet::errors::ParquetError| {
         DataError::file(path, format!("cannot encode Parquet: {e}"))
     };
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).map_err(err)?;
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props.clone())).map_err(err)?;
     writer.write(batch).map_err(err)?;
     writer.close().map_err(err)?;
-    Ok(bytes)
+    crate::page_crc::add_page_crcs(bytes, props).map_err(err)
 }
 
 /// Writes `bytes` to `tmp`, blaming `path` (the name the user knows) on error.

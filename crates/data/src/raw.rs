@@ -24,6 +24,11 @@ pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(BufReader::new(MultiGzDecoder::new(file))))
+    } else if path.extension().is_some_and(|e| e == "gz") {
+        Err(DataError::file(
+            path,
+            "not gzip data, although the name ends in .gz (a truncated or mislabelled download?)",
+        ))
     } else {
         Ok(Box::new(BufReader::new(file)))
     }
@@ -271,6 +276,16 @@ mod tests {
         let want = vec![(1, "x".to_string()), (3, "y".to_string())];
         assert_eq!(collect(&plain).unwrap(), want);
         assert_eq!(collect(&gz).unwrap(), want);
+        // Issue 13, item 9: a .gz that is not gzip says so, not "invalid UTF-8".
+        let fake = dir.path().join("f.jsonl.gz");
+        std::fs::write(&fake, [0x50u8, 0x4b, 0x03, 0x04, 0xff, 0xfe]).unwrap();
+        assert_eq!(
+            collect(&fake).unwrap_err().to_string(),
+            format!(
+                "{}: not gzip data, although the name ends in .gz (a truncated or mislabelled download?)",
+                fake.display()
+            )
+        );
     }
 
     #[test]

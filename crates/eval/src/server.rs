@@ -27,6 +27,13 @@ use crate::protocol::{
 /// are non-empty with known roles).
 pub trait ChatBackend: Send + Sync {
     fn complete(&self, req: &ChatRequest) -> Result<ChatCompletion>;
+
+    /// Whether this backend can answer `req` at all (its messages fit the
+    /// prompt format, say). An error here is the client's mistake: the
+    /// server answers 400 with it, where a failure of `complete` is a 500.
+    fn check(&self, _req: &ChatRequest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Requests larger than this are refused.
@@ -263,6 +270,9 @@ impl State {
         let req: ChatRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(None, format!("invalid request body: {e}")))?;
         self.validate(&req)?;
+        self.backend
+            .check(&req)
+            .map_err(|e| ApiError::bad_request(Some("messages"), format!("{e:#}")))?;
         let completion = self.backend.complete(&req).map_err(|e| ApiError {
             status: 500,
             kind: "server_error",

@@ -48,6 +48,8 @@ fn published_solutions_pass_and_swapped_ones_fail() {
     assert!(problems.len() >= 2);
     let sandbox = Sandbox::new(SandboxConfig {
         stop_at_first_failure: true,
+        // Without root the only way to run them; as root they run as nobody.
+        allow_same_user: true,
         ..SandboxConfig::default()
     })
     .unwrap();

@@ -112,6 +112,7 @@ impl AdamW {
     }
 
     /// Moments as tensors named `m.<param>` / `v.<param>`.
+    /// Refuses NaN or infinite moments, like `Params::save`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut map = HashMap::new();
         for (k, t) in &self.m {
@@ -119,6 +120,12 @@ impl AdamW {
         }
         for (k, t) in &self.v {
             map.insert(format!("v.{k}"), t.clone());
+        }
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort();
+        for name in names {
+            crate::params::check_finite(name, &map[name])
+                .with_context(|| format!("{}: optimiser state not saved", path.display()))?;
         }
         if map.is_empty() {
             // safetensors cannot hold zero tensors meaningfully; a marker keeps

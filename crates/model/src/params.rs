@@ -206,7 +206,9 @@ impl Params {
     }
 
     /// Loads every tensor of a safetensors file as a parameter, converted
-    /// to f32 (training precision).
+    /// to f32 (training precision). Integer tensors are refused rather than
+    /// converted (an I32 weight read as floats trains at absurd losses), and
+    /// so are NaN or infinite values.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
         let p = Params::empty();
         p.load_file(path, dev, DType::F32)?;
@@ -222,6 +224,8 @@ impl Params {
             bail!("{}: no tensors", path.display());
         }
         let mut names = Vec::with_capacity(tensors.len());
+        // In name order, so a bad file always names the same tensor.
+        let tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         for (name, t) in tensors {
             if !matches!(
                 t.dtype(),
@@ -233,6 +237,7 @@ impl Params {
                     t.dtype()
                 );
             }
+            check_finite(&name, &t).with_context(|| format!("{}", path.display()))?;
             self.insert(&name, t.to_dtype(dtype)?)?;
             names.push(name);
         }
@@ -245,8 +250,14 @@ impl Params {
     }
 
     /// Writes all parameters to a safetensors file. The format sorts
-    /// tensors, so equal parameters give identical bytes.
+    /// tensors, so equal parameters give identical bytes. Refuses (and
+    /// writes nothing) when a value is NaN or infinite: a checkpoint on disk
+    /// is always a usable one.
     pub fn save(&self, path: &Path) -> Result<()> {
+        for (name, v) in self.vars() {
+            check_finite(&name, v.as_tensor())
+                .with_context(|| format!("{}: not saved", path.display()))?;
+        }
         let map: std::collections::HashMap<String, Tensor> = self
             .vars()
             .into_iter()
@@ -257,10 +268,14 @@ impl Params {
     }
 
     /// Checks that every parameter `cfg` needs is present with the right
-    /// shape, and that there is nothing else (besides the value head): a
-    /// weight the model would not use means a config it misreads.
+    /// shape (the value head too, when there is one), and that there is
+    /// nothing else: a weight the model would not use means a config it
+    /// misreads.
     pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
-        let specs = specs(cfg)?;
+        let mut specs = specs(cfg)?;
+        if self.contains(V_HEAD) {
+            specs.push((V_HEAD.to_string(), vec![1, cfg.hidden_size], Init::Zeros));
+        }
         for (name, shape, _) in &specs {
             let t = self.get(name)?;
             if t.dims() != shape.as_slice() {
@@ -289,4 +304,19 @@ impl Params {
         }
         Ok(p)
     }
+}
+
+/// Fails when `t` holds a NaN or an infinity, naming the tensor, the first
+/// such element and how many there are.
+pub fn check_finite(name: &str, t: &Tensor) -> Result<()> {
+    let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        bail!(
+            "tensor {name:?} is not finite: {bad} of {} values are NaN or infinite (the first, {}, at flat index {at})",
+            values.len(),
+            values[at]
+        );
+    }
+    Ok(())
 }

@@ -42,6 +42,24 @@ impl fmt::Display for LengthReport {
     }
 }
 
+/// Refuses a training set smaller than one batch, saying what happened to
+/// the rows of `data` (skipped, and why).
+pub fn check_enough(
+    data: &std::path::Path,
+    what: &str,
+    n: usize,
+    batch_size: usize,
+    report: &LengthReport,
+) -> Result<()> {
+    if n < batch_size {
+        anyhow::bail!(
+            "{}: {n} {what} to train on, fewer than one batch of {batch_size} ({report})",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 /// A prompt and one completion as token ids.
 #[derive(Clone, Debug)]
 pub struct Example {

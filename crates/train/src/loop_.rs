@@ -1,5 +1,6 @@
 //! The training loop SFT and the reward model share.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -7,14 +8,14 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use marlhf_data::{atomic, read_metrics, write_metrics, MetricsRow};
 use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig, GradAccumulator};
-use marlhf_model::checkpoint::save_into;
+use marlhf_model::checkpoint::{latest_partial, save_into, PARTIAL_PREFIX, TRAINER_STATE};
 use marlhf_model::Model;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub const STATE_JSON: &str = "trainer_state.json";
+pub const STATE_JSON: &str = TRAINER_STATE;
 pub const STATE_TENSORS: &str = "trainer_state.safetensors";
 pub const METRICS: &str = "metrics.parquet";
 
@@ -38,10 +39,21 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Continue from the checkpoint in `out` if it holds an unfinished run.
     pub resume: bool,
-    /// Pause after this many steps (with `save_every`, to continue later
-    /// with `resume`); the schedule still spans the whole run.
+    /// Pause after this many steps, saving a checkpoint of the unfinished
+    /// run to continue later with `resume`; the schedule still spans the
+    /// whole run.
     pub stop_after: Option<u64>,
+    /// Resume even when the settings differ from the saved run's; each
+    /// difference is printed and recorded in the trainer state.
+    pub override_settings: bool,
 }
+
+/// The settings that decide what a run computes — data, limits, schedule,
+/// seed — as `name → value` (f64 values in Rust's shortest round-trip
+/// form). Not among them: how a run is carried out (`--save-every`,
+/// `--eval-every`, `--stop-after`, the device, the output path). A resume
+/// must find the same settings it was saved with.
+pub type Settings = BTreeMap<String, String>;
 
 /// What `trainer_state.json` records beside a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +64,12 @@ pub struct TrainerState {
     pub seed: u64,
     pub optimizer: AdamWConfig,
     pub finished: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: Settings,
+    /// Settings changed on a resume with `override_settings`, as
+    /// "at step N: name new (saved old)".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 /// A stage's loss over items of its data.
@@ -74,7 +92,11 @@ pub trait Objective {
 
 pub struct TrainOutcome {
     pub steps: u64,
+    /// Steps of the whole run (`steps` is less when it paused).
+    pub total_steps: u64,
     pub resumed_from: Option<u64>,
+    /// Where the checkpoint of a paused (`stop_after`) run went.
+    pub paused_in: Option<PathBuf>,
     pub last: Vec<(String, f64)>,
     pub eval: Vec<(String, f64)>,
     pub units_per_second: f64,
@@ -120,6 +142,9 @@ pub fn read_state(dir: &Path) -> Result<Option<TrainerState>> {
     })?))
 }
 
+/// Saves a finished run into `out` (replacing the directory, and with it
+/// the checkpoints saved on the way), or an unfinished one into
+/// `out/checkpoint-<step>` (removing older ones). Returns where it went.
 fn save_checkpoint(
     cfg: &TrainConfig,
     model: &Model,
@@ -127,8 +152,13 @@ fn save_checkpoint(
     opt: &AdamW,
     state: &TrainerState,
     metrics: &[MetricsRow],
-) -> Result<()> {
-    atomic::write_dir(&cfg.out, |tmp: &Path| -> Result<()> {
+) -> Result<PathBuf> {
+    let dir = if state.finished {
+        cfg.out.clone()
+    } else {
+        cfg.out.join(format!("{PARTIAL_PREFIX}{}", state.step))
+    };
+    atomic::write_dir(&dir, |tmp: &Path| -> Result<()> {
         save_into(tmp, &model.config, &model.params, tokenizer_json)?;
         opt.save(&tmp.join(STATE_TENSORS))?;
         std::fs::write(
@@ -137,9 +167,126 @@ fn save_checkpoint(
         )?;
         write_metrics(&tmp.join(METRICS), metrics)?;
         Ok(())
-    })
+    })?;
+    if !state.finished {
+        while let Some((step, old)) = latest_partial_before(&cfg.out, state.step)? {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("{}: cannot remove (step {step})", old.display()))?;
+        }
+    }
+    Ok(dir)
 }
 
+/// A `checkpoint-<step>` in `out` other than the one of `keep`.
+fn latest_partial_before(out: &Path, keep: u64) -> Result<Option<(u64, PathBuf)>> {
+    let entries =
+        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("{}: cannot list", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix(PARTIAL_PREFIX)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if step != keep && entry.path().is_dir() {
+                return Ok(Some((step, entry.path())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The checkpoint a resume continues from: the latest `checkpoint-<step>`,
+/// else `out` itself when its state is there (a finished run, or an
+/// unfinished one saved by an older marlhf).
+fn resume_point(out: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
+    if let Some((_, dir)) = latest_partial(out)? {
+        if let Some(st) = read_state(&dir)? {
+            return Ok(Some((dir, st)));
+        }
+    }
+    Ok(read_state(out)?.map(|st| (out.to_path_buf(), st)))
+}
+
+/// The settings of the loop itself, added to the stage's own.
+fn loop_settings(cfg: &TrainConfig) -> Settings {
+    let f = |v: f64| format!("{v:?}");
+    [
+        ("stage", cfg.stage.clone()),
+        ("lr", f(cfg.lr)),
+        ("warmup_ratio", f(cfg.warmup_ratio)),
+        ("min_lr_ratio", f(cfg.min_lr_ratio)),
+        ("weight_decay", f(cfg.weight_decay)),
+        ("max_grad_norm", f(cfg.max_grad_norm)),
+        ("batch_size", cfg.batch_size.to_string()),
+        ("grad_accum", cfg.grad_accum.to_string()),
+        ("epochs", f(cfg.epochs)),
+        (
+            "max_steps",
+            cfg.max_steps.map_or("none".to_string(), |m| m.to_string()),
+        ),
+        ("seed", cfg.seed.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// `name new (saved old)` for every setting that differs.
+fn changed_settings(saved: &Settings, now: &Settings) -> Vec<String> {
+    let missing = "(not recorded)".to_string();
+    let mut names: Vec<&String> = saved.keys().chain(now.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|k| saved.get(*k) != now.get(*k))
+        .map(|k| {
+            format!(
+                "{k} {} (saved {})",
+                now.get(k).unwrap_or(&missing),
+                saved.get(k).unwrap_or(&missing)
+            )
+        })
+        .collect()
+}
+
+/// The model's shape, for the settings (its weights are in the checkpoint).
+pub fn describe_model(model: &Model) -> String {
+    let c = &model.config;
+    format!(
+        "{} vocab {} hidden {} layers {} heads {} mlp {} positions {}",
+        c.model_type,
+        c.vocab_size,
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.max_position_embeddings
+    )
+}
+
+/// A hash of a stage's encoded data (FNV-1a over its parts), recorded as a
+/// setting so a resume on other data is refused.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u32]>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for part in parts {
+        eat(part.len() as u64);
+        for &t in part {
+            eat(u64::from(t));
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Trains `model`; `settings` are the stage's own settings (see
+/// [`Settings`]), recorded with the loop's in every checkpoint.
 pub fn train<O: Objective>(
     model: &Model,
     tokenizer_json: &Path,
@@ -147,6 +294,7 @@ pub fn train<O: Objective>(
     val: &[O::Item],
     obj: &O,
     cfg: &TrainConfig,
+    settings: Settings,
 ) -> Result<TrainOutcome> {
     if items.len() < cfg.batch_size {
         bail!(
@@ -156,6 +304,11 @@ pub fn train<O: Objective>(
             cfg.batch_size
         );
     }
+    // Find out now, not after training, that the result cannot be written.
+    atomic::check_writable(&cfg.out)?;
+    let mut settings = settings;
+    settings.extend(loop_settings(cfg));
+    let mut overrides: Vec<String> = Vec::new();
     let per_epoch = (items.len() / cfg.batch_size / cfg.grad_accum).max(1) as u64;
     let total = cfg
         .max_steps
@@ -171,32 +324,90 @@ pub fn train<O: Objective>(
     let mut metrics: Vec<MetricsRow> = Vec::new();
     let mut start = 0u64;
     let mut resumed_from = None;
-    if cfg.resume {
-        if let Some(st) = read_state(&cfg.out)? {
+    let mut last_saved: Option<PathBuf> = None;
+    match (cfg.resume, resume_point(&cfg.out)?) {
+        (true, Some((dir, st))) => {
             if st.finished {
                 bail!(
                     "{}: this run already finished; remove it to train again",
-                    cfg.out.display()
+                    dir.display()
                 );
             }
+            if st.step > total {
+                bail!(
+                    "{}: cannot resume: step {} is already done, beyond {}",
+                    dir.display(),
+                    st.step,
+                    match cfg.max_steps {
+                        Some(m) => format!("--max-steps {m}"),
+                        None => format!("the {total} steps of these settings"),
+                    }
+                );
+            }
+            let changed = changed_settings(&st.settings, &settings);
+            if !changed.is_empty() {
+                if !cfg.override_settings {
+                    bail!(
+                        "{}: cannot resume with other settings than the run was saved with: {}; rerun with the saved settings, or pass --override-settings to continue with these (recorded in {STATE_JSON})",
+                        dir.display(),
+                        changed.join(", ")
+                    );
+                }
+                for c in &changed {
+                    eprintln!(
+                        "{}: resuming at step {} with a changed setting: {c}",
+                        cfg.stage, st.step
+                    );
+                }
+            }
+            overrides = st.overrides.clone();
+            overrides.extend(changed.iter().map(|c| format!("at step {}: {c}", st.step)));
             let dev = model.device();
             let saved =
-                marlhf_model::Params::load(&cfg.out.join(marlhf_model::checkpoint::WEIGHTS), dev)?;
+                marlhf_model::Params::load(&dir.join(marlhf_model::checkpoint::WEIGHTS), dev)?;
             for (name, var) in &vars {
                 var.set(&saved.get(name)?)?;
             }
-            opt = AdamW::load(
-                optimizer.clone(),
-                st.step,
-                &cfg.out.join(STATE_TENSORS),
-                dev,
-            )?;
-            metrics = read_metrics(&cfg.out.join(METRICS))?;
+            opt = AdamW::load(optimizer.clone(), st.step, &dir.join(STATE_TENSORS), dev)?;
+            metrics = read_metrics(&dir.join(METRICS))?;
             start = st.step;
             resumed_from = Some(st.step);
-            eprintln!("{}: resuming at step {start} of {total}", cfg.stage);
+            last_saved = Some(dir.clone());
+            eprintln!(
+                "{}: resuming at step {start} of {total} from {}",
+                cfg.stage,
+                dir.display()
+            );
         }
+        (false, Some((dir, st))) if !st.finished => eprintln!(
+            "{}: {} holds an unfinished run (step {}); starting over (--resume continues it)",
+            cfg.stage,
+            dir.display(),
+            st.step
+        ),
+        _ => {}
     }
+    let stopped = |what: String, last_saved: &Option<PathBuf>| -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}: {what} — stopped; {}",
+            cfg.stage,
+            match last_saved {
+                Some(dir) => format!("the last saved checkpoint, {}, is intact", dir.display()),
+                None => format!("nothing was saved in {}", cfg.out.display()),
+            }
+        )
+    };
+    let state_at = |step: u64| TrainerState {
+        stage: cfg.stage.clone(),
+        step,
+        total_steps: total,
+        seed: cfg.seed,
+        optimizer: optimizer.clone(),
+        finished: step == total,
+        settings: settings.clone(),
+        overrides: overrides.clone(),
+    };
+    let mut paused_in = None;
     let bar = marlhf_cli::bar(total, &cfg.stage);
     bar.set_position(start);
     let mut epoch_cache: Option<(u64, Vec<Vec<usize>>)> = None;
@@ -205,6 +416,13 @@ pub fn train<O: Objective>(
     let mut units_done = 0usize;
     for step in start..total {
         if cfg.stop_after == Some(step) {
+            // A pause always leaves a checkpoint to resume from.
+            let dir = match &last_saved {
+                Some(dir) if saved_at(dir) == Some(step) => dir.clone(),
+                _ => save_checkpoint(cfg, model, tokenizer_json, &opt, &state_at(step), &metrics)
+                    .map_err(|e| stopped(format!("step {step}: {e:#}"), &last_saved))?,
+            };
+            paused_in = Some(dir);
             break;
         }
         let t0 = Instant::now();
@@ -238,12 +456,10 @@ pub fn train<O: Objective>(
                 .to_dtype(candle_core::DType::F64)?
                 .to_scalar::<f64>()?;
             if !l.is_finite() {
-                bail!(
-                    "{}: loss is {l} at step {} — stopped; the last saved checkpoint in {} is intact",
-                    cfg.stage,
-                    step + 1,
-                    cfg.out.display()
-                );
+                return Err(stopped(
+                    format!("loss is {l} at step {}", step + 1),
+                    &last_saved,
+                ));
             }
             loss_total += l;
             for (k, v) in s {
@@ -258,13 +474,7 @@ pub fn train<O: Objective>(
         let lr = cosine_lr(cfg.lr, step, warmup, total, cfg.min_lr_ratio);
         let st = opt
             .step(&vars, &store, lr, cfg.max_grad_norm)
-            .with_context(|| {
-                format!(
-                    "{}: step {} — stopped; the last saved checkpoint is intact",
-                    cfg.stage,
-                    step + 1
-                )
-            })?;
+            .map_err(|e| stopped(format!("step {}: {e:#}", step + 1), &last_saved))?;
         units_done += units;
         let secs = t0.elapsed().as_secs_f64();
         let mut values = vec![
@@ -289,15 +499,16 @@ pub fn train<O: Objective>(
             values,
         });
         if done || (cfg.save_every > 0 && (step + 1) % cfg.save_every == 0) {
-            let state = TrainerState {
-                stage: cfg.stage.clone(),
-                step: step + 1,
-                total_steps: total,
-                seed: cfg.seed,
-                optimizer: optimizer.clone(),
-                finished: done,
-            };
-            save_checkpoint(cfg, model, tokenizer_json, &opt, &state, &metrics)?;
+            let dir = save_checkpoint(
+                cfg,
+                model,
+                tokenizer_json,
+                &opt,
+                &state_at(step + 1),
+                &metrics,
+            )
+            .map_err(|e| stopped(format!("step {}: {e:#}", step + 1), &last_saved))?;
+            last_saved = Some(dir);
         }
     }
     bar.finish_and_clear();
@@ -308,9 +519,16 @@ pub fn train<O: Objective>(
         .collect();
     Ok(TrainOutcome {
         steps: metrics.last().map(|m| m.step).unwrap_or(0),
+        total_steps: total,
         resumed_from,
+        paused_in,
         last,
         eval,
         units_per_second: units_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+/// The step of the checkpoint saved in `dir`, from its trainer state.
+fn saved_at(dir: &Path) -> Option<u64> {
+    read_state(dir).ok().flatten().map(|st| st.step)
 }

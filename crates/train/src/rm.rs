@@ -183,11 +183,45 @@ pub fn run(opts: &RmOptions) -> Result<RmReport> {
             train.push(pair);
         }
     }
+    crate::encode::check_enough(
+        &opts.data,
+        "training pairs",
+        train.len(),
+        opts.train.batch_size,
+        &lengths,
+    )?;
     let obj = RewardModel {
         eval_batch: opts.train.batch_size,
     };
     let tok_path = opts.init.join(marlhf_model::checkpoint::TOKENIZER);
-    let outcome = crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train)?;
+    let settings = crate::loop_::Settings::from([
+        (
+            "data".to_string(),
+            crate::loop_::fingerprint(
+                train
+                    .iter()
+                    .chain(&val)
+                    .flat_map(|p| [&p.chosen[..], &p.rejected[..]]),
+            ),
+        ),
+        ("val_examples".to_string(), val.len().to_string()),
+        ("model".to_string(), crate::loop_::describe_model(&model)),
+        (
+            "max_prompt_tokens".to_string(),
+            opts.max_prompt_tokens.to_string(),
+        ),
+        (
+            "max_completion_tokens".to_string(),
+            opts.max_completion_tokens.to_string(),
+        ),
+        (
+            "val_fraction".to_string(),
+            format!("{:?}", opts.val_fraction),
+        ),
+        ("limit".to_string(), format!("{:?}", opts.limit)),
+    ]);
+    let outcome =
+        crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train, settings)?;
     Ok(RmReport {
         lengths,
         identical_pairs: identical,

@@ -182,11 +182,45 @@ pub fn run(opts: &SftOptions) -> Result<SftReport> {
             }
         }
     }
+    crate::encode::check_enough(
+        &opts.data,
+        "training examples",
+        train.len(),
+        opts.train.batch_size,
+        &lengths,
+    )?;
     let obj = Sft {
         eval_batch: opts.train.batch_size,
     };
     let params = model.params.num_params();
-    let outcome = crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train)?;
+    let settings = crate::loop_::Settings::from([
+        (
+            "data".to_string(),
+            crate::loop_::fingerprint(
+                train
+                    .iter()
+                    .chain(&val)
+                    .flat_map(|e| [&e.prompt[..], &e.completion[..]]),
+            ),
+        ),
+        ("val_examples".to_string(), val.len().to_string()),
+        ("model".to_string(), crate::loop_::describe_model(&model)),
+        (
+            "max_prompt_tokens".to_string(),
+            opts.max_prompt_tokens.to_string(),
+        ),
+        (
+            "max_completion_tokens".to_string(),
+            opts.max_completion_tokens.to_string(),
+        ),
+        (
+            "val_fraction".to_string(),
+            format!("{:?}", opts.val_fraction),
+        ),
+        ("limit".to_string(), format!("{:?}", opts.limit)),
+    ]);
+    let outcome =
+        crate::loop_::train(&model, &tok_path, &train, &val, &obj, &opts.train, settings)?;
     Ok(SftReport {
         lengths,
         train_examples: train.len(),

@@ -72,6 +72,7 @@ fn train_cfg(out: &Path, steps: u64) -> TrainConfig {
         eval_every: 0,
         resume: false,
         stop_after: None,
+        override_settings: false,
     }
 }
 
@@ -140,9 +141,12 @@ fn sft_learns_is_deterministic_and_resumes_exactly() {
     o.train.save_every = 6;
     o.train.stop_after = Some(12);
     sft::run(&o).unwrap();
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.join("trainer_state.json")).unwrap())
-            .unwrap();
+    // The pause leaves its checkpoint beside, not as, the run's result.
+    assert!(!c.join("model.safetensors").exists());
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.join("checkpoint-12/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["step"], 12);
     assert_eq!(state["finished"], false);
     o.train.stop_after = None;
@@ -161,33 +165,46 @@ fn sft_learns_is_deterministic_and_resumes_exactly() {
 }
 
 #[test]
-fn nan_weights_stop_training_without_writing_a_checkpoint() {
+fn nan_weights_are_refused_at_load_without_writing_a_checkpoint() {
     let dir = tmp("nan");
     let data = dir.join("sft.parquet");
     write_sft(&data, &sft_rows()).unwrap();
     let good = dir.join("good");
     sft::run(&sft_opts(&data, &good, 2)).unwrap();
-    // Poison one weight of the good checkpoint and train from it.
-    let ck = marlhf_model::Checkpoint::load(&good, &Device::Cpu).unwrap();
-    let name = "model.layers.0.mlp.up_proj.weight";
-    let w = ck.model.params.get(name).unwrap();
-    let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    v[3] = f32::NAN;
-    ck.model
-        .params
-        .insert(name, Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap())
-        .unwrap();
+    // Poison one weight of the good checkpoint (safetensors written by hand:
+    // marlhf itself never saves a non-finite value) and train from it.
     let poisoned = dir.join("poisoned");
     std::fs::create_dir_all(&poisoned).unwrap();
-    ck.save_into(&poisoned).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(good.join(f), poisoned.join(f)).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(good.join("model.safetensors"), &Device::Cpu).unwrap();
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let w = &tensors[name];
+    let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[3] = f32::NAN;
+    let shape = w.shape().clone();
+    tensors.insert(
+        name.to_string(),
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, poisoned.join("model.safetensors")).unwrap();
     let out = dir.join("out");
     let mut o = sft_opts(&data, &out, 4);
     o.init = Init::Checkpoint(poisoned);
-    let err = sft::run(&o)
-        .err()
-        .expect("training on NaN weights must fail")
-        .to_string();
-    assert!(err.contains("loss is NaN at step 1"), "{err}");
+    let err = format!(
+        "{:#}",
+        sft::run(&o)
+            .err()
+            .expect("training on NaN weights must fail")
+    );
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains(name)
+            && err.contains("1 of 512 values are NaN"),
+        "{err}"
+    );
     assert!(!out.exists(), "no checkpoint may be written");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -246,5 +263,188 @@ fn reward_model_learns_preferences_and_skips_identical_pairs() {
     assert_eq!(acc, 1.0, "held-out pairwise accuracy");
     let ck = marlhf_model::Checkpoint::load(&out, &Device::Cpu).unwrap();
     assert!(ck.model.v_head.is_some());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- issue 13: interrupted runs, non-finite values, resume settings ----
+
+/// Issue 13, item 4: a paused or killed run leaves a checkpoint that no
+/// stage takes for a finished one.
+#[test]
+fn an_unfinished_run_is_not_a_checkpoint() {
+    let dir = tmp("partial");
+    let data = dir.join("sft.parquet");
+    write_sft(&data, &sft_rows()).unwrap();
+    let out = dir.join("sft");
+    let mut o = sft_opts(&data, &out, 30);
+    o.train.save_every = 5;
+    o.train.stop_after = Some(10);
+    sft::run(&o).unwrap();
+    // What make and every stage look for is not there.
+    assert!(!out.join("model.safetensors").exists());
+    let err = marlhf_model::Checkpoint::load(&out, &Device::Cpu)
+        .err()
+        .expect("an unfinished run must not load")
+        .to_string();
+    assert!(
+        err.contains("unfinished") && err.contains("--allow-partial"),
+        "{err}"
+    );
+    let partial = out.join("checkpoint-10");
+    let err = marlhf_model::Checkpoint::load(&partial, &Device::Cpu)
+        .err()
+        .expect("a partial checkpoint must not load by default")
+        .to_string();
+    assert!(
+        err.contains("step 10 of 30") && err.contains("--allow-partial"),
+        "{err}"
+    );
+    marlhf_model::Checkpoint::load_with_partial(
+        &partial,
+        &Device::Cpu,
+        candle_core::DType::F32,
+        marlhf_model::checkpoint::Use::Training,
+        marlhf_model::checkpoint::Partial::Allow,
+    )
+    .unwrap();
+    let pairs = dir.join("pairs.parquet");
+    write_pairs(
+        &pairs,
+        &[PairRow {
+            id: 1,
+            prompt: "the cat".into(),
+            chosen: " yes".into(),
+            rejected: " no".into(),
+        }],
+    )
+    .unwrap();
+    for init in [&out, &partial] {
+        let err = rm::run(&RmOptions {
+            data: pairs.clone(),
+            init: init.clone(),
+            max_prompt_tokens: 16,
+            max_completion_tokens: 8,
+            val_fraction: 0.0,
+            limit: None,
+            device: Device::Cpu,
+            dtype: candle_core::DType::F32,
+            train: train_cfg(&dir.join("rm"), 2),
+        })
+        .err()
+        .expect("the reward model must refuse an unfinished SFT run")
+        .to_string();
+        assert!(err.contains("--allow-partial"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13, item 5: a NaN learning rate turns the weights to NaN after
+/// the first step; no checkpoint with a non-finite value is ever written.
+#[test]
+fn non_finite_weights_are_never_saved() {
+    let dir = tmp("nan-lr");
+    let data = dir.join("sft.parquet");
+    write_sft(&data, &sft_rows()).unwrap();
+    let out = dir.join("out");
+    let mut o = sft_opts(&data, &out, 5);
+    o.train.lr = f64::NAN;
+    o.train.save_every = 1;
+    let err = sft::run(&o).err().expect("training must stop").to_string();
+    assert!(err.contains("not finite"), "{err}");
+    // Whatever exists is finite.
+    let mut checked = 0;
+    for entry in walk(&out) {
+        if entry.extension().is_some_and(|e| e == "safetensors") {
+            let tensors = candle_core::safetensors::load(&entry, &Device::Cpu).unwrap();
+            for (name, t) in tensors {
+                let v = t
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap();
+                let v: Vec<f32> = v.to_vec1().unwrap();
+                assert!(
+                    v.iter().all(|x| x.is_finite()),
+                    "{}: {name}",
+                    entry.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked, 0,
+        "nothing could be saved: the first step already poisons the weights"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Issue 13, item 6: a resume continues the run that was saved, or says why
+/// it cannot.
+#[test]
+fn resume_refuses_changed_settings_and_a_step_limit_behind_it() {
+    let dir = tmp("resume-settings");
+    let data = dir.join("sft.parquet");
+    write_sft(&data, &sft_rows()).unwrap();
+    let out = dir.join("out");
+    let mut o = sft_opts(&data, &out, 12);
+    o.train.save_every = 3;
+    o.train.stop_after = Some(6);
+    sft::run(&o).unwrap();
+    o.train.stop_after = None;
+    o.train.resume = true;
+
+    let mut changed = sft_opts(&data, &out, 12);
+    changed.train.save_every = 3;
+    changed.train.resume = true;
+    changed.train.seed = 8;
+    changed.train.lr = 1e-3;
+    let err = sft::run(&changed).err().expect("changed seed").to_string();
+    assert!(
+        err.contains("seed 8 (saved 7)") && err.contains("lr 0.001 (saved 0.03)"),
+        "{err}"
+    );
+    let mut changed = sft_opts(&data, &out, 12);
+    changed.train.resume = true;
+    changed.train.batch_size = 3;
+    let err = sft::run(&changed)
+        .err()
+        .expect("changed batch size")
+        .to_string();
+    assert!(err.contains("batch_size 3 (saved 4)"), "{err}");
+    let mut changed = sft_opts(&data, &out, 12);
+    changed.val_fraction = 0.5;
+    changed.train.resume = true;
+    let err = sft::run(&changed).err().expect("changed split").to_string();
+    assert!(err.contains("val_fraction"), "{err}");
+
+    let mut behind = sft_opts(&data, &out, 4);
+    behind.train.resume = true;
+    let err = sft::run(&behind)
+        .err()
+        .expect("max steps behind")
+        .to_string();
+    assert!(
+        err.contains("--max-steps 4") && err.contains("step 6"),
+        "{err}"
+    );
+    // Nothing of that touched the saved run: it still resumes exactly.
+    let r = sft::run(&o).unwrap();
+    assert_eq!(r.outcome.resumed_from, Some(6));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,26 +1,43 @@
 //! Running a generated Python program against APPS test cases in a sandboxed
 //! child process.
 //!
-//! Each test runs `python3 -I -S runner.py` (isolated mode, no site
-//! packages) in a fresh temporary directory with an environment of PATH
-//! only, in a new session whose whole process group is killed when the test
-//! ends or its wall-clock limit passes, under RLIMIT_CPU, RLIMIT_AS (memory),
-//! RLIMIT_FSIZE, RLIMIT_NPROC (not enforced for root) and no core dumps.
+//! Each test starts a supervisor, `python3 -I -S -c runner.py` (isolated
+//! mode, no site packages, nothing from the working directory on its path),
+//! in a fresh directory with an environment of PATH only, in a new session,
+//! under RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NPROC and no
+//! core dumps. The supervisor forks the program's process, which gives up
+//! the report channel and the user before any of the program's code runs
+//! (see runner.py for the protocol).
 //!
-//! Network: the runner always replaces Python's socket constructors and
-//! resolvers with ones that raise `PermissionError` before the solution
-//! runs. When running as root with a working `unshare`, the child also
-//! gets an empty network namespace (`unshare --net`), which is a real
-//! boundary; [`Sandbox::network_isolation`] says which applies.
+//! Privileges: untrusted code never runs as the host's user. As root, the
+//! program runs as `nobody` (uid/gid 65534) with no supplementary groups;
+//! the interpreter is resolved to one `nobody` can run (a pyenv shim under
+//! /root is not; the same name on [`SANDBOX_PATH`] is tried next), or
+//! [`Sandbox::new`] refuses. As any other user the sandbox cannot change
+//! user and refuses unless [`SandboxConfig::allow_same_user`] says to run
+//! programs as the caller anyway. [`Sandbox::drops_privileges`] says which.
 //!
-//! Privileges: as root, the program runs as `nobody` (uid/gid 65534, via
-//! `unshare --setuid/--setgid`) when the interpreter is reachable by that
-//! user; a pyenv interpreter under /root usually is not, so point
-//! [`SandboxConfig::python`] at e.g. /usr/bin/python3 to get this.
-//! [`Sandbox::drops_privileges`] says whether it applies.
+//! Secrets: the supervisor and the program get PATH and nothing else of the
+//! host's environment; every other process's `/proc/<pid>/environ` is
+//! private to its owner, so `nobody` cannot read the host's (where an API
+//! key may live). Test directories are private to `nobody`, under a parent
+//! that only root can list, so concurrent tests cannot find each other's.
 //!
-//! Not contained: a descendant that calls setsid() leaves the process group;
-//! it keeps the CPU, memory and network limits, but outlives the test.
+//! Results: the exit status, signal or timeout and the return value of a
+//! call-based problem reach the host on a pipe that only the supervisor
+//! holds, never through anything the program prints. A program decides its
+//! own output and return value (that is its answer), not the verdict.
+//!
+//! Processes: the supervisor is a child subreaper, so every process the
+//! program starts stays its descendant, also after setsid() or a double
+//! fork; when the program ends or its wall-clock limit passes, the
+//! supervisor kills them all. The host kills the supervisor's process group
+//! if it overruns its own deadline.
+//!
+//! Network: the program's Python has its socket constructors and resolvers
+//! replaced by ones that raise `PermissionError`. As root the supervisor also
+//! gets an empty network namespace, a real boundary;
+//! [`Sandbox::network_isolation`] says which applies.
 
 mod compare;
 mod process;
@@ -28,17 +45,21 @@ mod process;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use compare::{stdout_matches, value_matches};
+pub use process::SANDBOX_PATH;
 
 const RUNNER: &str = include_str!("runner.py");
-const EXIT_COMPILE_ERROR: i32 = 3;
+/// runner.py's exit status for a solution that does not compile.
+const EXIT_COMPILE_ERROR: i64 = 3;
+/// The supervisor's exit status when the sandbox itself failed.
+const EXIT_HARNESS_ERROR: i32 = 70;
 
 /// APPS test cases: the `input_output` JSON of a problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,9 +211,15 @@ impl ProgramResult {
 /// Sandbox limits. The defaults follow the APPS harness (4 s per test).
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The interpreter; resolved on the host's PATH and to its real file, so
-    /// wrappers such as pyenv shims (which need their environment) are skipped.
+    /// The interpreter: a name looked up on the host's PATH and resolved to
+    /// its real file (pyenv shims need an environment the sandbox does not
+    /// pass), or a path. As root it must be runnable by `nobody`; for a
+    /// name, the same name on [`SANDBOX_PATH`] is the fallback.
     pub python: PathBuf,
+    /// Without root the sandbox cannot run programs as another user; this
+    /// runs them as the caller instead (they can then read the caller's
+    /// files and the environment of the caller's other processes).
+    pub allow_same_user: bool,
     /// Wall-clock limit per test.
     pub timeout: Duration,
     /// RLIMIT_CPU per test; `None` is the wall-clock limit rounded up plus 1 s.
@@ -201,7 +228,7 @@ pub struct SandboxConfig {
     pub memory_bytes: u64,
     /// RLIMIT_FSIZE: largest file the program may write.
     pub file_size_bytes: u64,
-    /// RLIMIT_NPROC (counts all processes of the user; not enforced for root).
+    /// RLIMIT_NPROC (counts all processes of the user the program runs as).
     pub max_processes: u64,
     /// Output beyond this many bytes is dropped and the test fails.
     pub max_output_bytes: usize,
@@ -213,6 +240,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             python: PathBuf::from("python3"),
+            allow_same_user: false,
             timeout: Duration::from_secs(4),
             cpu_seconds: None,
             memory_bytes: 1 << 30,
@@ -228,40 +256,86 @@ impl Default for SandboxConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkIsolation {
-    /// An empty network namespace (`unshare --net`) plus the Python guard.
+    /// An empty network namespace plus the Python guard.
     NamespaceAndGuard,
-    /// Only the Python-level guard (not root, or no working `unshare`).
+    /// Only the Python-level guard (not root, or no network namespaces).
     GuardOnly,
 }
 
 /// A configured sandbox. Cheap to share across threads (`&Sandbox` is
-/// `Sync`): each test gets its own directory and process.
+/// `Sync`): each test gets its own directory and processes.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     config: SandboxConfig,
     python: PathBuf,
-    unshare: Option<Unshare>,
+    /// The user programs run as; `None`: the caller (see `allow_same_user`).
+    user: Option<u32>,
+    net_namespace: bool,
+    note: Option<String>,
+    base: Arc<BaseDir>,
 }
 
-#[derive(Debug, Clone)]
-struct Unshare {
-    path: PathBuf,
-    /// Run the program as `nobody`.
-    drop_to_nobody: bool,
-}
+/// The sandbox user, `nobody`.
+pub const NOBODY: u32 = 65534;
 
-const NOBODY: u32 = 65534;
+/// What the probe program imports: the interpreter must give the sandbox
+/// user its standard library, not only its binary.
+const PROBE: &str = "import json, fractions, heapq, typing, socket; print('ok')";
 
 impl Sandbox {
-    /// Checks the interpreter works and probes for `unshare --net`.
+    /// Chooses the user and the interpreter, and runs a trivial program
+    /// through the whole sandbox once (with a network namespace when it can)
+    /// so that a sandbox that cannot work fails here, in one line, rather
+    /// than as a runtime error of every program.
     pub fn new(config: SandboxConfig) -> Result<Self> {
-        let python = resolve_python(&config.python)?;
-        let unshare = probe_unshare(&python);
-        Ok(Self {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root && !config.allow_same_user {
+            bail!(
+                "the pass@k sandbox needs root to run generated programs as nobody; as uid {} it could only run them as you, with access to your files and to the environment of your processes — run as root, or pass --sandbox-same-user to accept that",
+                // SAFETY: as above.
+                unsafe { libc::geteuid() }
+            );
+        }
+        let user = root.then_some(NOBODY);
+        let host_path = std::env::var_os("PATH").unwrap_or_default();
+        let (python, note) = choose_python(&config.python, &host_path, user)?;
+        if !root {
+            // The caller's other processes stay readable to a same-user
+            // program, but this one's environment (an API key) need not.
+            // SAFETY: plain system call.
+            unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            }
+        }
+        let base = Arc::new(BaseDir::new()?);
+        let mut sandbox = Self {
             config,
             python,
-            unshare,
-        })
+            user,
+            net_namespace: root,
+            note,
+            base,
+        };
+        let probe = TestCases {
+            inputs: vec![Value::from("")],
+            outputs: vec![Value::from("ok\n")],
+            fn_name: None,
+        };
+        let works = |sb: &Sandbox| -> Result<TestResult> { sb.run_test(PROBE, &probe, 0) };
+        if sandbox.net_namespace && !works(&sandbox).is_ok_and(|r| r.outcome == Outcome::Pass) {
+            sandbox.net_namespace = false;
+        }
+        let r = works(&sandbox).context("the pass@k sandbox cannot start")?;
+        if r.outcome != Outcome::Pass {
+            bail!(
+                "the pass@k sandbox does not work with {}: a trivial program ended with {} ({})",
+                sandbox.python.display(),
+                r.outcome,
+                r.detail
+            );
+        }
+        Ok(sandbox)
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -273,13 +347,19 @@ impl Sandbox {
         &self.python
     }
 
+    /// Why the interpreter is not the one named by the configuration, when
+    /// it is not (e.g. a pyenv shim `nobody` cannot run).
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
     /// Whether programs run as `nobody` rather than as the calling user.
     pub fn drops_privileges(&self) -> bool {
-        self.unshare.as_ref().is_some_and(|u| u.drop_to_nobody)
+        self.user.is_some()
     }
 
     pub fn network_isolation(&self) -> NetworkIsolation {
-        if self.unshare.is_some() {
+        if self.net_namespace {
             NetworkIsolation::NamespaceAndGuard
         } else {
             NetworkIsolation::GuardOnly
@@ -316,41 +396,25 @@ impl Sandbox {
                 tests.len()
             );
         };
-        let nonce = nonce();
-        let (stdin, mut args) = match &tests.fn_name {
-            None => (
-                text_of(input).unwrap_or_default(),
-                vec!["stdio".to_string(), nonce.clone()],
-            ),
-            Some(name) => (
-                input.to_string(),
-                vec!["call".to_string(), nonce.clone(), name.clone()],
-            ),
+        let (mode, stdin) = match &tests.fn_name {
+            None => ("stdio", text_of(input).unwrap_or_default()),
+            Some(_) => ("call", input.to_string()),
         };
-        let dir = TempDir::new()?;
-        fs::write(dir.path().join("solution.py"), code)
-            .with_context(|| format!("cannot write into {}", dir.path().display()))?;
-        fs::write(dir.path().join("runner.py"), RUNNER)
-            .with_context(|| format!("cannot write into {}", dir.path().display()))?;
-        if self.drops_privileges() {
-            dir.give_to(NOBODY)?;
-        }
-
-        let mut full = vec![
-            self.python.to_string_lossy().into_owned(),
-            "-I".to_string(),
-            "-S".to_string(),
-            "runner.py".to_string(),
+        let mut args = vec![
+            mode.to_string(),
+            self.config.timeout.as_millis().to_string(),
+            self.user.map_or("-".to_string(), |u| u.to_string()),
+            self.config.max_output_bytes.to_string(),
         ];
-        full.append(&mut args);
-        let (program, argv) = match &self.unshare {
-            Some(unshare) => {
-                let mut argv = unshare_args(unshare.drop_to_nobody);
-                argv.extend(full);
-                (unshare.path.clone(), argv)
-            }
-            None => (self.python.clone(), full.split_off(1)),
-        };
+        args.extend(tests.fn_name.clone());
+        let dir = self.base.test_dir(self.user)?;
+        let solution = dir.path().join("solution.py");
+        fs::write(&solution, code)
+            .with_context(|| format!("cannot write {}", solution.display()))?;
+        if let Some(uid) = self.user {
+            std::os::unix::fs::chown(&solution, Some(uid), Some(uid))
+                .with_context(|| format!("cannot chown {}", solution.display()))?;
+        }
         let limits = process::Limits {
             wall: self.config.timeout,
             cpu_seconds: self
@@ -362,45 +426,118 @@ impl Sandbox {
             processes: self.config.max_processes,
             output_bytes: self.config.max_output_bytes,
         };
-        let done = process::run(&program, &argv, dir.path(), stdin.as_bytes(), &limits)?;
-        Ok(classify(&done, expected, tests.fn_name.is_some(), &nonce))
+        let done = process::run(
+            &self.python,
+            RUNNER,
+            &args,
+            dir.path(),
+            stdin.as_bytes(),
+            &limits,
+            process::Isolation {
+                net_namespace: self.net_namespace,
+            },
+        )?;
+        classify(
+            &done,
+            expected,
+            tests.fn_name.is_some(),
+            self.config.timeout,
+        )
     }
 }
 
-fn classify(done: &process::Finished, expected: &Value, call: bool, nonce: &str) -> TestResult {
+/// The supervisor's report (runner.py writes one JSON line on fd 3).
+#[derive(Debug, Deserialize)]
+struct Report {
+    #[serde(default)]
+    harness_error: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    signal: Option<i32>,
+    /// What the program's process handed over: `{"value": ...}` or
+    /// `{"compile_error": "..."}` (its own words, so only ever its answer).
+    #[serde(default)]
+    result: String,
+    #[serde(default)]
+    result_truncated: bool,
+}
+
+fn classify(
+    done: &process::Finished,
+    expected: &Value,
+    call: bool,
+    timeout: Duration,
+) -> Result<TestResult> {
     let stderr = String::from_utf8_lossy(&done.stderr);
     let stdout = String::from_utf8_lossy(&done.stdout);
-    let result = |outcome, detail: String| TestResult {
-        outcome,
-        detail,
-        elapsed: done.elapsed,
+    let result = |outcome, detail: String| {
+        Ok(TestResult {
+            outcome,
+            detail,
+            elapsed: done.elapsed,
+        })
     };
-    let compile_marker = format!("MARLHF-COMPILE-ERROR {nonce} ");
-    if let Some(line) = stderr.lines().find(|l| l.starts_with(&compile_marker)) {
-        if done.status.code() == Some(EXIT_COMPILE_ERROR) {
+    // The supervisor writes exactly one line and exits: anything else means
+    // something else wrote on the channel (only a program running as the
+    // caller could) or killed the supervisor, and nothing in it counts.
+    let report_text = String::from_utf8_lossy(&done.report);
+    let one_line = report_text.ends_with('\n') && report_text.matches('\n').count() == 1;
+    let report: Option<Report> = (one_line
+        && (done.status.success() || done.status.code() == Some(EXIT_HARNESS_ERROR)))
+    .then(|| serde_json::from_str(report_text.trim_end()).ok())
+    .flatten();
+    let Some(report) = report else {
+        if done.backstop {
             return result(
-                Outcome::CompileError,
-                line[compile_marker.len()..].to_string(),
+                Outcome::Timeout,
+                format!("wall-clock limit {timeout:?} exceeded; the sandbox supervisor had to be killed"),
             );
         }
-    }
-    if done.timed_out {
-        return result(
-            Outcome::Timeout,
-            format!("wall-clock limit {:?} exceeded", done.elapsed),
-        );
-    }
-    if let Some(sig) = process::signal_of(&done.status) {
-        if sig == libc::SIGXCPU {
-            return result(Outcome::Timeout, "CPU time limit exceeded".to_string());
-        }
+        // Only a same-user program can reach the supervisor (and kill it).
         return result(
             Outcome::RuntimeError,
-            format!("killed by signal {sig}{}", last_line(&stderr)),
+            format!(
+                "the sandbox supervisor ended without a report ({}){}",
+                done.status,
+                last_line(&stderr)
+            ),
         );
+    };
+    if let Some(e) = report.harness_error {
+        return Err(anyhow!("the pass@k sandbox failed: {e}"));
     }
-    if done.status.code() != Some(0) {
-        let code = done.status.code().unwrap_or(-1);
+    let handed: Option<serde_json::Map<String, Value>> = serde_json::from_str(&report.result).ok();
+    let handed_field = |key: &str| handed.as_ref().and_then(|m| m.get(key));
+    match report.status.as_deref() {
+        Some("timeout") => {
+            return result(
+                Outcome::Timeout,
+                format!("wall-clock limit {timeout:?} exceeded"),
+            )
+        }
+        Some("signaled") => {
+            let sig = report.signal.unwrap_or(0);
+            if sig == libc::SIGXCPU {
+                return result(Outcome::Timeout, "CPU time limit exceeded".to_string());
+            }
+            return result(
+                Outcome::RuntimeError,
+                format!("killed by signal {sig}{}", last_line(&stderr)),
+            );
+        }
+        Some("exited") => {}
+        other => bail!("the pass@k sandbox sent a report without a known status: {other:?}"),
+    }
+    let code = report.code.unwrap_or(-1);
+    if code == EXIT_COMPILE_ERROR {
+        if let Some(Value::String(message)) = handed_field("compile_error") {
+            return result(Outcome::CompileError, message.clone());
+        }
+    }
+    if code != 0 {
         let why = last_line(&stderr);
         return result(Outcome::RuntimeError, format!("exit status {code}{why}"));
     }
@@ -408,24 +545,26 @@ fn classify(done: &process::Finished, expected: &Value, call: bool, nonce: &str)
         return result(Outcome::Fail, "output exceeds the size limit".to_string());
     }
     if call {
-        let marker = format!("MARLHF-RESULT {nonce} ");
-        let Some(json) = stdout.lines().rev().find_map(|l| l.strip_prefix(&marker)) else {
+        if report.result_truncated {
+            return result(
+                Outcome::Fail,
+                "the return value exceeds the size limit".to_string(),
+            );
+        }
+        let Some(got) = handed_field("value") else {
             return result(Outcome::RuntimeError, "no return value".to_string());
         };
-        return match serde_json::from_str::<Value>(json) {
-            Ok(got) if value_matches(&got, expected) => result(Outcome::Pass, String::new()),
-            Ok(got) => result(
+        return if value_matches(got, expected) {
+            result(Outcome::Pass, String::new())
+        } else {
+            result(
                 Outcome::Fail,
                 format!(
                     "returned {}, expected {}",
                     clip(&got.to_string()),
                     clip(&expected.to_string())
                 ),
-            ),
-            Err(e) => result(
-                Outcome::RuntimeError,
-                format!("unreadable return value: {e}"),
-            ),
+            )
         };
     }
     let want = text_of(expected).unwrap_or_default();
@@ -459,16 +598,59 @@ fn clip(s: &str) -> String {
     }
 }
 
-fn resolve_python(python: &Path) -> Result<PathBuf> {
-    let found = if python.components().count() > 1 {
-        python.to_path_buf()
+/// The interpreter programs run with, and a note when it is not the one
+/// `python` names. `host_path` is the caller's PATH (a parameter so tests
+/// can build the pyenv situation).
+fn choose_python(
+    python: &Path,
+    host_path: &std::ffi::OsStr,
+    user: Option<u32>,
+) -> Result<(PathBuf, Option<String>)> {
+    let bare = python.components().count() == 1;
+    let name = python.to_string_lossy().into_owned();
+    let first = if bare {
+        let found = process::which_in(&name, host_path)
+            .ok_or_else(|| anyhow!("{name} not found on PATH"))?;
+        real_interpreter(&found)?
     } else {
-        process::which(&python.to_string_lossy())
-            .with_context(|| format!("{} not found on PATH", python.display()))?
+        python.to_path_buf()
     };
-    // Ask the interpreter for its real path: a shim on PATH may be a script
-    // that needs environment variables the sandbox does not pass.
-    let out = std::process::Command::new(&found)
+    let who = match user {
+        Some(uid) => format!("the sandbox user nobody (uid {uid})"),
+        None => "the sandbox".to_string(),
+    };
+    let why_first = match process::try_python(&first, PROBE, user) {
+        Ok(()) => return Ok((first, None)),
+        Err(why) => why,
+    };
+    if bare {
+        if let Some(fallback) = process::which_in(&name, SANDBOX_PATH.as_ref()) {
+            if fallback != first && process::try_python(&fallback, PROBE, user).is_ok() {
+                let note = format!(
+                    "{name} on PATH is {}, which {who} cannot run ({why_first}); programs run with {}",
+                    first.display(),
+                    fallback.display()
+                );
+                return Ok((fallback, Some(note)));
+            }
+        }
+    }
+    bail!(
+        "{who} cannot run {} ({why_first}){}; pass --python an interpreter it can run, e.g. /usr/bin/python3",
+        first.display(),
+        if bare {
+            format!(" and no {name} on {SANDBOX_PATH} works either")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The real interpreter behind `found`: a shim on PATH may be a script that
+/// needs environment variables the sandbox does not pass, so ask the
+/// interpreter itself (as the caller, with the caller's environment).
+fn real_interpreter(found: &Path) -> Result<PathBuf> {
+    let out = std::process::Command::new(found)
         .args([
             "-I",
             "-S",
@@ -485,98 +667,95 @@ fn resolve_python(python: &Path) -> Result<PathBuf> {
         );
     }
     let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok(if real.is_absolute() { real } else { found })
+    Ok(if real.is_absolute() {
+        real
+    } else {
+        found.to_path_buf()
+    })
 }
 
-fn unshare_args(drop_to_nobody: bool) -> Vec<String> {
-    let mut args = vec!["--net".to_string()];
-    if drop_to_nobody {
-        args.extend([format!("--setgid={NOBODY}"), format!("--setuid={NOBODY}")]);
-    }
-    args.push("--".to_string());
-    args
+/// 128 random bits as hex: directory names no other program can guess.
+fn random_name() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
-fn probe_unshare(python: &Path) -> Option<Unshare> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
+/// The parent of every test directory of one sandbox: owned by the caller,
+/// mode 0711, so the sandbox user can enter a test directory whose name it
+/// was given but cannot list the others. Removed with the sandbox.
+#[derive(Debug)]
+struct BaseDir(PathBuf);
+
+impl BaseDir {
+    fn new() -> Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let base = std::env::temp_dir();
+        remove_stale_bases(&base);
+        let path = base.join(format!(
+            "{BASE_PREFIX}{}-{}",
+            std::process::id(),
+            random_name()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o711)
+            .create(&path)
+            .with_context(|| format!("cannot create a sandbox directory in {}", base.display()))?;
+        // The umask may have removed the execute bits.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        Ok(Self(path))
     }
-    let path = process::which("unshare")?;
-    let works = |drop_to_nobody: bool| {
-        std::process::Command::new(&path)
-            .args(unshare_args(drop_to_nobody))
-            .arg(python)
-            .args(["-I", "-S", "-c", "pass"])
-            .current_dir(std::env::temp_dir())
-            .env_clear()
-            .env("PATH", process::SANDBOX_PATH)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+
+    /// A fresh directory for one test, private to `user` (or the caller).
+    fn test_dir(&self, user: Option<u32>) -> Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = self.0.join(random_name());
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let dir = TempDir(path);
+        if let Some(uid) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid))
+                .with_context(|| format!("cannot chown {}", dir.path().display()))?;
+        }
+        Ok(dir)
+    }
+}
+
+const BASE_PREFIX: &str = "marlhf-sandbox-";
+
+/// Removes the sandbox directories of processes that no longer run (a
+/// killed evaluation cannot remove its own).
+fn remove_stale_bases(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
     };
-    [true, false]
-        .into_iter()
-        .find(|&drop_to_nobody| works(drop_to_nobody))
-        .map(|drop_to_nobody| Unshare {
-            path: path.clone(),
-            drop_to_nobody,
-        })
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(BASE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
-fn nonce() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:x}{:x}", std::process::id(), nanos, count)
+impl Drop for BaseDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A directory removed (with whatever the program left in it) on drop.
 struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
-        let base = std::env::temp_dir();
-        for _ in 0..16 {
-            let path = base.join(format!("marlhf-sandbox-{}", nonce()));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(Self(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot create a sandbox directory in {}", base.display())
-                    })
-                }
-            }
-        }
-        bail!(
-            "cannot create a unique sandbox directory in {}",
-            base.display()
-        )
-    }
-
     fn path(&self) -> &Path {
         &self.0
-    }
-
-    /// Hands the directory and its files to `uid` so a program running as
-    /// that user can work in it.
-    fn give_to(&self, uid: u32) -> Result<()> {
-        use std::os::unix::fs::chown;
-        chown(&self.0, Some(uid), Some(uid))
-            .with_context(|| format!("cannot chown {}", self.0.display()))?;
-        for entry in fs::read_dir(&self.0)? {
-            let path = entry?.path();
-            chown(&path, Some(uid), Some(uid))
-                .with_context(|| format!("cannot chown {}", path.display()))?;
-        }
-        Ok(())
     }
 }
 

@@ -1,11 +1,270 @@
-# The marlhf sandbox's entry point. It runs as `python3 -I -S runner.py MODE
-# NONCE [FN_NAME]` in a fresh directory that holds `solution.py`. Lines it
-# prints for the host carry a per-run nonce, so a solution cannot forge them.
-import builtins
+# The marlhf sandbox, Python side. Run as
+#
+#     python3 -I -S -c <this file> MODE TIMEOUT_MS UID RESULT_CAP [FN_NAME]
+#
+# in a fresh directory holding `solution.py`, with file descriptor 3 open
+# for writing: the report channel to the host.
+#
+# Two processes. This one, the supervisor, runs as the host's user (root when
+# the host is root) and never executes untrusted code: it forks the program's
+# process, waits for it with the wall-clock limit, kills every process the
+# program left behind, and writes one JSON line on fd 3 saying how the
+# program ended and what it returned. The program's process closes fd 3,
+# drops to UID (unless "-"), and only then compiles and runs the solution.
+# It hands its return value (call-based problems) or a compile error to the
+# supervisor through a pipe of its own; what it prints is only its output.
+#
+# Why it holds: the program cannot reach fd 3 (closed before any of its code
+# runs; the supervisor runs as another user, so /proc/<supervisor>/fd and
+# ptrace are closed to it), so the exit status, signal, timeout and the
+# labelling of the return value are the supervisor's, never the program's.
+# The host makes this process a child subreaper, so every descendant the
+# program starts - also one that calls setsid() or double-forks - becomes
+# this process's child when its parent dies, and is killed here.
+import os
 import sys
 
+REPORT_FD = 3
 
-def _refuse_network():
+
+def main():
+    import json
+    import select
+    import signal
+    import time
+
+    mode, timeout_ms, uid, cap = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    fn_name = sys.argv[5] if mode == "call" else None
+    timeout = int(timeout_ms) / 1000.0
+    uid = None if uid == "-" else int(uid)
+    cap = int(cap)
+    # Loaded here once so the program's process starts with them.
+    for name in PRELUDE_MODULES:
+        __import__(name)
+    refuse_network()
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        program(mode, fn_name, uid, write_end)  # never returns
+    os.close(write_end)
+
+    deadline = time.monotonic() + timeout
+    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    chunks, size, truncated = [], 0, False
+    status, timed_out = None, False
+    reading = True
+    while status is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1]
+            break
+        watch = [read_end] if reading else []
+        if pidfd is not None:
+            watch.append(pidfd)
+        ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.005))
+        if reading and read_end in ready:
+            data = os.read(read_end, 65536)
+            if not data:
+                reading = False
+            elif size < cap:
+                chunks.append(data[: cap - size])
+                truncated = truncated or size + len(data) > cap
+                size += len(data)
+            else:
+                truncated = True
+        done, status_value = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = status_value
+    kill_descendants()
+    # Every writer is gone now: what is left in the pipe is all there is.
+    while reading:
+        data = os.read(read_end, 65536)
+        if not data:
+            break
+        if size < cap:
+            chunks.append(data[: cap - size])
+        truncated = truncated or size + len(data) > cap
+        size += len(data)
+
+    report = {"result": b"".join(chunks).decode("utf-8", "replace"), "result_truncated": truncated}
+    if timed_out:
+        report["status"] = "timeout"
+    elif os.WIFSIGNALED(status):
+        report["status"] = "signaled"
+        report["signal"] = os.WTERMSIG(status)
+    else:
+        report["status"] = "exited"
+        report["code"] = os.WEXITSTATUS(status)
+    os.write(REPORT_FD, (json.dumps(report) + "\n").encode())
+
+
+def children(parent):
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The fields after the command name, which is in parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def kill_descendants():
+    # Orphans are re-parented to this process (a child subreaper), so
+    # killing its children until none is left reaches every descendant.
+    import signal
+
+    me = os.getpid()
+    while True:
+        kids = children(me)
+        if not kids:
+            return
+        for kid in kids:
+            try:
+                os.kill(kid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for kid in kids:
+            try:
+                os.waitpid(kid, 0)
+            except ChildProcessError:
+                pass
+
+
+# What the APPS harness makes available to every solution without an import.
+PRELUDE_MODULES = (
+    "io", "json", "traceback", "time", "itertools", "collections", "math", "fractions",
+    "random", "heapq", "bisect", "string", "re", "functools", "operator", "typing",
+    "socket", "_socket", "builtins",
+)
+PRELUDE = """
+import sys, time, itertools, collections, math, fractions, random, heapq, bisect, string, re, functools, operator
+from itertools import accumulate, product, permutations, combinations
+from collections import Counter, OrderedDict, deque, defaultdict, ChainMap
+from functools import lru_cache, reduce
+from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2
+from heapq import *
+from typing import List, Tuple, Dict, Optional, Set
+"""
+EXIT_COMPILE_ERROR = 3
+EXIT_SETUP_FAILED = 70
+
+
+def program(mode, fn_name, uid, result_fd):
+    """The program's process: give up the report channel and the user, then
+    run the solution. Never returns."""
+    status = EXIT_SETUP_FAILED
+    try:
+        os.close(REPORT_FD)
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            if os.getuid() != uid or os.geteuid() != uid:
+                os._exit(EXIT_SETUP_FAILED)
+        status = run_solution(mode, fn_name, result_fd)
+    except SystemExit as done:
+        status = exit_code(done.code)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(status)
+
+
+def exit_code(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write("%s\n" % (code,))
+    return 1
+
+
+def run_solution(mode, fn_name, result_fd):
+    import builtins
+    import io
+    import json
+
+    # `python3 -S` skips the site module, which is what defines exit() and
+    # quit(); solutions call them freely.
+    builtins.exit = sys.exit
+    builtins.quit = sys.exit
+    with open("solution.py", encoding="utf-8", errors="replace") as handle:
+        source = handle.read()
+    try:
+        code = compile(source, "solution.py", "exec")
+    except (SyntaxError, ValueError) as error:
+        message = "%s: %s" % (type(error).__name__, error)
+        os.write(result_fd, json.dumps({"compile_error": message}).encode())
+        return EXIT_COMPILE_ERROR
+
+    namespace = {"__name__": "__main__" if mode == "stdio" else "solution", "__builtins__": builtins}
+    exec(PRELUDE, namespace)
+    if mode == "stdio":
+        exec(code, namespace)
+        return 0
+
+    arguments = json.loads(sys.stdin.read())
+    # The solution's own prints are not its return value.
+    host_stdout = sys.stdout
+    sys.stdout = io.StringIO()
+    exec(code, namespace)
+    target = None
+    solution_class = namespace.get("Solution")
+    if isinstance(solution_class, type) and hasattr(solution_class, fn_name):
+        target = getattr(solution_class(), fn_name)
+    elif callable(namespace.get(fn_name)):
+        target = namespace[fn_name]
+    if target is None:
+        raise NameError("the solution defines neither %s() nor Solution.%s()" % (fn_name, fn_name))
+    if isinstance(arguments, list):
+        result = target(*arguments)
+    else:
+        result = target(arguments)
+    sys.stdout = host_stdout
+    try:
+        line = json.dumps({"value": plain(result)}, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError("the return value cannot be written as JSON: %s" % error)
+    data = line.encode()
+    while data:
+        data = data[os.write(result_fd, data) :]
+    return 0
+
+
+def plain(value):
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        items = [plain(item) for item in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    return value
+
+
+def refuse_network():
     # A guard, not a wall: it stops ordinary socket use. The host adds a
     # network namespace when it can (see NetworkIsolation).
     import _socket
@@ -38,77 +297,14 @@ def _refuse_network():
                 setattr(module, name, refuse)
 
 
-_refuse_network()
-# `python3 -S` skips the site module, which is what defines exit() and quit();
-# solutions call them freely.
-builtins.exit = sys.exit
-builtins.quit = sys.exit
-
-# What the APPS harness makes available to every solution without an import.
-PRELUDE = """
-import sys, time, itertools, collections, math, fractions, random, heapq, bisect, string, re, functools, operator
-from itertools import accumulate, product, permutations, combinations
-from collections import Counter, OrderedDict, deque, defaultdict, ChainMap
-from functools import lru_cache, reduce
-from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2
-from heapq import *
-from typing import List, Tuple, Dict, Optional, Set
-"""
-
-mode, nonce = sys.argv[1], sys.argv[2]
-with open("solution.py", encoding="utf-8", errors="replace") as handle:
-    source = handle.read()
 try:
-    code = compile(source, "solution.py", "exec")
-except (SyntaxError, ValueError) as error:
-    sys.stderr.write("MARLHF-COMPILE-ERROR %s %s: %s\n" % (nonce, type(error).__name__, error))
-    sys.exit(3)
+    main()
+except BaseException as error:  # a fault of the sandbox itself, never the program's
+    import json as _json
 
-namespace = {"__name__": "__main__" if mode == "stdio" else "solution", "__builtins__": builtins}
-exec(PRELUDE, namespace)
-
-if mode == "stdio":
-    exec(code, namespace)
-else:
-    import io
-    import json
-
-    fn_name = sys.argv[3]
-    arguments = json.loads(sys.stdin.read())
-    host_stdout = sys.stdout
-    # The solution's own prints must not be mistaken for its return value.
-    sys.stdout = io.StringIO()
-    exec(code, namespace)
-    target = None
-    solution_class = namespace.get("Solution")
-    if isinstance(solution_class, type) and hasattr(solution_class, fn_name):
-        target = getattr(solution_class(), fn_name)
-    elif callable(namespace.get(fn_name)):
-        target = namespace[fn_name]
-    if target is None:
-        raise NameError("the solution defines neither %s() nor Solution.%s()" % (fn_name, fn_name))
-    if isinstance(arguments, list):
-        result = target(*arguments)
-    else:
-        result = target(arguments)
-
-    def plain(value):
-        if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value]
-        if isinstance(value, (set, frozenset)):
-            items = [plain(item) for item in value]
-            try:
-                return sorted(items)
-            except TypeError:
-                return items
-        if isinstance(value, dict):
-            return {str(key): plain(item) for key, item in value.items()}
-        return value
-
-    sys.stdout = host_stdout
     try:
-        line = json.dumps(plain(result), allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise TypeError("the return value cannot be written as JSON: %s" % error)
-    host_stdout.write("MARLHF-RESULT %s %s\n" % (nonce, line))
-    host_stdout.flush()
+        kill_descendants()
+    except BaseException:
+        pass
+    os.write(REPORT_FD, (_json.dumps({"harness_error": "%s: %s" % (type(error).__name__, error)}) + "\n").encode())
+    os._exit(EXIT_SETUP_FAILED)

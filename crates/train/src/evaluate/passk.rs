@@ -25,6 +25,9 @@ pub struct PasskConfig {
     pub ks: Vec<usize>,
     pub out: PathBuf,
     pub python: PathBuf,
+    /// Run programs as the caller when the sandbox cannot switch to
+    /// `nobody` (not root); see `SandboxConfig::allow_same_user`.
+    pub allow_same_user: bool,
     /// Wall-clock limit per test.
     pub timeout: Duration,
     pub memory_bytes: u64,
@@ -39,6 +42,10 @@ pub struct PasskReport {
     pub pass_at_k: Vec<PassAtKRow>,
     pub drops_privileges: bool,
     pub network: String,
+    /// The interpreter the programs ran with.
+    pub python: PathBuf,
+    /// Why that is not the one asked for, when it is not.
+    pub python_note: Option<String>,
 }
 
 /// The program in a response: the body of the first fenced code block when
@@ -133,6 +140,7 @@ pub fn passk(cfg: &PasskConfig) -> Result<PasskReport> {
     }
     let sandbox = Sandbox::new(SandboxConfig {
         python: cfg.python.clone(),
+        allow_same_user: cfg.allow_same_user,
         timeout: cfg.timeout,
         memory_bytes: cfg.memory_bytes,
         stop_at_first_failure: false,
@@ -181,6 +189,8 @@ pub fn passk(cfg: &PasskConfig) -> Result<PasskReport> {
         pass_at_k,
         drops_privileges: sandbox.drops_privileges(),
         network: format!("{:?}", sandbox.network_isolation()),
+        python: sandbox.python().to_path_buf(),
+        python_note: sandbox.note().map(str::to_string),
     })
 }
 

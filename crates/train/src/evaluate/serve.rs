@@ -65,6 +65,10 @@ impl ModelBackend {
 }
 
 impl ChatBackend for ModelBackend {
+    fn check(&self, req: &ChatRequest) -> Result<()> {
+        render_prompt(self.format, &req.messages).map(drop)
+    }
+
     fn complete(&self, req: &ChatRequest) -> Result<ChatCompletion> {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let text = render_prompt(self.format, &req.messages)?;

@@ -60,12 +60,17 @@ pub fn write_checkpoint(
 /// Overwrites one weight of a checkpoint with NaN.
 pub fn poison(dir: &Path, name: &str) -> Result<()> {
     let weights = dir.join(marlhf_model::checkpoint::WEIGHTS);
-    let params = Params::load(&weights, &Device::Cpu)?;
-    let t = params.get(name)?;
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu)?;
+    let t = tensors
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("no tensor {name}"))?;
     let mut flat: Vec<f32> = t.flatten_all()?.to_vec1()?;
     flat[0] = f32::NAN;
-    params.insert(name, Tensor::from_vec(flat, t.dims(), &Device::Cpu)?)?;
-    params.save(&weights)
+    let poisoned = Tensor::from_vec(flat, t.dims(), &Device::Cpu)?;
+    tensors.insert(name.to_string(), poisoned);
+    // Written by hand: marlhf itself never saves a non-finite value.
+    candle_core::safetensors::save(&tensors, &weights)?;
+    Ok(())
 }
 
 const PROMPTS: [&str; 6] = [

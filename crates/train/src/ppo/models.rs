@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use candle_core::Device;
-use marlhf_model::checkpoint::Use;
-use marlhf_model::Checkpoint;
+use marlhf_data::RolloutRow;
+use marlhf_model::checkpoint::{Use, CONFIG};
+use marlhf_model::{Checkpoint, ModelConfig};
 
 pub struct Models {
     device: Device,
@@ -73,4 +74,42 @@ impl Vocabulary {
         }
         Ok(())
     }
+}
+
+/// Refuses rollouts that a model of `models` (role, checkpoint directory)
+/// cannot read: a token id beyond its vocabulary, or a prompt and response
+/// longer than its positions. Reads only the configs, so it runs before any
+/// model is loaded; the error names the file, the row and the column.
+pub fn check_tokens(path: &Path, rows: &[RolloutRow], models: &[(&str, &Path)]) -> Result<()> {
+    for (role, dir) in models {
+        let config = dir.join(CONFIG);
+        let cfg = ModelConfig::load(&config)?;
+        for (i, r) in rows.iter().enumerate() {
+            for (column, tokens) in [
+                ("prompt_tokens", &r.prompt_tokens),
+                ("response_tokens", &r.response_tokens),
+            ] {
+                if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                    bail!(
+                        "{}: row {}, column \"{column}\": token id {t} is not below the {role}'s vocab_size {} ({})",
+                        path.display(),
+                        i + 1,
+                        cfg.vocab_size,
+                        config.display()
+                    );
+                }
+            }
+            let len = r.prompt_tokens.len() + r.response_tokens.len();
+            if len > cfg.max_position_embeddings {
+                bail!(
+                    "{}: row {}: prompt_tokens and response_tokens are {len} tokens, more than the {role}'s {} positions ({})",
+                    path.display(),
+                    i + 1,
+                    cfg.max_position_embeddings,
+                    config.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -56,6 +56,8 @@ pub fn save_with_state(
         seed,
         optimizer: opt.cfg.clone(),
         finished: true,
+        settings: Default::default(),
+        overrides: Vec::new(),
     };
     std::fs::write(
         out.join(STATE_JSON),

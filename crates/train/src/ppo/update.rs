@@ -680,6 +680,11 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
     ppo.check()?;
     let t0 = Instant::now();
     let rollouts = read_rollouts(&cfg.rollouts)?;
+    let models = [
+        ("actor", cfg.actor.as_path()),
+        ("critic", cfg.critic.as_path()),
+    ];
+    super::models::check_tokens(&cfg.rollouts, &rollouts, &models)?;
     let iteration = iteration_of(&cfg.rollouts, &rollouts)?;
     let temperature = logprob_temperature_of(&cfg.rollouts, &rollouts)?;
     if let Some(n) = ppo.total_iterations.filter(|&n| iteration >= n) {
@@ -765,6 +770,15 @@ pub fn update(cfg: &UpdateConfig) -> Result<UpdateReport> {
         &cfg.advantages,
         &cfg.metrics,
     ]);
+    // Find out now, not after training, that an output cannot be written.
+    for out in [
+        &cfg.out_actor,
+        &cfg.out_critic,
+        &cfg.advantages,
+        &cfg.metrics,
+    ] {
+        marlhf_data::atomic::check_writable(out)?;
+    }
     let mut files = FileSet::new();
     let t1 = Instant::now();
     let actor = Checkpoint::load_with(&cfg.actor, &cfg.device, cfg.dtype, Use::Training)?;
