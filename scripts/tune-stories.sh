@@ -12,11 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED=${TUNE_SEED:-99}
 points=(
-  "lr3e-5 PPO_ACTOR_LR=3e-5 PPO_CRITIC_LR=3e-5"
-  "lr1e-4 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4"
-  "lr3e-4 PPO_ACTOR_LR=3e-4 PPO_CRITIC_LR=3e-4"
-  "lr1e-4-kl0.02 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_KL=0.02"
-  "lr1e-4-kl0.1 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_KL=0.1"
+  "lr1e-4 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_WHITEN=false"
+  "lr1e-4-whiten PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_WHITEN=true"
+  "lr3e-5-whiten PPO_ACTOR_LR=3e-5 PPO_CRITIC_LR=3e-5 PPO_WHITEN=true"
+  "lr3e-4-whiten PPO_ACTOR_LR=3e-4 PPO_CRITIC_LR=3e-4 PPO_WHITEN=true"
+  "lr1e-4-whiten-kl0.1 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_WHITEN=true PPO_KL=0.1"
+  "lr1e-4-kl0.1 PPO_ACTOR_LR=1e-4 PPO_CRITIC_LR=1e-4 PPO_WHITEN=false PPO_KL=0.1"
 )
 for p in "${points[@]}"; do
   set -- $p

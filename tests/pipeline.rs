@@ -6,17 +6,16 @@
 //!
 //! Needs the release binaries (`make test` builds them first).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
+
+use common::root;
 
 use marlhf_data::{
     read_advantages, read_metrics, read_pairs, read_prompts, read_rollouts, read_segments,
     read_sft, read_table,
 };
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The smallest settings that still run every stage for real.
 fn settings(run: &Path) -> Vec<String> {
@@ -49,19 +48,9 @@ fn settings(run: &Path) -> Vec<String> {
 }
 
 fn make(run: &Path, extra: &[&str]) -> String {
-    let out = Command::new("make")
-        .current_dir(root())
-        .args(settings(run))
-        .args(extra)
-        .output()
-        .expect("make runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "make {extra:?} failed:\n{text}");
-    text
+    let mut args = settings(run);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    common::make(&args)
 }
 
 fn stages_run(make_output: &str) -> Vec<String> {

@@ -6,15 +6,14 @@
 //!
 //! Needs the release binaries (`make test` builds them first).
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use common::root;
 
 use marlhf_data::{read_metrics, read_pairs, read_prompts, read_rollouts, read_table};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn make(run: &Path, extra: &[&str]) -> String {
     let settings = [
@@ -33,20 +32,10 @@ fn make(run: &Path, extra: &[&str]) -> String {
         "EVAL_N=6",
         "EVAL_JUDGE_SAMPLE=3",
     ];
-    let out = Command::new("make")
-        .current_dir(root())
-        .args(settings)
-        .arg(format!("RUN={}", run.display()))
-        .args(extra)
-        .output()
-        .expect("make runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "make {extra:?} failed:\n{text}");
-    text
+    let mut args: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+    args.push(format!("RUN={}", run.display()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    common::make(&args)
 }
 
 /// (column name → f32 values) of a Parquet file's float columns we read.

@@ -73,7 +73,8 @@ struct Args {
     #[arg(long, default_value_t = RlConfig::default().lambda)]
     lambda: f32,
     /// The training recipe the flags below start from: default (several
-    /// optimiser steps per rollout batch, token-mean loss, constant lr) or
+    /// optimiser steps per rollout batch, token-mean loss, constant lr,
+    /// whitened advantages) or
     /// reference (the paper's released scripts: one step per rollout batch,
     /// every sequence weighted equally, weight decay 0.1, linear schedule
     /// with 5% warm-up, responses of ≤ 1 token dropped)

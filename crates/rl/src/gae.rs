@@ -233,11 +233,7 @@ mod whiten_tests {
         // Tokens 1, 2, 3 | 6: mean 3, unbiased var (4 + 1 + 0 + 9)/3 = 14/3,
         // sd 2.1602469; whitened −0.9258201, −0.4629100, 0 | 1.3887301.
         let w = whiten(&[&[1.0, 2.0, 3.0], &[6.0], &[]]);
-        let want = [
-            vec![-0.925_820_1, -0.462_91, 0.0],
-            vec![1.388_73],
-            vec![],
-        ];
+        let want = [vec![-0.925_820_1, -0.462_91, 0.0], vec![1.388_73], vec![]];
         for (g, w) in w.iter().zip(&want) {
             assert_eq!(g.len(), w.len());
             for (a, b) in g.iter().zip(w) {

@@ -56,28 +56,7 @@ fn update_follows_the_advantages() {
     let run = Run::new("ppo-learn", 8).unwrap();
     let dir = run.root().join("iter-000");
     let rollouts = dir.join("rollouts.parquet");
-    rollout(&RolloutConfig {
-        prompts: run.prompts(),
-        actor: run.sft(),
-        reference: run.sft(),
-        critic: run.rm(),
-        reward_model: run.rm(),
-        out: rollouts.clone(),
-        iteration: 0,
-        rollout_batch: 8,
-        batch_size: 8,
-        max_prompt_tokens: 64,
-        max_new_tokens: 8,
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
-        logprob_temperature: None,
-        gold_model: None,
-        seed: 3,
-        device: Device::Cpu,
-        dtype: candle_core::DType::F32,
-    })
-    .unwrap();
+    sample_rollouts(&run, &dir, 8, 1.0, 8, 3);
     // Scores of ±2, far beyond the untrained critic's values, so that with
     // no KL penalty and λ = 1 every token's advantage (score − value) has
     // the sign of its response's score.
@@ -86,14 +65,7 @@ fn update_follows_the_advantages() {
         r.score = if i % 2 == 0 { 2.0 } else { -2.0 };
     }
     write_rollouts(&rollouts, &rows).unwrap();
-    run_segment(&SegmentConfig {
-        rollouts: rollouts.clone(),
-        out: dir.join("segments.parquet"),
-        termination: Termination::Fixed { n: 3 },
-        seed: 0,
-        tokenizer: None,
-    })
-    .unwrap();
+    segment(&dir, Termination::Fixed { n: 3 });
     let out = run.root().join("iter-001");
     let cfg = UpdateConfig {
         rollouts: rollouts.clone(),
@@ -155,41 +127,57 @@ fn update_follows_the_advantages() {
     assert!(new < old, "critic error {old} → {new}");
 }
 
-/// Rollouts of `run`'s SFT model (so the PPO ratio starts at 1) with
-/// responses of different lengths, segmented token by token.
-fn sampled_rollouts(run: &Run, dir: &std::path::Path, n: usize) -> Vec<RolloutRow> {
-    let rollouts = dir.join("rollouts.parquet");
+/// Samples `n` rollouts of `run`'s SFT model into `dir/rollouts.parquet`
+/// (so the PPO ratio starts at 1).
+fn sample_rollouts(
+    run: &Run,
+    dir: &std::path::Path,
+    n: usize,
+    temperature: f64,
+    max_new_tokens: usize,
+    seed: u64,
+) {
     rollout(&RolloutConfig {
         prompts: run.prompts(),
         actor: run.sft(),
         reference: run.sft(),
         critic: run.rm(),
         reward_model: run.rm(),
-        out: rollouts.clone(),
+        out: dir.join("rollouts.parquet"),
         iteration: 0,
         rollout_batch: n,
         batch_size: n,
         max_prompt_tokens: 64,
-        max_new_tokens: 10,
-        temperature: 0.7,
+        max_new_tokens,
+        temperature,
         top_k: 0,
         top_p: 1.0,
         logprob_temperature: None,
         gold_model: None,
-        seed: 11,
+        seed,
         device: Device::Cpu,
         dtype: candle_core::DType::F32,
     })
     .unwrap();
+}
+
+/// Segments `dir/rollouts.parquet` into `dir/segments.parquet`.
+fn segment(dir: &std::path::Path, termination: Termination) {
     run_segment(&SegmentConfig {
-        rollouts: rollouts.clone(),
+        rollouts: dir.join("rollouts.parquet"),
         out: dir.join("segments.parquet"),
-        termination: Termination::TOKEN,
+        termination,
         seed: 0,
         tokenizer: None,
     })
     .unwrap();
-    read_rollouts(&rollouts).unwrap()
+}
+
+/// Rollouts with responses of different lengths, segmented token by token.
+fn sampled_rollouts(run: &Run, dir: &std::path::Path, n: usize) -> Vec<RolloutRow> {
+    sample_rollouts(run, dir, n, 0.7, 10, 11);
+    segment(dir, Termination::TOKEN);
+    read_rollouts(&dir.join("rollouts.parquet")).unwrap()
 }
 
 fn update_config(run: &Run, dir: &std::path::Path, out: &str, ppo: PpoConfig) -> UpdateConfig {

@@ -61,94 +61,17 @@ fn padded(lo: f64, hi: f64, fraction: f64) -> (f64, f64) {
     }
 }
 
-/// Mean reward (y) over PPO iteration (x), one line per run, with a legend.
-/// Non-finite points are skipped.
+/// Mean reward (y) over PPO iteration (x), one line per run, with a legend:
+/// [`band_curves_png`] without bands. Non-finite points are skipped.
 pub fn reward_curves_png(curves: &[RewardCurve], title: &str) -> Result<Vec<u8>> {
-    let finite: Vec<Vec<(f64, f64)>> = curves
+    let series: Vec<BandSeries> = curves
         .iter()
-        .map(|c| {
-            c.points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect()
+        .map(|c| BandSeries {
+            label: c.run.clone(),
+            points: c.points.iter().map(|&(x, y)| (x, y, y, y)).collect(),
         })
         .collect();
-    let all: Vec<(f64, f64)> = finite.iter().flatten().copied().collect();
-    if all.is_empty() {
-        bail!("no finite points to plot in the reward curves");
-    }
-    let (x0, x1) = padded(
-        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
-        all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
-        0.02,
-    );
-    let (y0, y1) = padded(
-        all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-        0.08,
-    );
-    register_font();
-    let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 26))
-            .margin(20)
-            .x_label_area_size(56)
-            .y_label_area_size(76)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("PPO iteration")
-            .y_desc("mean reward (RM score)")
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 18))
-            .light_line_style(RGBColor(238, 238, 238))
-            .bold_line_style(RGBColor(210, 210, 210))
-            // Iterations are whole numbers: label only those, so a short run
-            // does not print "0 0 0 1 1 1".
-            .x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12))
-            .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 1e-6 {
-                    format!("{x:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            // Avoid "-0.00" at the zero line.
-            .y_label_formatter(&|y| format!("{:.2}", if y.abs() < 5e-3 { 0.0 } else { *y }))
-            .draw()
-            .map_err(plot_err)?;
-        for (i, (curve, points)) in curves.iter().zip(&finite).enumerate() {
-            let line = ShapeStyle::from(color(i)).stroke_width(3);
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), line))
-                .map_err(plot_err)?
-                .label(curve.run.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
-            chart
-                .draw_series(
-                    points
-                        .iter()
-                        .map(|&p| Circle::new(p, 4, ShapeStyle::from(color(i)).filled())),
-                )
-                .map_err(plot_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .margin(12)
-            .label_font(("sans-serif", 17))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(encode_rgb(WIDTH, HEIGHT, &buf))
+    band_curves_png(&series, title, "mean reward (RM score)", "PPO iteration")
 }
 
 /// One line with its band: (x, mean, low, high) per point.
@@ -239,9 +162,10 @@ pub fn band_curves_png(
             })
             .draw()
             .map_err(plot_err)?;
-        // Bands first, so every line stays visible on top of them.
+        // Bands first, so every line stays visible on top of them; a series
+        // without spread (one seed, or plain curves) has none.
         for (i, points) in finite.iter().enumerate() {
-            if points.len() < 2 {
+            if points.len() < 2 || points.iter().all(|p| p.2 == p.3) {
                 continue;
             }
             let outline: Vec<(f64, f64)> = points

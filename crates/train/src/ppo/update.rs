@@ -82,7 +82,8 @@ pub struct UpdateConfig {
 /// A named set of [`PpoConfig`] values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Recipe {
-    /// This project's: several optimiser steps per rollout batch.
+    /// This project's: several optimiser steps per rollout batch, whitened
+    /// advantages.
     #[default]
     Default,
     /// The paper's released scripts (run_gemma.sh with its DeepSpeed-Chat
@@ -169,7 +170,9 @@ impl PpoConfig {
             warmup_ratio: 0.0,
             total_iterations: None,
             min_response_tokens: 1,
-            whiten_advantages: false,
+            // Chosen by the stories search on vanilla PPO (README, "The
+            // stories experiment"); TRL, verl and CleanRL whiten too.
+            whiten_advantages: true,
         };
         match recipe {
             Recipe::Default => default,
@@ -181,6 +184,7 @@ impl PpoConfig {
                 lr_schedule: LrSchedule::Linear,
                 warmup_ratio: 0.05,
                 min_response_tokens: 2,
+                whiten_advantages: false,
                 ..default
             },
         }
