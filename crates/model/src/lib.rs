@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod generate;
+pub mod kernels;
 pub mod llama;
 pub mod llama2c;
 pub mod lm;

@@ -48,7 +48,7 @@ impl Linear {
 
     /// x: [N, in] → [N, out], in x's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.w.to_dtype(x.dtype())?.t()?)?;
+        let y = ops::linear(x, &self.w.to_dtype(x.dtype())?)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
             None => y,
@@ -376,13 +376,29 @@ impl Llama {
                 .to_dtype(dt)?)
         };
         let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
-        // One bias per distinct attention pattern of the layers.
-        let full = vis.bias(Attention::Full, wide, &self.device)?;
-        let mut sliding: Vec<(usize, Tensor)> = Vec::new();
-        for layer in &self.layers {
-            if let Attention::Sliding(w) = layer.attention {
-                if vis.window_matters(w) && !sliding.iter().any(|(x, _)| *x == w) {
-                    sliding.push((w, vis.bias(layer.attention, wide, &self.device)?));
+        // Without a cache, f32 on the CPU runs the fused attention kernel
+        // (masks built inside it); otherwise one additive bias per distinct
+        // attention pattern of the layers.
+        let fused = cache.is_none() && dt == DType::F32 && self.device.is_cpu();
+        let fused_mask = ops::AttentionMask {
+            key_mask: vis.key_mask.into(),
+            pos: vis.q_pos.into(),
+            window: None,
+        };
+        let mut biases: Vec<(Attention, Tensor)> = Vec::new();
+        if !fused {
+            biases.push((
+                Attention::Full,
+                vis.bias(Attention::Full, wide, &self.device)?,
+            ));
+            for layer in &self.layers {
+                if let Attention::Sliding(w) = layer.attention {
+                    if vis.window_matters(w) && !biases.iter().any(|(a, _)| *a == layer.attention) {
+                        biases.push((
+                            layer.attention,
+                            vis.bias(layer.attention, wide, &self.device)?,
+                        ));
+                    }
                 }
             }
         }
@@ -398,47 +414,64 @@ impl Llama {
         let scale = 1.0 / self.arch.query_scale.sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = self.norm(&x, &layer.input_norm)?;
+            // [B, T, n, hd], time-major as the projection leaves it.
             let heads = |lin: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
                 let y = lin.forward(&hn)?.reshape((b, t, n, hd))?;
-                let y = match norm {
+                Ok(match norm {
                     Some(w) => self.norm(&y, w)?,
                     None => y,
-                };
-                Ok(y.transpose(1, 2)?.contiguous()?)
+                })
             };
-            let q = ops::rope(&heads(&layer.q, nh, &layer.q_norm)?, &cos, &sin)?;
-            let k = ops::rope(&heads(&layer.k, nkv, &layer.k_norm)?, &cos, &sin)?;
+            let q = heads(&layer.q, nh, &layer.q_norm)?;
+            let k = heads(&layer.k, nkv, &layer.k_norm)?;
             let v = heads(&layer.v, nkv, &None)?;
-            let (k, v) = match cache.as_deref_mut() {
-                Some(c) => c.layers[li].append(&k, &v)?,
-                None => (k, v),
-            };
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
-            let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
-            if let Some(cap) = self.arch.attn_softcap {
-                scores = ((scores / cap)?.tanh()? * cap)?;
-            }
-            let bias = match layer.attention {
-                Attention::Sliding(w) => sliding
+            let att = if fused {
+                let mask = ops::AttentionMask {
+                    window: match layer.attention {
+                        Attention::Sliding(w) => Some(w),
+                        Attention::Full => None,
+                    },
+                    ..fused_mask.clone()
+                };
+                let q = ops::rope_time_major(&q, &cos, &sin)?;
+                let k = ops::rope_time_major(&k, &cos, &sin)?;
+                ops::attention(&q, &k, &v, &mask, scale, self.arch.attn_softcap)?
+                    .reshape((b * t, nh * hd))?
+            } else {
+                let q = ops::rope(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
+                let k = ops::rope(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
+                let v = v.transpose(1, 2)?.contiguous()?;
+                let (k, v) = match cache.as_deref_mut() {
+                    Some(c) => c.layers[li].append(&k, &v)?,
+                    None => (k, v),
+                };
+                let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
+                let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
+                let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
+                if let Some(cap) = self.arch.attn_softcap {
+                    scores = ((scores / cap)?.tanh()? * cap)?;
+                }
+                let bias = biases
                     .iter()
-                    .find(|(x, _)| *x == w)
-                    .map(|(_, t)| t)
-                    .unwrap_or(&full),
-                Attention::Full => &full,
+                    .find(|(a, _)| *a == layer.attention)
+                    .unwrap_or(&biases[0]);
+                let probs = ops::softmax_last_dim(&scores.broadcast_add(&bias.1)?)?.to_dtype(dt)?;
+                probs
+                    .matmul(&v.contiguous()?)?
+                    .transpose(1, 2)?
+                    .reshape((b * t, nh * hd))?
             };
-            let probs = ops::softmax_last_dim(&scores.broadcast_add(bias)?)?.to_dtype(dt)?;
-            let att = probs
-                .matmul(&v.contiguous()?)?
-                .transpose(1, 2)?
-                .reshape((b * t, nh * hd))?;
             let mut att = layer.o.forward(&att)?;
             if let Some(w) = &layer.post_attn_norm {
                 att = self.norm(&att, w)?;
             }
             x = (x + att)?;
             let hn = self.norm(&x, &layer.pre_mlp_norm)?;
-            let mlp = (self.activation(&layer.gate.forward(&hn)?)? * layer.up.forward(&hn)?)?;
+            let (gate, up) = (layer.gate.forward(&hn)?, layer.up.forward(&hn)?);
+            let mlp = match self.arch.activation {
+                Activation::Silu => ops::silu_mul(&gate, &up)?,
+                _ => (self.activation(&gate)? * up)?,
+            };
             let mut mlp = layer.down.forward(&mlp)?;
             if let Some(w) = &layer.post_mlp_norm {
                 mlp = self.norm(&mlp, w)?;
@@ -453,7 +486,7 @@ impl Llama {
     /// 2's final soft-capping.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.to_dtype(hidden.dtype())?;
-        let logits = ops::widen(&hidden.matmul(&head.t()?)?)?;
+        let logits = ops::widen(&ops::linear(hidden, &head)?)?;
         Ok(match self.arch.final_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

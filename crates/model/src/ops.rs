@@ -8,10 +8,14 @@
 //! falls back to the composite candle expression, which is also the
 //! reference the tests check the kernels against.
 
+use std::sync::Arc;
+
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 use rayon::prelude::*;
+
+use crate::kernels::{self, attention as attn, Par, View};
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -43,7 +47,7 @@ pub fn widen(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(wide_dtype(t.dtype()))
 }
 
-fn fused_ok(t: &Tensor) -> bool {
+pub fn fused_ok(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
@@ -312,7 +316,26 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op3(
         &cos.contiguous()?,
         &sin.contiguous()?,
-        Rope { inverse: false },
+        Rope {
+            inverse: false,
+            time_major: false,
+        },
+    )
+}
+
+/// [`rope`] for `x` in [batch, time, heads, head_dim], the layout the
+/// projections produce, so no transposed copy is needed.
+pub fn rope_time_major(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !fused_ok(x) {
+        return rope_reference(&x.transpose(1, 2)?, cos, sin)?.transpose(1, 2);
+    }
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rope {
+            inverse: false,
+            time_major: true,
+        },
     )
 }
 
@@ -330,6 +353,19 @@ pub fn rope_reference(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> 
 #[derive(Clone, Copy)]
 struct Rope {
     inverse: bool,
+    /// [b, t, h, d] rather than [b, h, t, d].
+    time_major: bool,
+}
+
+/// Rotates one head vector by the angles whose cos/sin are `cs`/`sn`.
+fn rotate(xr: &[f32], or: &mut [f32], cs: &[f32], sn: &[f32], sign: f32) {
+    let half = cs.len();
+    for i in 0..half {
+        let (x1, x2) = (xr[i], xr[i + half]);
+        let s = sign * sn[i];
+        or[i] = x1 * cs[i] - x2 * s;
+        or[i + half] = x2 * cs[i] + x1 * s;
+    }
 }
 
 impl CustomOp3 for Rope {
@@ -347,8 +383,9 @@ impl CustomOp3 for Rope {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, cos, sin) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-        let (b, h, t, d) = match l1.dims() {
-            [b, h, t, d] => (*b, *h, *t, *d),
+        let (b, h, t, d) = match (l1.dims(), self.time_major) {
+            ([b, h, t, d], false) => (*b, *h, *t, *d),
+            ([b, t, h, d], true) => (*b, *h, *t, *d),
             _ => bail!("rope: expected a 4-d input"),
         };
         let half = d / 2;
@@ -357,24 +394,41 @@ impl CustomOp3 for Rope {
         }
         let sign = if self.inverse { -1f32 } else { 1f32 };
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(t * d)
-            .zip(x.par_chunks(t * d))
-            .enumerate()
-            .for_each(|(bh, (o, xs))| {
-                let bi = bh / h;
-                for ti in 0..t {
-                    let cs = &cos[(bi * t + ti) * half..(bi * t + ti + 1) * half];
-                    let sn = &sin[(bi * t + ti) * half..(bi * t + ti + 1) * half];
-                    let xr = &xs[ti * d..(ti + 1) * d];
-                    let or = &mut o[ti * d..(ti + 1) * d];
-                    for i in 0..half {
-                        let (x1, x2) = (xr[i], xr[i + half]);
-                        let s = sign * sn[i];
-                        or[i] = x1 * cs[i] - x2 * s;
-                        or[i + half] = x2 * cs[i] + x1 * s;
+        if self.time_major {
+            // One chunk per (b, t): its h heads share one angle row.
+            let rows = rows_per_task(h * d);
+            out.par_chunks_mut(rows * h * d)
+                .zip(x.par_chunks(rows * h * d))
+                .enumerate()
+                .for_each(|(c, (o, xs))| {
+                    for (r, (orow, xrow)) in o.chunks_mut(h * d).zip(xs.chunks(h * d)).enumerate() {
+                        let bt = c * rows + r;
+                        let cs = &cos[bt * half..(bt + 1) * half];
+                        let sn = &sin[bt * half..(bt + 1) * half];
+                        for (or, xr) in orow.chunks_mut(d).zip(xrow.chunks(d)) {
+                            rotate(xr, or, cs, sn, sign);
+                        }
                     }
-                }
-            });
+                });
+        } else {
+            out.par_chunks_mut(t * d)
+                .zip(x.par_chunks(t * d))
+                .enumerate()
+                .for_each(|(bh, (o, xs))| {
+                    let bi = bh / h;
+                    for ti in 0..t {
+                        let cs = &cos[(bi * t + ti) * half..(bi * t + ti + 1) * half];
+                        let sn = &sin[(bi * t + ti) * half..(bi * t + ti + 1) * half];
+                        rotate(
+                            &xs[ti * d..(ti + 1) * d],
+                            &mut o[ti * d..(ti + 1) * d],
+                            cs,
+                            sn,
+                            sign,
+                        );
+                    }
+                });
+        }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -392,9 +446,389 @@ impl CustomOp3 for Rope {
             sin,
             &Rope {
                 inverse: !self.inverse,
+                time_major: self.time_major,
             },
         )?;
         Ok((Some(gx), None, None))
+    }
+}
+
+// ---------------------------------------------------------------- linear
+
+/// `x · wᵀ` for x [.., in] and a weight w [out, in] (the Hugging Face
+/// layout): one GEMM forward and two backward (dx = g·w, dw = gᵀ·x), with
+/// no transposed copies. Forward gives candle's `x.matmul(&w.t())` bit for
+/// bit (the same kernel on the same strides).
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !(fused_ok(x) && fused_ok(w)) {
+        let (lead, inner) = split_last(x)?;
+        let y = x.reshape((lead, inner))?.matmul(&w.t()?)?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+        return y.reshape(dims);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+fn split_last(x: &Tensor) -> Result<(usize, usize)> {
+    let inner = *x.dims().last().unwrap_or(&1);
+    Ok((x.elem_count() / inner.max(1), inner))
+}
+
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "marlhf-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (out, inner) = l2.shape().dims2()?;
+        let k = *l1.dims().last().unwrap_or(&0);
+        if k != inner {
+            bail!("linear: input width {k} does not match weight [{out}, {inner}]");
+        }
+        let n = x.len() / inner.max(1);
+        let mut y = vec![0f32; n * out];
+        kernels::gemm(
+            n,
+            out,
+            inner,
+            &mut y,
+            View::rows(0, out),
+            false,
+            x,
+            View::rows(0, inner),
+            w,
+            View::cols(0, inner),
+            Par::Pool,
+        );
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let (out, inner) = w.dims2()?;
+        let n = x.elem_count() / inner.max(1);
+        let mut gx = vec![0f32; n * inner];
+        let mut gw = vec![0f32; out * inner];
+        kernels::with_slice(&g, |g| {
+            kernels::with_slice(w, |w| {
+                kernels::gemm(
+                    n,
+                    inner,
+                    out,
+                    &mut gx,
+                    View::rows(0, inner),
+                    false,
+                    g,
+                    View::rows(0, out),
+                    w,
+                    View::rows(0, inner),
+                    Par::Pool,
+                )
+            })
+        })??;
+        kernels::with_slice(&g, |g| {
+            kernels::with_slice(x, |x| {
+                kernels::gemm(
+                    out,
+                    inner,
+                    n,
+                    &mut gw,
+                    View::rows(0, inner),
+                    false,
+                    g,
+                    View::cols(0, out),
+                    x,
+                    View::rows(0, inner),
+                    Par::Pool,
+                )
+            })
+        })??;
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(gw, w.shape(), w.device())?),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- silu·up
+
+/// `silu(gate) · up`, the gated MLP of the Llama family, in one pass
+/// forward and one backward.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !(fused_ok(gate) && fused_ok(up)) || gate.shape() != up.shape() {
+        return candle_nn::ops::silu(gate)? * up;
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul)
+}
+
+struct SiluMul;
+
+/// candle's SiLU, `x / (1 + e^(−x))`, rounded the same way.
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "marlhf-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (slice(s1, l1)?, slice(s2, l2)?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(
+                g.par_chunks(ELEMENTS_PER_TASK)
+                    .zip(u.par_chunks(ELEMENTS_PER_TASK)),
+            )
+            .for_each(|(o, (g, u))| {
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = silu(g) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let n = gate.elem_count();
+        let mut dg = vec![0f32; n];
+        let mut du = vec![0f32; n];
+        kernels::with_slice(gate, |g| {
+            kernels::with_slice(up, |u| {
+                kernels::with_slice(&grad, |d| {
+                    dg.par_chunks_mut(ELEMENTS_PER_TASK)
+                        .zip(du.par_chunks_mut(ELEMENTS_PER_TASK))
+                        .zip(g.par_chunks(ELEMENTS_PER_TASK))
+                        .zip(
+                            u.par_chunks(ELEMENTS_PER_TASK)
+                                .zip(d.par_chunks(ELEMENTS_PER_TASK)),
+                        )
+                        .for_each(|(((dg, du), g), (u, d))| {
+                            for i in 0..g.len() {
+                                // silu′(x) = σ(x)·(1 + x·(1 − σ(x)))
+                                let sig = 1.0 / (1.0 + (-g[i]).exp());
+                                du[i] = d[i] * silu(g[i]);
+                                dg[i] = d[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig));
+                            }
+                        })
+                })
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
+            Some(Tensor::from_vec(du, up.shape(), up.device())?),
+        ))
+    }
+}
+
+/// Element-wise kernels hand rayon this many elements per task.
+const ELEMENTS_PER_TASK: usize = 16384;
+
+// ---------------------------------------------------------------- attention
+
+/// Which keys each query of a padded batch sees, for [`attention`]: B·T
+/// real-token flags and positions (`positions_from_mask`), and the sliding
+/// window if the layer has one.
+#[derive(Clone)]
+pub struct AttentionMask {
+    pub key_mask: Arc<[u8]>,
+    pub pos: Arc<[u32]>,
+    pub window: Option<usize>,
+}
+
+/// Causal self-attention of a padded batch without a cache: q [B, T, nh,
+/// hd], k and v [B, T, nkv, hd] (after RoPE) → [B, T, nh, hd]. Scores are
+/// `q·k · scale`, then soft-capped (`cap · tanh(x / cap)`) when `softcap`
+/// is given. A query that sees no key (padding) outputs zeros.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    scale: f64,
+    softcap: Option<f64>,
+) -> Result<Tensor> {
+    let (b, t, nh, hd) = q.dims4()?;
+    let (_, _, nkv, _) = k.dims4()?;
+    if nkv == 0 || nh % nkv != 0 || k.dims() != v.dims() || k.dims() != [b, t, nkv, hd] {
+        bail!(
+            "attention: q {:?}, k {:?}, v {:?} do not fit together",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    if mask.key_mask.len() != b * t || mask.pos.len() != b * t {
+        bail!("attention: the mask does not match a {b}x{t} batch");
+    }
+    let scoring = attn::Scoring { scale, softcap };
+    if !(fused_ok(q) && fused_ok(k) && fused_ok(v)) {
+        return attention_reference(q, k, v, mask, scoring);
+    }
+    let op = Attention {
+        dims: attn::Dims { b, t, nh, nkv, hd },
+        mask: mask.clone(),
+        scoring,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// The composite candle expression [`attention`] computes, as the decoder
+/// computed it before the fused op: an additive −1e9 bias for masked keys,
+/// softmax in at least f32, with padding queries zeroed.
+pub fn attention_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    scoring: attn::Scoring,
+) -> Result<Tensor> {
+    let (b, t, nh, hd) = q.dims4()?;
+    let nkv = k.dim(2)?;
+    let dt = q.dtype();
+    let wide = wide_dtype(dt);
+    let m = attn::Mask {
+        key_mask: &mask.key_mask,
+        pos: &mask.pos,
+        window: mask.window,
+    };
+    let dims = attn::Dims { b, t, nh, nkv, hd };
+    let mut bias = vec![0f32; b * t * t];
+    let mut seen = vec![0f32; b * t];
+    for r in 0..b {
+        for qi in 0..t {
+            for j in 0..t {
+                if m.allows(&dims, r, qi, j) {
+                    seen[r * t + qi] = 1.0;
+                } else {
+                    bias[(r * t + qi) * t + j] = -1e9;
+                }
+            }
+        }
+    }
+    let dev = q.device();
+    let bias = Tensor::from_vec(bias, (b, 1, t, t), dev)?.to_dtype(wide)?;
+    let seen = Tensor::from_vec(seen, (b, t, 1, 1), dev)?.to_dtype(dt)?;
+    let heads = |x: &Tensor| -> Result<Tensor> {
+        candle_transformers::utils::repeat_kv(x.transpose(1, 2)?.contiguous()?, nh / nkv)
+    };
+    let (qh, kh, vh) = (q.transpose(1, 2)?.contiguous()?, heads(k)?, heads(v)?);
+    let mut scores = (qh.matmul(&kh.t()?)?.to_dtype(wide)? * scoring.scale)?;
+    if let Some(cap) = scoring.softcap {
+        scores = ((scores / cap)?.tanh()? * cap)?;
+    }
+    let probs = softmax_last_dim(&scores.broadcast_add(&bias)?)?.to_dtype(dt)?;
+    probs
+        .matmul(&vh.contiguous()?)?
+        .transpose(1, 2)?
+        .broadcast_mul(&seen)
+}
+
+struct Attention {
+    dims: attn::Dims,
+    mask: AttentionMask,
+    scoring: attn::Scoring,
+}
+
+impl Attention {
+    fn mask(&self) -> attn::Mask<'_> {
+        attn::Mask {
+            key_mask: &self.mask.key_mask,
+            pos: &self.mask.pos,
+            window: self.mask.window,
+        }
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "marlhf-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let mut out = vec![0f32; q.len()];
+        attn::forward(&self.dims, &self.mask(), self.scoring, q, k, v, &mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let mut dq = vec![0f32; q.elem_count()];
+        let mut dk = vec![0f32; k.elem_count()];
+        let mut dv = vec![0f32; v.elem_count()];
+        kernels::with_slice(q, |qs| {
+            kernels::with_slice(k, |ks| {
+                kernels::with_slice(v, |vs| {
+                    kernels::with_slice(&g, |gs| {
+                        attn::backward(
+                            &self.dims,
+                            &self.mask(),
+                            self.scoring,
+                            qs,
+                            ks,
+                            vs,
+                            gs,
+                            &mut dq,
+                            &mut dk,
+                            &mut dv,
+                        )
+                    })
+                })
+            })
+        })????;
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), q.device())?),
+            Some(Tensor::from_vec(dk, k.shape(), k.device())?),
+            Some(Tensor::from_vec(dv, v.shape(), v.device())?),
+        ))
     }
 }
 
@@ -628,6 +1062,112 @@ mod tests {
             |t| rope(&t[0], &t[1], &t[2]),
             |t| rope_reference(&t[0], &t[1], &t[2]),
         );
+    }
+
+    #[test]
+    fn rope_time_major_matches_reference() {
+        check(
+            &[
+                rand(&[2, 5, 3, 8], 4),
+                rand(&[2, 5, 4], 5),
+                rand(&[2, 5, 4], 6),
+            ],
+            |t| rope_time_major(&t[0], &t[1], &t[2]),
+            |t| rope_reference(&t[0].transpose(1, 2)?, &t[1], &t[2])?.transpose(1, 2),
+        );
+    }
+
+    #[test]
+    fn linear_matches_matmul() {
+        check(
+            &[rand(&[2, 3, 5], 10), rand(&[7, 5], 11)],
+            |t| linear(&t[0], &t[1]),
+            |t| t[0].broadcast_matmul(&t[1].t()?),
+        );
+        // The forward pass is candle's matmul bit for bit.
+        let (x, w) = (rand(&[9, 16], 12), rand(&[5, 16], 13));
+        let a = linear(&x, &w).unwrap().to_vec2::<f32>().unwrap();
+        let b = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn silu_mul_matches_reference() {
+        check(
+            &[rand(&[4, 9], 14), rand(&[4, 9], 15)],
+            |t| silu_mul(&t[0], &t[1]),
+            |t| candle_nn::ops::silu(&t[0])? * &t[1],
+        );
+    }
+
+    /// Two rows of 70 tokens (two query blocks), one left-padded by 3 and
+    /// one right-padded by 5, 4 query heads over 2 kv heads.
+    fn attention_case(window: Option<usize>, softcap: Option<f64>) {
+        let (b, t, nh, nkv, hd) = (2, 70, 4, 2, 8);
+        let mut key_mask = vec![1u8; b * t];
+        key_mask[..3].fill(0);
+        key_mask[2 * t - 5..].fill(0);
+        let pos = crate::llama::positions_from_mask(&key_mask, b, t);
+        let mask = AttentionMask {
+            key_mask: key_mask.into(),
+            pos: pos.into(),
+            window,
+        };
+        let scoring = attn::Scoring {
+            scale: 0.4,
+            softcap,
+        };
+        check(
+            &[
+                rand(&[b, t, nh, hd], 16),
+                rand(&[b, t, nkv, hd], 17),
+                rand(&[b, t, nkv, hd], 18),
+            ],
+            |x| attention(&x[0], &x[1], &x[2], &mask, scoring.scale, scoring.softcap),
+            |x| attention_reference(&x[0], &x[1], &x[2], &mask, scoring),
+        );
+    }
+
+    #[test]
+    fn attention_matches_reference() {
+        attention_case(None, None);
+    }
+
+    #[test]
+    fn attention_with_window_and_softcap_matches_reference() {
+        attention_case(Some(20), Some(1.5));
+    }
+
+    #[test]
+    fn attention_padding_queries_output_zeros() {
+        // Row 0's first three queries are padding: they see no key.
+        let (b, t) = (1, 5);
+        let key_mask = vec![0u8, 0, 0, 1, 1];
+        let pos = crate::llama::positions_from_mask(&key_mask, b, t);
+        let mask = AttentionMask {
+            key_mask: key_mask.into(),
+            pos: pos.into(),
+            window: None,
+        };
+        let v = rand(&[1, 5, 1, 4], 20);
+        let out = attention(
+            &rand(&[1, 5, 2, 4], 19),
+            &rand(&[1, 5, 1, 4], 21),
+            &v,
+            &mask,
+            1.0,
+            None,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        assert!(out[..3 * 8].iter().all(|&x| x == 0.0));
+        // Query 3 sees only key 3: its output is v[3] for both heads.
+        let v3 = v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[12..16].to_vec();
+        assert_eq!(&out[24..28], &v3[..]);
+        assert_eq!(&out[28..32], &v3[..]);
     }
 
     #[test]
