@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod decode;
 pub mod device;
 pub mod generate;
 pub mod kernels;

@@ -27,11 +27,11 @@ use crate::params::Params;
 
 /// Additive attention bias for disallowed positions. Finite, so a row with
 /// every key masked (a padding query) gives a uniform softmax, not NaN.
-const MASKED: f32 = -1e9;
+pub(crate) const MASKED: f32 = -1e9;
 
-struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
+pub(crate) struct Linear {
+    pub(crate) w: Tensor,
+    pub(crate) b: Option<Tensor>,
 }
 
 impl Linear {
@@ -56,31 +56,31 @@ impl Linear {
     }
 }
 
-struct Block {
-    input_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+pub(crate) struct Block {
+    pub(crate) input_norm: Tensor,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
     /// Qwen3: per-head norms of q and k.
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
+    pub(crate) q_norm: Option<Tensor>,
+    pub(crate) k_norm: Option<Tensor>,
     /// Gemma 2: the norm of the attention output before the residual add.
-    post_attn_norm: Option<Tensor>,
+    pub(crate) post_attn_norm: Option<Tensor>,
     /// The norm before the MLP: `post_attention_layernorm` in the Llama
     /// layout, `pre_feedforward_layernorm` in Gemma 2's.
-    pre_mlp_norm: Tensor,
+    pub(crate) pre_mlp_norm: Tensor,
     /// Gemma 2: the norm of the MLP output before the residual add.
-    post_mlp_norm: Option<Tensor>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    attention: Attention,
+    pub(crate) post_mlp_norm: Option<Tensor>,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) attention: Attention,
 }
 
 /// Per-layer key/value caches for incremental decoding.
 pub struct Cache {
-    layers: Vec<KvCache>,
+    pub(crate) layers: Vec<KvCache>,
 }
 
 impl Cache {
@@ -97,18 +97,18 @@ impl Cache {
 }
 
 pub struct Llama {
-    cfg: ModelConfig,
-    arch: Arch,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) arch: Arch,
     /// The dtype activations are computed in.
-    dtype: DType,
-    embed: Tensor,
-    layers: Vec<Block>,
-    norm: Tensor,
-    lm_head: Tensor,
+    pub(crate) dtype: DType,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Tensor,
     /// f32 tables [max positions, head_dim/2].
-    cos: Tensor,
-    sin: Tensor,
-    device: Device,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
+    pub(crate) device: Device,
 }
 
 /// Positions of each token within its own row: padding does not advance

@@ -109,10 +109,7 @@ impl CustomOp2 for RmsNorm {
             .zip(x.par_chunks(chunk))
             .for_each(|(o, xs)| {
                 for (orow, xrow) in o.chunks_mut(h).zip(xs.chunks(h)) {
-                    let r = inv_rms(xrow, self.eps);
-                    for ((o, &x), &w) in orow.iter_mut().zip(xrow).zip(w) {
-                        *o = x * r * w;
-                    }
+                    rms_norm_row(xrow, w, self.eps, orow);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -129,6 +126,14 @@ impl CustomOp2 for RmsNorm {
         let gx = x.apply_op3_no_bwd(w, &g, &RmsNormBwdX { eps: self.eps })?;
         let gw = x.apply_op2_no_bwd(&g, &RmsNormBwdW { eps: self.eps })?;
         Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// One row of the RMSNorm forward pass (the decode path calls it too).
+pub(crate) fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let r = inv_rms(x, eps);
+    for ((o, &x), &w) in out.iter_mut().zip(x).zip(w) {
+        *o = x * r * w;
     }
 }
 
@@ -358,7 +363,7 @@ struct Rope {
 }
 
 /// Rotates one head vector by the angles whose cos/sin are `cs`/`sn`.
-fn rotate(xr: &[f32], or: &mut [f32], cs: &[f32], sn: &[f32], sign: f32) {
+pub(crate) fn rotate(xr: &[f32], or: &mut [f32], cs: &[f32], sn: &[f32], sign: f32) {
     let half = cs.len();
     for i in 0..half {
         let (x1, x2) = (xr[i], xr[i + half]);
@@ -582,7 +587,7 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 struct SiluMul;
 
 /// candle's SiLU, `x / (1 + e^(−x))`, rounded the same way.
-fn silu(x: f32) -> f32 {
+pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 

@@ -10,6 +10,7 @@
 //! hand-written backward passes.
 
 pub mod attention;
+pub mod packed;
 
 use candle_core::{bail, Result, Storage, Tensor};
 
