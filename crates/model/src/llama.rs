@@ -482,6 +482,11 @@ impl Llama {
         Ok(x.reshape((b, t, h))?)
     }
 
+    /// The LM head's weight [V, H] (the embedding when tied).
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
     /// Logits [N, V] for hidden states [N, H], in at least f32, with Gemma
     /// 2's final soft-capping.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {

@@ -640,10 +640,12 @@ impl CustomOp2 for SiluMul {
                                 .zip(d.par_chunks(ELEMENTS_PER_TASK)),
                         )
                         .for_each(|(((dg, du), g), (u, d))| {
+                            // e^(−x) for the chunk at once (dg as scratch).
+                            kernels::exp::exp_neg(g, dg);
                             for i in 0..g.len() {
                                 // silu′(x) = σ(x)·(1 + x·(1 − σ(x)))
-                                let sig = 1.0 / (1.0 + (-g[i]).exp());
-                                du[i] = d[i] * silu(g[i]);
+                                let sig = 1.0 / (1.0 + dg[i]);
+                                du[i] = d[i] * g[i] * sig;
                                 dg[i] = d[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig));
                             }
                         })
@@ -874,12 +876,6 @@ pub fn gather_logprobs_reference(logits: &Tensor, targets: &Tensor) -> Result<Te
 
 struct GatherLogprobs;
 
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
-    m + s.ln()
-}
-
 impl CustomOp2 for GatherLogprobs {
     fn name(&self) -> &'static str {
         "marlhf-gather-logprobs"
@@ -907,7 +903,9 @@ impl CustomOp2 for GatherLogprobs {
         let out: Vec<f32> = logits
             .par_chunks(v)
             .zip(targets.par_iter())
-            .map(|(row, &t)| row[t as usize] - log_sum_exp(row))
+            .map_init(Vec::new, |scratch, (row, &t)| {
+                row[t as usize] - kernels::exp::log_sum_exp(row, scratch)
+            })
             .collect();
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
@@ -916,19 +914,113 @@ impl CustomOp2 for GatherLogprobs {
         &self,
         logits: &Tensor,
         targets: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let gl = logits.apply_op3_no_bwd(targets, &g.contiguous()?, &GatherLogprobsBwd)?;
-        Ok((Some(gl), None))
+        let g = g.contiguous()?;
+        let v = logits.dim(1)?;
+        let mut out = vec![0f32; logits.elem_count()];
+        kernels::with_slice(logits, |z| {
+            kernels::with_u32(targets, |t| {
+                kernels::with_slice(res, |lp| {
+                    kernels::with_slice(&g, |g| {
+                        // d/dz_j [z_t − lse(z)] = 1[j = t] − softmax(z)_j,
+                        // with lse = z_t − (the forward's output).
+                        out.par_chunks_mut(v)
+                            .zip(z.par_chunks(v))
+                            .enumerate()
+                            .for_each(|(n, (o, row))| {
+                                let gn = g[n];
+                                if gn == 0.0 {
+                                    return;
+                                }
+                                let t = t[n] as usize;
+                                let lse = row[t] - lp[n];
+                                kernels::exp::exp_sub(row, lse, o);
+                                o.iter_mut().for_each(|x| *x *= -gn);
+                                o[t] += gn;
+                            })
+                    })
+                })
+            })
+        })????;
+        Ok((
+            Some(Tensor::from_vec(out, logits.shape(), logits.device())?),
+            None,
+        ))
     }
 }
 
-struct GatherLogprobsBwd;
+// ---------------------------------------------------------------- LM head
 
-impl CustomOp3 for GatherLogprobsBwd {
+/// `log_softmax(hidden · headᵀ / temperature)[n, targets[n]]` in one op:
+/// the LM head's GEMM, the tempering and the log-prob gather forward, and
+/// backward the softmax gradient written over the logits the forward kept,
+/// then the two GEMMs of the head. What `linear`, `temper` and
+/// `gather_logprobs` compute in turn, without the [M, V] gradient tensors
+/// candle's autograd would allocate, zero and add between them.
+pub fn lm_head_logprobs(
+    hidden: &Tensor,
+    head: &Tensor,
+    targets: &Tensor,
+    temperature: f64,
+) -> Result<Tensor> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("a scoring temperature must be a positive number, got {temperature}");
+    }
+    if !(fused_ok(hidden) && fused_ok(head)) {
+        let logits = widen(&linear(hidden, head)?)?;
+        return gather_logprobs(&temper(&logits, temperature)?, targets);
+    }
+    let op = LmHeadLogprobs {
+        temperature,
+        // Kept for the backward pass only when there will be one.
+        keep: hidden.track_op() || head.track_op(),
+        logits: std::sync::Mutex::new(None),
+    };
+    hidden.contiguous()?.apply_op3(
+        &head.contiguous()?,
+        &targets.to_dtype(DType::U32)?.contiguous()?,
+        op,
+    )
+}
+
+struct LmHeadLogprobs {
+    temperature: f64,
+    keep: bool,
+    /// The tempered logits [M, V] of the forward pass.
+    logits: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl LmHeadLogprobs {
+    /// hidden · headᵀ, tempered as `temper` tempers (× (1/T) in f32).
+    fn logits(&self, h: &[f32], w: &[f32], m: usize, v: usize, hd: usize) -> Vec<f32> {
+        let mut z = vec![0f32; m * v];
+        kernels::gemm(
+            m,
+            v,
+            hd,
+            &mut z,
+            View::rows(0, v),
+            false,
+            h,
+            View::rows(0, hd),
+            w,
+            View::cols(0, hd),
+            Par::Pool,
+        );
+        if self.temperature != 1.0 {
+            let inv = (1.0 / self.temperature) as f32;
+            z.par_chunks_mut(ELEMENTS_PER_TASK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x *= inv));
+        }
+        z
+    }
+}
+
+impl CustomOp3 for LmHeadLogprobs {
     fn name(&self) -> &'static str {
-        "marlhf-gather-logprobs-bwd"
+        "marlhf-lm-head-logprobs"
     }
 
     fn cpu_fwd(
@@ -940,26 +1032,116 @@ impl CustomOp3 for GatherLogprobsBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let logits = slice(s1, l1)?;
-        let targets = slice_u32(s2, l2)?;
-        let g = slice(s3, l3)?;
-        let v = l1.dims()[1];
-        let mut out = vec![0f32; logits.len()];
-        // d/dz_j [z_t − lse(z)] = 1[j = t] − softmax(z)_j
-        out.par_chunks_mut(v)
-            .zip(logits.par_chunks(v))
-            .zip(targets.par_iter().zip(g.par_iter()))
-            .for_each(|((o, row), (&t, &gn))| {
-                if gn == 0.0 {
-                    return;
-                }
-                let lse = log_sum_exp(row);
-                for (o, &z) in o.iter_mut().zip(row) {
-                    *o = -gn * (z - lse).exp();
-                }
-                o[t as usize] += gn;
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let (h, w, targets) = (slice(s1, l1)?, slice(s2, l2)?, slice_u32(s3, l3)?);
+        let (m, hd) = l1.shape().dims2()?;
+        let (v, hd2) = l2.shape().dims2()?;
+        if hd != hd2 || targets.len() != m {
+            bail!(
+                "lm_head_logprobs: hidden [{m}, {hd}], head [{v}, {hd2}], {} targets",
+                targets.len()
+            );
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
+            bail!("gather_logprobs: token id {bad} out of vocabulary {v}");
+        }
+        let z = self.logits(h, w, m, v, hd);
+        let out: Vec<f32> = z
+            .par_chunks(v)
+            .zip(targets.par_iter())
+            .map_init(Vec::new, |scratch, (row, &t)| {
+                row[t as usize] - kernels::exp::log_sum_exp(row, scratch)
+            })
+            .collect();
+        if self.keep {
+            *self.logits.lock().expect("logits lock") = Some(z);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(m)))
+    }
+
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        head: &Tensor,
+        targets: &Tensor,
+        res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let (m, hd) = hidden.dims2()?;
+        let v = head.dim(0)?;
+        let kept = self.logits.lock().expect("logits lock").take();
+        let mut z = match kept {
+            Some(z) => z,
+            None => kernels::with_slice(hidden, |h| {
+                kernels::with_slice(head, |w| self.logits(h, w, m, v, hd))
+            })??,
+        };
+        let inv_t = if self.temperature != 1.0 {
+            (1.0 / self.temperature) as f32
+        } else {
+            1.0
+        };
+        // dz = g·(onehot − softmax(z)) in place, then through the tempering.
+        kernels::with_u32(targets, |t| {
+            kernels::with_slice(res, |lp| {
+                kernels::with_slice(&g, |g| {
+                    z.par_chunks_mut(v)
+                        .enumerate()
+                        .for_each_init(Vec::new, |e, (n, row)| {
+                            let gn = g[n];
+                            let t = t[n] as usize;
+                            if gn == 0.0 {
+                                row.fill(0.0);
+                                return;
+                            }
+                            let lse = row[t] - lp[n];
+                            e.resize(v, 0.0);
+                            kernels::exp::exp_sub(row, lse, e);
+                            for (x, &p) in row.iter_mut().zip(e.iter()) {
+                                *x = -gn * p * inv_t;
+                            }
+                            row[t] += gn * inv_t;
+                        })
+                })
+            })
+        })???;
+        let mut dh = vec![0f32; m * hd];
+        let mut dw = vec![0f32; v * hd];
+        kernels::with_slice(hidden, |h| {
+            kernels::with_slice(head, |w| {
+                kernels::gemm(
+                    m,
+                    hd,
+                    v,
+                    &mut dh,
+                    View::rows(0, hd),
+                    false,
+                    &z,
+                    View::rows(0, v),
+                    w,
+                    View::rows(0, hd),
+                    Par::Pool,
+                );
+                kernels::gemm(
+                    v,
+                    hd,
+                    m,
+                    &mut dw,
+                    View::rows(0, hd),
+                    false,
+                    &z,
+                    View::cols(0, v),
+                    h,
+                    View::rows(0, hd),
+                    Par::Pool,
+                );
+            })
+        })??;
+        Ok((
+            Some(Tensor::from_vec(dh, hidden.shape(), hidden.device())?),
+            Some(Tensor::from_vec(dw, head.shape(), head.device())?),
+            None,
+        ))
     }
 }
 
@@ -1187,6 +1369,30 @@ mod tests {
         let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(ga.get(&v).unwrap(), gb.get(&v).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn lm_head_logprobs_matches_the_composite() {
+        let targets = Tensor::new(&[0u32, 10, 3, 3, 7, 1, 12], &Device::Cpu).unwrap();
+        for t in [1.0, 0.7] {
+            check(
+                &[rand(&[7, 5], 30), rand(&[13, 5], 31)],
+                |x| lm_head_logprobs(&x[0], &x[1], &targets, t),
+                |x| {
+                    let logits = x[0].matmul(&x[1].t()?)?;
+                    gather_logprobs_reference(&(logits / t)?, &targets)
+                },
+            );
+        }
+        let err = lm_head_logprobs(
+            &rand(&[1, 5], 1),
+            &rand(&[4, 5], 2),
+            &Tensor::new(&[4u32], &Device::Cpu).unwrap(),
+            1.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("token id 4 out of vocabulary 4"), "{err}");
     }
 
     #[test]

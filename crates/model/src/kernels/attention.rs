@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::{gemm, gemm_raw, Par, SendPtr, View};
+use super::{exp, gemm, gemm_raw, Par, SendPtr, View};
 
 /// Queries per block: the scores of a block (QBLOCK × T floats) stay in
 /// the L2 cache, and causal blocks skip the keys after their last query.
@@ -132,12 +132,8 @@ fn probs(
             prow.fill(0.0);
             continue;
         }
-        let mut sum = 0f32;
-        for (o, &x) in prow.iter_mut().zip(row.iter()) {
-            *o = (x - m).exp();
-            sum += *o;
-        }
-        let inv = 1.0 / sum;
+        exp::exp_sub(row, m, prow);
+        let inv = 1.0 / prow.iter().sum::<f32>();
         prow.iter_mut().for_each(|o| *o *= inv);
     }
 }

@@ -10,6 +10,7 @@
 //! hand-written backward passes.
 
 pub mod attention;
+pub mod exp;
 pub mod packed;
 
 use candle_core::{bail, Result, Storage, Tensor};
@@ -165,6 +166,19 @@ pub unsafe fn gemm_raw(
         false,
         parallelism,
     );
+}
+
+/// Runs `f` on the contiguous u32 data of a CPU tensor.
+pub fn with_u32<R>(t: &Tensor, f: impl FnOnce(&[u32]) -> R) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cpu(c) = &*s else {
+        bail!("kernel: tensor is not on the CPU")
+    };
+    let data = c.as_slice::<u32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(f(&data[a..b])),
+        None => bail!("kernel: tensor is not contiguous"),
+    }
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
