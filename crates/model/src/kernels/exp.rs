@@ -33,7 +33,10 @@ fn exp1(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 0.5;
     y = y * z + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from n + 127 in the low mantissa bits of (n + 127 + 2^23),
+    // shifted into the exponent: no float-to-int conversion, which the
+    // compiler would not keep in 256-bit registers.
+    let scale = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
     if x < LO {
         0.0
     } else {
