@@ -133,7 +133,8 @@ BENCH_REPS ?= 3
 BENCH_ARGS ?=
 
 $(BENCH_VENV)/.installed:
-	$(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	@command -v $(BENCH_PYTHON) >/dev/null || { echo "bench-compare: $(BENCH_PYTHON) not found (set BENCH_PYTHON)"; exit 1; }
+	@$(BENCH_PYTHON) -m venv $(BENCH_VENV) || { echo "bench-compare: cannot create a virtual environment at $(BENCH_VENV) (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
 	$(BENCH_VENV)/bin/pip install $(BENCH_PIP)
 	touch $@
 
