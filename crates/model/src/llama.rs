@@ -8,8 +8,12 @@
 //! the whole batch, no padding mask, fused ops without backward), while
 //! training, rollouts and scoring here need batched forward passes over
 //! left- or right-padded rows with per-row positions and gradients through
-//! every parameter. The generation path reuses
-//! `candle_nn::kv_cache::KvCache` and `candle_transformers::utils::repeat_kv`.
+//! every parameter. The cached path (prefill, and the reference decode
+//! loop) reuses `candle_nn::kv_cache::KvCache` and
+//! `candle_transformers::utils::repeat_kv`; f32 models on the CPU decode
+//! through `crate::decode`, which reproduces it bit for bit. Without a
+//! cache, f32 on the CPU runs the fused kernels of `ops` (attention among
+//! them), anything else candle's composite ops.
 //!
 //! Precision: the model computes in `dtype` whatever dtype its parameters
 //! are kept in (each weight is cast where it is used, a no-op when the two
