@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::batch::{pad, Side};
 use crate::config::{Activation, Attention};
-use crate::generate::{row_rng, sample, Generated, SamplingConfig};
+use crate::generate::{row_rng, sample_with, Generated, SampleScratch, SamplingConfig};
 use crate::kernels::packed::Packed;
 use crate::kernels::{gemm, gemm_raw, Par, SendPtr, View};
 use crate::llama::{positions_from_mask, Llama, MASKED};
@@ -217,19 +217,24 @@ pub(crate) fn generate(
     };
     buf.logits.copy_from_slice(&first_logits);
     let mut next = vec![cfg.pad; b];
+    let mut scratch: Vec<SampleScratch> = (0..b).map(|_| SampleScratch::default()).collect();
+    let mut picks: Vec<Option<(u32, f32)>> = vec![None; b];
+    let mut flags = vec![0u8; b];
     for step in 0..cfg.max_new_tokens {
         next.fill(cfg.pad);
         // Rows draw from their own RNGs, so drawing them in parallel
         // changes nothing.
         let finished = &out.finished;
-        let picks: Vec<Option<(u32, f32)>> = rngs
+        picks
             .par_iter_mut()
+            .zip(rngs.par_iter_mut().zip(scratch.par_iter_mut()))
             .zip(buf.logits.par_chunks(vocab))
             .enumerate()
-            .map(|(r, (rng, row))| (!finished[r]).then(|| sample(row, cfg, rng)))
-            .collect();
-        for (r, pick) in picks.into_iter().enumerate() {
-            let Some((tok, lp)) = pick else { continue };
+            .for_each(|(r, ((pick, (rng, s)), row))| {
+                *pick = (!finished[r]).then(|| sample_with(row, cfg, rng, s));
+            });
+        for (r, pick) in picks.iter().enumerate() {
+            let Some((tok, lp)) = *pick else { continue };
             out.tokens[r].push(tok);
             out.logprobs[r].push(lp);
             next[r] = tok;
@@ -242,9 +247,9 @@ pub(crate) fn generate(
         }
         // Finished rows keep stepping with a masked pad token so the batch
         // stays rectangular; their outputs are ignored.
-        let flags: Vec<u8> = (0..b)
-            .map(|r| u8::from(!out.finished[r] || next[r] != cfg.pad))
-            .collect();
+        for (r, f) in flags.iter_mut().enumerate() {
+            *f = u8::from(!out.finished[r] || next[r] != cfg.pad);
+        }
         kv.push_keys(&flags);
         dec.step(&next, &next_pos, &mut kv, &mut buf)?;
         next_pos.iter_mut().for_each(|p| *p += 1);

@@ -169,21 +169,48 @@ fn logprob_of(logits: &[f32], tok: usize) -> f32 {
 /// The token drawn from one row of logits and its log-probability under
 /// the temperature-scaled distribution (before top-k / top-p truncation).
 pub(crate) fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    sample_with(logits, cfg, rng, &mut SampleScratch::default())
+}
+
+/// The buffers one row's draw works in, kept across steps by the decode
+/// path so that sampling allocates nothing per token.
+#[derive(Default)]
+pub(crate) struct SampleScratch {
+    scaled: Vec<f32>,
+    cand: Vec<(usize, f32)>,
+    probs: Vec<f32>,
+}
+
+/// [`sample`] in `s`'s buffers.
+pub(crate) fn sample_with(
+    logits: &[f32],
+    cfg: &SamplingConfig,
+    rng: &mut ChaCha8Rng,
+    s: &mut SampleScratch,
+) -> (u32, f32) {
     if cfg.temperature <= 0.0 {
         let tok = argmax(logits);
         return (tok as u32, logprob_of(logits, tok));
     }
     let t = cfg.temperature as f32;
-    let scaled: Vec<f32> = logits.iter().map(|&v| v / t).collect();
+    let SampleScratch {
+        scaled,
+        cand,
+        probs,
+    } = s;
+    scaled.clear();
+    scaled.extend(logits.iter().map(|&v| v / t));
     let tok = {
-        let mut cand: Vec<(usize, f32)> = scaled.iter().copied().enumerate().collect();
+        cand.clear();
+        cand.extend(scaled.iter().copied().enumerate());
         if let Some(k) = cfg.top_k.filter(|&k| k > 0 && k < cand.len()) {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             cand.truncate(k);
         }
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let m = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|&(_, v)| (v - m).exp()).collect();
+        probs.clear();
+        probs.extend(cand.iter().map(|&(_, v)| (v - m).exp()));
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         if let Some(top_p) = cfg.top_p.filter(|&p| p < 1.0) {
@@ -205,7 +232,7 @@ pub(crate) fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng)
         let u: f32 = rng.random();
         let mut acc = 0.0;
         let mut chosen = cand[cand.len() - 1].0;
-        for (&(id, _), &p) in cand.iter().zip(&probs) {
+        for (&(id, _), &p) in cand.iter().zip(probs.iter()) {
             acc += p;
             if u < acc {
                 chosen = id;
@@ -214,7 +241,7 @@ pub(crate) fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng)
         }
         chosen
     };
-    (tok as u32, logprob_of(&scaled, tok))
+    (tok as u32, logprob_of(scaled, tok))
 }
 
 fn argmax(v: &[f32]) -> usize {
