@@ -976,7 +976,7 @@ pub fn lm_head_logprobs(
         temperature,
         // Kept for the backward pass only when there will be one.
         keep: hidden.track_op() || head.track_op(),
-        logits: std::sync::Mutex::new(None),
+        probs: std::sync::Mutex::new(None),
     };
     hidden.contiguous()?.apply_op3(
         &head.contiguous()?,
@@ -988,8 +988,25 @@ pub fn lm_head_logprobs(
 struct LmHeadLogprobs {
     temperature: f64,
     keep: bool,
-    /// The tempered logits [M, V] of the forward pass.
-    logits: std::sync::Mutex<Option<Vec<f32>>>,
+    /// softmax of the tempered logits [M, V], from the forward pass.
+    probs: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+/// Each row of the tempered logits `z` [M, V] replaced by its softmax;
+/// returns log softmax(z)[n, targets[n]] (`z_t − max − ln Σ e^(z − max)`,
+/// as `gather_logprobs` computes it).
+fn softmax_rows(z: &mut [f32], targets: &[u32], v: usize) -> Vec<f32> {
+    z.par_chunks_mut(v)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let zt = row[t as usize];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum = kernels::exp::exp_sub_sum(row, m);
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|p| *p *= inv);
+            zt - (m + sum.ln())
+        })
+        .collect()
 }
 
 impl LmHeadLogprobs {
@@ -1044,16 +1061,10 @@ impl CustomOp3 for LmHeadLogprobs {
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
             bail!("gather_logprobs: token id {bad} out of vocabulary {v}");
         }
-        let z = self.logits(h, w, m, v, hd);
-        let out: Vec<f32> = z
-            .par_chunks(v)
-            .zip(targets.par_iter())
-            .map_init(Vec::new, |scratch, (row, &t)| {
-                row[t as usize] - kernels::exp::log_sum_exp(row, scratch)
-            })
-            .collect();
+        let mut z = self.logits(h, w, m, v, hd);
+        let out = softmax_rows(&mut z, targets, v);
         if self.keep {
-            *self.logits.lock().expect("logits lock") = Some(z);
+            *self.probs.lock().expect("probs lock") = Some(z);
         }
         Ok((CpuStorage::F32(out), Shape::from(m)))
     }
@@ -1063,18 +1074,22 @@ impl CustomOp3 for LmHeadLogprobs {
         hidden: &Tensor,
         head: &Tensor,
         targets: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let (m, hd) = hidden.dims2()?;
         let v = head.dim(0)?;
-        let kept = self.logits.lock().expect("logits lock").take();
+        let kept = self.probs.lock().expect("probs lock").take();
         let mut z = match kept {
-            Some(z) => z,
-            None => kernels::with_slice(hidden, |h| {
-                kernels::with_slice(head, |w| self.logits(h, w, m, v, hd))
-            })??,
+            Some(p) => p,
+            None => {
+                let mut z = kernels::with_slice(hidden, |h| {
+                    kernels::with_slice(head, |w| self.logits(h, w, m, v, hd))
+                })??;
+                kernels::with_u32(targets, |t| softmax_rows(&mut z, t, v))?;
+                z
+            }
         };
         let inv_t = if self.temperature != 1.0 {
             (1.0 / self.temperature) as f32
@@ -1083,28 +1098,15 @@ impl CustomOp3 for LmHeadLogprobs {
         };
         // dz = g·(onehot − softmax(z)) in place, then through the tempering.
         kernels::with_u32(targets, |t| {
-            kernels::with_slice(res, |lp| {
-                kernels::with_slice(&g, |g| {
-                    z.par_chunks_mut(v)
-                        .enumerate()
-                        .for_each_init(Vec::new, |e, (n, row)| {
-                            let gn = g[n];
-                            let t = t[n] as usize;
-                            if gn == 0.0 {
-                                row.fill(0.0);
-                                return;
-                            }
-                            let lse = row[t] - lp[n];
-                            e.resize(v, 0.0);
-                            kernels::exp::exp_sub(row, lse, e);
-                            for (x, &p) in row.iter_mut().zip(e.iter()) {
-                                *x = -gn * p * inv_t;
-                            }
-                            row[t] += gn * inv_t;
-                        })
+            kernels::with_slice(&g, |g| {
+                z.par_chunks_mut(v).enumerate().for_each(|(n, row)| {
+                    let gn = g[n];
+                    let c = -gn * inv_t;
+                    row.iter_mut().for_each(|p| *p *= c);
+                    row[t[n] as usize] += gn * inv_t;
                 })
             })
-        })???;
+        })??;
         let mut dh = vec![0f32; m * hd];
         let mut dw = vec![0f32; v * hd];
         kernels::with_slice(hidden, |h| {

@@ -111,29 +111,40 @@ fn probs(
     );
     let scale = sc.scale as f32;
     let cap = sc.softcap.map(|c| ((1.0 / c) as f32, c as f32));
+    let key_mask = &mask.key_mask[b * d.t..b * d.t + kend];
     for i in 0..bq {
         let qi = q0 + i;
         let row = &mut s[i * kend..(i + 1) * kend];
         let prow = &mut p[i * kend..(i + 1) * kend];
-        let mut m = f32::NEG_INFINITY;
-        for (j, x) in row.iter_mut().enumerate() {
-            if mask.allows(d, b, qi, j) {
-                let mut v = *x * scale;
-                if let Some((inv, c)) = cap {
-                    v = (v * inv).tanh() * c;
-                }
-                *x = v;
-                m = m.max(v);
-            } else {
-                *x = f32::NEG_INFINITY;
+        // Keys after the query are masked by causality alone.
+        let seen = qi + 1;
+        row[seen..].fill(f32::NEG_INFINITY);
+        prow[seen..].fill(0.0);
+        let (row, prow) = (&mut row[..seen], &mut prow[..seen]);
+        if cap.is_none() && mask.window.is_none() {
+            // The common case, in a loop the compiler vectorizes.
+            for (x, &k) in row.iter_mut().zip(key_mask) {
+                *x = if k != 0 { *x * scale } else { f32::NEG_INFINITY };
+            }
+        } else {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if mask.allows(d, b, qi, j) {
+                    let mut v = *x * scale;
+                    if let Some((inv, c)) = cap {
+                        v = (v * inv).tanh() * c;
+                    }
+                    v
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
         }
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if m == f32::NEG_INFINITY {
             prow.fill(0.0);
             continue;
         }
-        exp::exp_sub(row, m, prow);
-        let inv = 1.0 / prow.iter().sum::<f32>();
+        let inv = 1.0 / exp::exp_sub_sum_into(row, m, prow);
         prow.iter_mut().for_each(|o| *o *= inv);
     }
 }

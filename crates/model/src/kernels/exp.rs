@@ -66,6 +66,12 @@ unsafe fn exp_sub_sum_avx2(x: &mut [f32], m: f32) -> f32 {
     exp_sub_sum_generic(x, m)
 }
 
+/// `out[i] = exp(x[i] − m)`; returns their sum, added in index order.
+pub fn exp_sub_sum_into(x: &[f32], m: f32, out: &mut [f32]) -> f32 {
+    exp_sub(x, m, out);
+    out.iter().sum()
+}
+
 /// `out[i] = exp(x[i] − m)`.
 pub fn exp_sub(x: &[f32], m: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
