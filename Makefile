@@ -5,6 +5,7 @@
 #   make compare TASK=hh-rlhf             # PPO vs MA-PPO over seeds, with confidence intervals
 #   make test                             # all tests (what CI runs)
 #   make bench                            # throughput benchmarks
+#   make bench-compare                    # the same beside PyTorch (installs it once)
 #
 # Every stage writes its outputs atomically, so a file that exists is
 # complete; make reruns a stage when an input is newer than its output.
@@ -38,7 +39,7 @@ include pipelines/presets/$(PRESET).mk
 include pipelines/$(TASK).mk
 
 .DEFAULT_GOAL := help
-.PHONY: help build pipeline prepare tokenizer sft rm test bench lint fmt clean-run
+.PHONY: help build pipeline prepare tokenizer sft rm test bench bench-compare lint fmt clean-run
 
 help:
 	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
@@ -46,6 +47,7 @@ help:
 	@echo "make compare TASK=hh-rlhf [SEEDS=...] [TERMINATIONS=...]       PPO vs MA-PPO over seeds, with 95% intervals"
 	@echo "make test                                                       run all tests"
 	@echo "make bench                                                      throughput benchmarks"
+	@echo "make bench-compare                                              the same beside PyTorch on this machine"
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
 
 build:
@@ -126,8 +128,34 @@ test:
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 
-bench:
-	$(CARGO) run --release -p marlhf-bench
+# The benchmark binary is built with the workspace (`make build`), so the
+# features of its dependencies are the workspace's and nothing recompiles
+# (`cargo run -p marlhf-bench` would resolve them for that package alone).
+bench: build
+	$(BIN)/marlhf-bench --reps $(BENCH_REPS) $(BENCH_ARGS)
+
+# bench-compare: PyTorch + transformers in a virtual environment outside the
+# source tree, created on first use (several GB: PyPI's Linux torch wheel
+# is the CUDA build, which runs on the CPU too). Both sides run back to
+# back and one table compares them.
+BENCH_VENV ?= $(HOME)/.cache/marlhf/bench-venv
+BENCH_PYTHON ?= python3
+BENCH_PIP ?= torch==2.15.0 transformers==5.24.0
+# Timed repetitions per measurement (the best counts), both sides.
+BENCH_REPS ?= 3
+# Extra marlhf-bench flags, e.g. BENCH_ARGS="--only train".
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed:
+	@command -v $(BENCH_PYTHON) >/dev/null || { echo "bench-compare: $(BENCH_PYTHON) not found (set BENCH_PYTHON)"; exit 1; }
+	@$(BENCH_PYTHON) -m venv $(BENCH_VENV) || { echo "bench-compare: cannot create a virtual environment at $(BENCH_VENV) (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
+	$(BENCH_VENV)/bin/pip install $(BENCH_PIP)
+	touch $@
+
+bench-compare: build $(BENCH_VENV)/.installed
+	@mkdir -p target/bench
+	$(BENCH_VENV)/bin/python bench/pytorch_reference.py --reps $(BENCH_REPS) --json target/bench/pytorch.json
+	$(BIN)/marlhf-bench --reps $(BENCH_REPS) --reference target/bench/pytorch.json $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

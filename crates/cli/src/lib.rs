@@ -14,6 +14,38 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    // mimalloc's option setter (libmimalloc-sys links the C library; the
+    // Rust binding of the option list lacks this option's name).
+    fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3).
+const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
+
+/// By default mimalloc hands freed memory back to the OS after 10 ms, so the
+/// next training step page-faults (and the kernel zeroes) its activation
+/// buffers again: a quarter of the CPU time of a step, measured. Memory
+/// freed by one step is the next step's, so it is kept (-1: never purge).
+fn keep_freed_memory() {
+    // SAFETY: a plain option store, done before any other thread exists.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
+/// candle runs its own element-wise ops on a thread pool beside rayon's,
+/// whose workers spin between ops. On CPU the matmuls and fused kernels
+/// (nearly all of a step) run on rayon, so on a machine with few cores
+/// candle's spinning workers take cores from them: on the 2-core machine
+/// (shared with other jobs) the training benchmark ran at 2,200 tokens/s
+/// with candle's ops on the calling thread alone, 1,650 with candle's own
+/// pool of 2. `CANDLE_NUM_THREADS` set by the user wins.
+fn one_candle_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Before any candle op: its pool reads the variable when first used.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Runs a stage's body. On error prints `error: <cause chain>` as one line on
 /// stderr and exits with status 1; a panic (a bug, never bad input) is also
 /// reduced to one line so users never face a backtrace.
@@ -27,6 +59,8 @@ where
     if std::env::var_os("MARLHF_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    keep_freed_memory();
+    one_candle_thread();
     let stage_name = stage.to_string();
     std::panic::set_hook(Box::new(move |info| {
         let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {

@@ -7,7 +7,45 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::kernels::with_slice;
+
+/// Elements per parallel task of the fused update.
+const CHUNK: usize = 1 << 14;
+
+/// One step's scalars, rounded to f32 once as candle's affine ops round
+/// them.
+struct Coefficients {
+    clip: f32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_bc1: f32,
+    inv_bc2: f32,
+    eps: f32,
+    lr: f32,
+}
+
+/// Σ x² of a gradient in f64: per fixed chunk, then summed in order, so the
+/// result does not depend on how rayon splits the work.
+fn sum_of_squares(g: &Tensor) -> Result<f64> {
+    if !(crate::ops::fused_ok(g) && g.is_contiguous()) {
+        return Ok(g
+            .to_dtype(candle_core::DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?);
+    }
+    let partials: Vec<f64> = with_slice(g, |s| {
+        s.par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .collect()
+    })?;
+    Ok(partials.iter().sum())
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AdamWConfig {
@@ -69,11 +107,7 @@ impl AdamW {
         let mut sq = 0f64;
         for (_, v) in vars {
             if let Some(g) = grads.get(v) {
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                sq += sum_of_squares(g)?;
             }
         }
         let grad_norm = sq.sqrt();
@@ -86,29 +120,125 @@ impl AdamW {
             1.0
         };
         self.step += 1;
-        let c = &self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let c = self.cfg.clone();
+        let k = Coefficients {
+            clip: clip as f32,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            inv_bc1: (1.0 / (1.0 - c.beta1.powi(self.step as i32))) as f32,
+            inv_bc2: (1.0 / (1.0 - c.beta2.powi(self.step as i32))) as f32,
+            eps: c.eps as f32,
+            lr: lr as f32,
+        };
         for (name, var) in vars {
             let Some(g) = grads.get(var) else { continue };
-            let g = (g * clip)?;
-            let m = match self.m.get(name) {
-                Some(m) => ((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?,
-                None => (&g * (1.0 - c.beta1))?,
-            };
-            let v = match self.v.get(name) {
-                Some(v) => ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?,
-                None => (g.sqr()? * (1.0 - c.beta2))?,
-            };
-            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
             let p = var.as_tensor();
             let decay = if p.rank() >= 2 { c.weight_decay } else { 0.0 };
-            let next = ((p * (1.0 - lr * decay))? - (update * lr)?)?;
-            var.set(&next)?;
+            let keep = (1.0 - lr * decay) as f32;
+            let (m, v) = (self.m.get(name), self.v.get(name));
+            let fused = [Some(p), Some(g), m, v]
+                .iter()
+                .flatten()
+                .all(|t| crate::ops::fused_ok(t) && t.is_contiguous());
+            let (m, v) = if fused {
+                self.fused_update(var, g, m, v, &k, keep)?
+            } else {
+                self.composite_update(var, g, m, v, &c, clip, lr, decay)?
+            };
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
         }
         Ok(StepStats { grad_norm, lr })
+    }
+
+    /// One parameter's update in a single parallel pass over p, g, m and v,
+    /// each element rounded as the composite candle expression rounds it.
+    fn fused_update(
+        &self,
+        var: &Var,
+        g: &Tensor,
+        m: Option<&Tensor>,
+        v: Option<&Tensor>,
+        k: &Coefficients,
+        keep: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        let n = g.elem_count();
+        let (mut pn, mut mn, mut vn) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let old = |t: Option<&Tensor>| -> Result<Tensor> {
+            Ok(match t {
+                Some(t) => t.clone(),
+                None => Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu)?,
+            })
+        };
+        let (mo, vo) = (old(m)?, old(v)?);
+        let (m_first, v_first) = (m.is_none(), v.is_none());
+        with_slice(var.as_tensor(), |p| {
+            with_slice(g, |g| {
+                with_slice(&mo, |mo| {
+                    with_slice(&vo, |vo| {
+                        pn.par_chunks_mut(CHUNK)
+                            .zip(mn.par_chunks_mut(CHUNK))
+                            .zip(vn.par_chunks_mut(CHUNK))
+                            .enumerate()
+                            .for_each(|(c, ((pn, mn), vn))| {
+                                let at = c * CHUNK;
+                                for i in 0..pn.len() {
+                                    let j = at + i;
+                                    let g = g[j] * k.clip;
+                                    let gm = g * k.one_minus_beta1;
+                                    let gv = (g * g) * k.one_minus_beta2;
+                                    // A first step has no moments: m = (1−β₁)g.
+                                    let m = if m_first { gm } else { mo[j] * k.beta1 + gm };
+                                    let v = if v_first { gv } else { vo[j] * k.beta2 + gv };
+                                    let update = (m * k.inv_bc1) / ((v * k.inv_bc2).sqrt() + k.eps);
+                                    pn[i] = p[j] * keep - update * k.lr;
+                                    mn[i] = m;
+                                    vn[i] = v;
+                                }
+                            })
+                    })
+                })
+            })
+        })????;
+        let shape = var.as_tensor().shape().clone();
+        var.set(&Tensor::from_vec(pn, shape.clone(), &Device::Cpu)?)?;
+        Ok((
+            Tensor::from_vec(mn, shape.clone(), &Device::Cpu)?,
+            Tensor::from_vec(vn, shape, &Device::Cpu)?,
+        ))
+    }
+
+    /// The update as candle ops, for parameters off the CPU or not in f32.
+    #[allow(clippy::too_many_arguments)]
+    fn composite_update(
+        &self,
+        var: &Var,
+        g: &Tensor,
+        m: Option<&Tensor>,
+        v: Option<&Tensor>,
+        c: &AdamWConfig,
+        clip: f64,
+        lr: f64,
+        decay: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let g = (g * clip)?;
+        let m = match m {
+            Some(m) => ((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?,
+            None => (&g * (1.0 - c.beta1))?,
+        };
+        let v = match v {
+            Some(v) => ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?,
+            None => (g.sqr()? * (1.0 - c.beta2))?,
+        };
+        let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
+        let p = var.as_tensor();
+        let next = ((p * (1.0 - lr * decay))? - (update * lr)?)?;
+        var.set(&next)?;
+        Ok((m, v))
     }
 
     /// Moments as tensors named `m.<param>` / `v.<param>`.
@@ -340,6 +470,59 @@ mod tests {
         assert!((got[0] - 0.9).abs() < 1e-6 && (got[1] + 1.9).abs() < 1e-6);
         // zero gradient: 0/0 guarded by eps = 0 gives NaN in torch too; we
         // only check the two live coordinates.
+    }
+
+    #[test]
+    fn fused_update_is_the_composite_update_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut rand =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-2f32..2.0)).collect() };
+        let p0 = Tensor::from_vec(rand(35), (5, 7), &Device::Cpu).unwrap();
+        let grads: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::from_vec(rand(35), (5, 7), &Device::Cpu).unwrap())
+            .collect();
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let (a, b) = (
+            Var::from_tensor(&p0).unwrap(),
+            Var::from_tensor(&p0).unwrap(),
+        );
+        let mut opt = AdamW::new(cfg.clone());
+        let (mut ma, mut va, mut mb, mut vb) = (None, None, None, None);
+        for (s, g) in grads.iter().enumerate() {
+            opt.step = s as u64 + 1;
+            let k = Coefficients {
+                clip: 0.5,
+                beta1: cfg.beta1 as f32,
+                one_minus_beta1: (1.0 - cfg.beta1) as f32,
+                beta2: cfg.beta2 as f32,
+                one_minus_beta2: (1.0 - cfg.beta2) as f32,
+                inv_bc1: (1.0 / (1.0 - cfg.beta1.powi(opt.step as i32))) as f32,
+                inv_bc2: (1.0 / (1.0 - cfg.beta2.powi(opt.step as i32))) as f32,
+                eps: cfg.eps as f32,
+                lr: 0.01,
+            };
+            let keep = (1.0 - 0.01 * 0.1f64) as f32;
+            let (m, v) = opt
+                .fused_update(&a, g, ma.as_ref(), va.as_ref(), &k, keep)
+                .unwrap();
+            (ma, va) = (Some(m), Some(v));
+            let (m, v) = opt
+                .composite_update(&b, g, mb.as_ref(), vb.as_ref(), &cfg, 0.5, 0.01, 0.1)
+                .unwrap();
+            (mb, vb) = (Some(m), Some(v));
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(
+                flat(a.as_tensor()),
+                flat(b.as_tensor()),
+                "step {s}: parameters"
+            );
+            assert_eq!(flat(ma.as_ref().unwrap()), flat(mb.as_ref().unwrap()));
+            assert_eq!(flat(va.as_ref().unwrap()), flat(vb.as_ref().unwrap()));
+        }
     }
 
     #[test]

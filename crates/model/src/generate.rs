@@ -55,10 +55,26 @@ pub struct Generated {
 /// Samples continuations of `prompts` (each non-empty). Row r draws from its
 /// own RNG seeded by (seed, r), so a row's sample does not depend on how
 /// fast the other rows finish.
+///
+/// An f32 model on the CPU decodes through `crate::decode` (preallocated
+/// buffers, the cache updated in place, no per-token tensors); any other
+/// model through [`generate_reference`]. Both give the same tokens and
+/// log-probabilities bit for bit.
 pub fn generate(model: &Llama, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Result<Generated> {
-    let b = prompts.len();
-    if b == 0 {
-        return Ok(Generated::default());
+    if let Some(done) = check(model, prompts, cfg)? {
+        return Ok(done);
+    }
+    if crate::decode::supported(model) {
+        crate::decode::generate(model, prompts, cfg)
+    } else {
+        generate_reference(model, prompts, cfg)
+    }
+}
+
+/// The checks both paths make; `Some` when there is nothing to generate.
+fn check(model: &Llama, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Result<Option<Generated>> {
+    if prompts.is_empty() {
+        return Ok(Some(Generated::default()));
     }
     if prompts.iter().any(|p| p.is_empty()) {
         bail!("generate: every prompt needs at least one token");
@@ -71,6 +87,26 @@ pub fn generate(model: &Llama, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Re
             cfg.max_new_tokens
         );
     }
+    Ok(None)
+}
+
+/// The seed of row r's sampling RNG.
+pub(crate) fn row_rng(seed: u64, r: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ r as u64
+}
+
+/// [`generate`] through candle ops and the candle KV cache, a forward pass
+/// per step: the path for bf16/f16 models and GPUs, and the reference the
+/// CPU decode path is tested against.
+pub fn generate_reference(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+) -> Result<Generated> {
+    if let Some(done) = check(model, prompts, cfg)? {
+        return Ok(done);
+    }
+    let b = prompts.len();
     let dev = model.device();
     let p = pad(prompts, cfg.pad, Side::Left, dev)?;
     let mut key_mask = p.mask.clone();
@@ -80,7 +116,7 @@ pub fn generate(model: &Llama, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Re
     let mut last = hidden.narrow(1, p.t - 1, 1)?.squeeze(1)?;
     let mut next_pos: Vec<u32> = prompts.iter().map(|s| s.len() as u32).collect();
     let mut rngs: Vec<ChaCha8Rng> = (0..b)
-        .map(|r| ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ r as u64))
+        .map(|r| ChaCha8Rng::seed_from_u64(row_rng(cfg.seed, r)))
         .collect();
     let mut out = Generated {
         tokens: vec![Vec::new(); b],
@@ -132,22 +168,49 @@ fn logprob_of(logits: &[f32], tok: usize) -> f32 {
 
 /// The token drawn from one row of logits and its log-probability under
 /// the temperature-scaled distribution (before top-k / top-p truncation).
-fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+pub(crate) fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    sample_with(logits, cfg, rng, &mut SampleScratch::default())
+}
+
+/// The buffers one row's draw works in, kept across steps by the decode
+/// path so that sampling allocates nothing per token.
+#[derive(Default)]
+pub(crate) struct SampleScratch {
+    scaled: Vec<f32>,
+    cand: Vec<(usize, f32)>,
+    probs: Vec<f32>,
+}
+
+/// [`sample`] in `s`'s buffers.
+pub(crate) fn sample_with(
+    logits: &[f32],
+    cfg: &SamplingConfig,
+    rng: &mut ChaCha8Rng,
+    s: &mut SampleScratch,
+) -> (u32, f32) {
     if cfg.temperature <= 0.0 {
         let tok = argmax(logits);
         return (tok as u32, logprob_of(logits, tok));
     }
     let t = cfg.temperature as f32;
-    let scaled: Vec<f32> = logits.iter().map(|&v| v / t).collect();
+    let SampleScratch {
+        scaled,
+        cand,
+        probs,
+    } = s;
+    scaled.clear();
+    scaled.extend(logits.iter().map(|&v| v / t));
     let tok = {
-        let mut cand: Vec<(usize, f32)> = scaled.iter().copied().enumerate().collect();
+        cand.clear();
+        cand.extend(scaled.iter().copied().enumerate());
         if let Some(k) = cfg.top_k.filter(|&k| k > 0 && k < cand.len()) {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             cand.truncate(k);
         }
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let m = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|&(_, v)| (v - m).exp()).collect();
+        probs.clear();
+        probs.extend(cand.iter().map(|&(_, v)| (v - m).exp()));
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         if let Some(top_p) = cfg.top_p.filter(|&p| p < 1.0) {
@@ -169,7 +232,7 @@ fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f
         let u: f32 = rng.random();
         let mut acc = 0.0;
         let mut chosen = cand[cand.len() - 1].0;
-        for (&(id, _), &p) in cand.iter().zip(&probs) {
+        for (&(id, _), &p) in cand.iter().zip(probs.iter()) {
             acc += p;
             if u < acc {
                 chosen = id;
@@ -178,7 +241,7 @@ fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f
         }
         chosen
     };
-    (tok as u32, logprob_of(&scaled, tok))
+    (tok as u32, logprob_of(scaled, tok))
 }
 
 fn argmax(v: &[f32]) -> usize {

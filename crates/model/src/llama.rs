@@ -8,8 +8,12 @@
 //! the whole batch, no padding mask, fused ops without backward), while
 //! training, rollouts and scoring here need batched forward passes over
 //! left- or right-padded rows with per-row positions and gradients through
-//! every parameter. The generation path reuses
-//! `candle_nn::kv_cache::KvCache` and `candle_transformers::utils::repeat_kv`.
+//! every parameter. The cached path (prefill, and the reference decode
+//! loop) reuses `candle_nn::kv_cache::KvCache` and
+//! `candle_transformers::utils::repeat_kv`; f32 models on the CPU decode
+//! through `crate::decode`, which reproduces it bit for bit. Without a
+//! cache, f32 on the CPU runs the fused kernels of `ops` (attention among
+//! them), anything else candle's composite ops.
 //!
 //! Precision: the model computes in `dtype` whatever dtype its parameters
 //! are kept in (each weight is cast where it is used, a no-op when the two
@@ -27,11 +31,11 @@ use crate::params::Params;
 
 /// Additive attention bias for disallowed positions. Finite, so a row with
 /// every key masked (a padding query) gives a uniform softmax, not NaN.
-const MASKED: f32 = -1e9;
+pub(crate) const MASKED: f32 = -1e9;
 
-struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
+pub(crate) struct Linear {
+    pub(crate) w: Tensor,
+    pub(crate) b: Option<Tensor>,
 }
 
 impl Linear {
@@ -48,7 +52,7 @@ impl Linear {
 
     /// x: [N, in] → [N, out], in x's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.w.to_dtype(x.dtype())?.t()?)?;
+        let y = ops::linear(x, &self.w.to_dtype(x.dtype())?)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
             None => y,
@@ -56,31 +60,31 @@ impl Linear {
     }
 }
 
-struct Block {
-    input_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+pub(crate) struct Block {
+    pub(crate) input_norm: Tensor,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
     /// Qwen3: per-head norms of q and k.
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
+    pub(crate) q_norm: Option<Tensor>,
+    pub(crate) k_norm: Option<Tensor>,
     /// Gemma 2: the norm of the attention output before the residual add.
-    post_attn_norm: Option<Tensor>,
+    pub(crate) post_attn_norm: Option<Tensor>,
     /// The norm before the MLP: `post_attention_layernorm` in the Llama
     /// layout, `pre_feedforward_layernorm` in Gemma 2's.
-    pre_mlp_norm: Tensor,
+    pub(crate) pre_mlp_norm: Tensor,
     /// Gemma 2: the norm of the MLP output before the residual add.
-    post_mlp_norm: Option<Tensor>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    attention: Attention,
+    pub(crate) post_mlp_norm: Option<Tensor>,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) attention: Attention,
 }
 
 /// Per-layer key/value caches for incremental decoding.
 pub struct Cache {
-    layers: Vec<KvCache>,
+    pub(crate) layers: Vec<KvCache>,
 }
 
 impl Cache {
@@ -97,18 +101,18 @@ impl Cache {
 }
 
 pub struct Llama {
-    cfg: ModelConfig,
-    arch: Arch,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) arch: Arch,
     /// The dtype activations are computed in.
-    dtype: DType,
-    embed: Tensor,
-    layers: Vec<Block>,
-    norm: Tensor,
-    lm_head: Tensor,
+    pub(crate) dtype: DType,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Tensor,
     /// f32 tables [max positions, head_dim/2].
-    cos: Tensor,
-    sin: Tensor,
-    device: Device,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
+    pub(crate) device: Device,
 }
 
 /// Positions of each token within its own row: padding does not advance
@@ -376,13 +380,29 @@ impl Llama {
                 .to_dtype(dt)?)
         };
         let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
-        // One bias per distinct attention pattern of the layers.
-        let full = vis.bias(Attention::Full, wide, &self.device)?;
-        let mut sliding: Vec<(usize, Tensor)> = Vec::new();
-        for layer in &self.layers {
-            if let Attention::Sliding(w) = layer.attention {
-                if vis.window_matters(w) && !sliding.iter().any(|(x, _)| *x == w) {
-                    sliding.push((w, vis.bias(layer.attention, wide, &self.device)?));
+        // Without a cache, f32 on the CPU runs the fused attention kernel
+        // (masks built inside it); otherwise one additive bias per distinct
+        // attention pattern of the layers.
+        let fused = cache.is_none() && dt == DType::F32 && self.device.is_cpu();
+        let fused_mask = ops::AttentionMask {
+            key_mask: vis.key_mask.into(),
+            pos: vis.q_pos.into(),
+            window: None,
+        };
+        let mut biases: Vec<(Attention, Tensor)> = Vec::new();
+        if !fused {
+            biases.push((
+                Attention::Full,
+                vis.bias(Attention::Full, wide, &self.device)?,
+            ));
+            for layer in &self.layers {
+                if let Attention::Sliding(w) = layer.attention {
+                    if vis.window_matters(w) && !biases.iter().any(|(a, _)| *a == layer.attention) {
+                        biases.push((
+                            layer.attention,
+                            vis.bias(layer.attention, wide, &self.device)?,
+                        ));
+                    }
                 }
             }
         }
@@ -398,47 +418,64 @@ impl Llama {
         let scale = 1.0 / self.arch.query_scale.sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = self.norm(&x, &layer.input_norm)?;
+            // [B, T, n, hd], time-major as the projection leaves it.
             let heads = |lin: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
                 let y = lin.forward(&hn)?.reshape((b, t, n, hd))?;
-                let y = match norm {
+                Ok(match norm {
                     Some(w) => self.norm(&y, w)?,
                     None => y,
-                };
-                Ok(y.transpose(1, 2)?.contiguous()?)
+                })
             };
-            let q = ops::rope(&heads(&layer.q, nh, &layer.q_norm)?, &cos, &sin)?;
-            let k = ops::rope(&heads(&layer.k, nkv, &layer.k_norm)?, &cos, &sin)?;
+            let q = heads(&layer.q, nh, &layer.q_norm)?;
+            let k = heads(&layer.k, nkv, &layer.k_norm)?;
             let v = heads(&layer.v, nkv, &None)?;
-            let (k, v) = match cache.as_deref_mut() {
-                Some(c) => c.layers[li].append(&k, &v)?,
-                None => (k, v),
-            };
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
-            let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
-            if let Some(cap) = self.arch.attn_softcap {
-                scores = ((scores / cap)?.tanh()? * cap)?;
-            }
-            let bias = match layer.attention {
-                Attention::Sliding(w) => sliding
+            let att = if fused {
+                let mask = ops::AttentionMask {
+                    window: match layer.attention {
+                        Attention::Sliding(w) => Some(w),
+                        Attention::Full => None,
+                    },
+                    ..fused_mask.clone()
+                };
+                let q = ops::rope_time_major(&q, &cos, &sin)?;
+                let k = ops::rope_time_major(&k, &cos, &sin)?;
+                ops::attention(&q, &k, &v, &mask, scale, self.arch.attn_softcap)?
+                    .reshape((b * t, nh * hd))?
+            } else {
+                let q = ops::rope(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
+                let k = ops::rope(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
+                let v = v.transpose(1, 2)?.contiguous()?;
+                let (k, v) = match cache.as_deref_mut() {
+                    Some(c) => c.layers[li].append(&k, &v)?,
+                    None => (k, v),
+                };
+                let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
+                let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
+                let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
+                if let Some(cap) = self.arch.attn_softcap {
+                    scores = ((scores / cap)?.tanh()? * cap)?;
+                }
+                let bias = biases
                     .iter()
-                    .find(|(x, _)| *x == w)
-                    .map(|(_, t)| t)
-                    .unwrap_or(&full),
-                Attention::Full => &full,
+                    .find(|(a, _)| *a == layer.attention)
+                    .unwrap_or(&biases[0]);
+                let probs = ops::softmax_last_dim(&scores.broadcast_add(&bias.1)?)?.to_dtype(dt)?;
+                probs
+                    .matmul(&v.contiguous()?)?
+                    .transpose(1, 2)?
+                    .reshape((b * t, nh * hd))?
             };
-            let probs = ops::softmax_last_dim(&scores.broadcast_add(bias)?)?.to_dtype(dt)?;
-            let att = probs
-                .matmul(&v.contiguous()?)?
-                .transpose(1, 2)?
-                .reshape((b * t, nh * hd))?;
             let mut att = layer.o.forward(&att)?;
             if let Some(w) = &layer.post_attn_norm {
                 att = self.norm(&att, w)?;
             }
             x = (x + att)?;
             let hn = self.norm(&x, &layer.pre_mlp_norm)?;
-            let mlp = (self.activation(&layer.gate.forward(&hn)?)? * layer.up.forward(&hn)?)?;
+            let (gate, up) = (layer.gate.forward(&hn)?, layer.up.forward(&hn)?);
+            let mlp = match self.arch.activation {
+                Activation::Silu => ops::silu_mul(&gate, &up)?,
+                _ => (self.activation(&gate)? * up)?,
+            };
             let mut mlp = layer.down.forward(&mlp)?;
             if let Some(w) = &layer.post_mlp_norm {
                 mlp = self.norm(&mlp, w)?;
@@ -449,11 +486,16 @@ impl Llama {
         Ok(x.reshape((b, t, h))?)
     }
 
+    /// The LM head's weight [V, H] (the embedding when tied).
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
     /// Logits [N, V] for hidden states [N, H], in at least f32, with Gemma
     /// 2's final soft-capping.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.to_dtype(hidden.dtype())?;
-        let logits = ops::widen(&hidden.matmul(&head.t()?)?)?;
+        let logits = ops::widen(&ops::linear(hidden, &head)?)?;
         Ok(match self.arch.final_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

@@ -85,16 +85,21 @@ impl Model {
         batch: &Scored,
         temperature: f64,
     ) -> Result<(Tensor, Vec<usize>)> {
-        let s = self.token_logits(batch)?;
-        let logits = ops::temper(&s.logits, temperature)?;
-        Ok((ops::gather_logprobs(&logits, &s.targets)?, s.counts))
+        if self.llama.arch().final_softcap.is_some() {
+            let s = self.token_logits(batch)?;
+            let logits = ops::temper(&s.logits, temperature)?;
+            return Ok((ops::gather_logprobs(&logits, &s.targets)?, s.counts));
+        }
+        // The head, the tempering and the gather as one op.
+        let (hs, targets, counts) = self.scored_hidden(batch)?;
+        let head = self.llama.lm_head().to_dtype(hs.dtype())?;
+        let lp = ops::lm_head_logprobs(&hs, &head, &targets, temperature)?;
+        Ok((lp, counts))
     }
 
-    /// The LM-head logits [M, V] that predict the scored tokens, with the
-    /// tokens themselves. Only the scored positions go through the LM head,
-    /// which is most of the FLOPs saved for short completions after long
-    /// prompts.
-    pub fn token_logits(&self, batch: &Scored) -> Result<ScoredLogits> {
+    /// The hidden states [M, H] that predict the scored tokens, the tokens
+    /// [M] and each row's count.
+    fn scored_hidden(&self, batch: &Scored) -> Result<(Tensor, Tensor, Vec<usize>)> {
         let p = pad(&batch.seqs, 0, Side::Right, self.device())?;
         let hidden = self.llama.forward_hidden(&p.ids, &p.mask)?;
         let (rows, targets, counts) = scored_positions(batch, p.t)?;
@@ -103,6 +108,15 @@ impl Model {
         let rows = Tensor::from_vec(rows, n, self.device())?;
         let targets = Tensor::from_vec(targets, n, self.device())?;
         let hs = hidden.reshape((p.b * p.t, h))?.index_select(&rows, 0)?;
+        Ok((hs, targets, counts))
+    }
+
+    /// The LM-head logits [M, V] that predict the scored tokens, with the
+    /// tokens themselves. Only the scored positions go through the LM head,
+    /// which is most of the FLOPs saved for short completions after long
+    /// prompts.
+    pub fn token_logits(&self, batch: &Scored) -> Result<ScoredLogits> {
+        let (hs, targets, counts) = self.scored_hidden(batch)?;
         Ok(ScoredLogits {
             logits: self.llama.logits(&hs)?,
             targets,
