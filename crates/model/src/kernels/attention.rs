@@ -124,7 +124,11 @@ fn probs(
         if cap.is_none() && mask.window.is_none() {
             // The common case, in a loop the compiler vectorizes.
             for (x, &k) in row.iter_mut().zip(key_mask) {
-                *x = if k != 0 { *x * scale } else { f32::NEG_INFINITY };
+                *x = if k != 0 {
+                    *x * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
         } else {
             for (j, x) in row.iter_mut().enumerate() {
