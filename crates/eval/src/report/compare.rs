@@ -174,6 +174,65 @@ pub fn figures(input: &CompareInput) -> Result<Vec<GroupFigures>> {
     Ok(out)
 }
 
+/// The iterations the budget table reads a curve at: the ends of the
+/// run's first three quarters and its last iteration.
+pub fn budget_iterations(last: u32) -> Vec<u32> {
+    let runs = u64::from(last) + 1;
+    let mut its: Vec<u32> = (1..4u64).map(|k| (k * runs / 4) as u32).collect();
+    its.push(last);
+    its.retain(|&it| it <= last);
+    its.dedup();
+    its
+}
+
+/// The headline curve at fixed iteration budgets, and its peak: a reward
+/// that rises and then falls (an over-optimised proxy, a collapse) shows
+/// here, where the final figures alone would hide it.
+fn budget_table(md: &mut String, input: &CompareInput, metric: &str) {
+    let bands: Vec<Vec<(u32, Interval)>> =
+        input.groups.iter().map(|g| band(&g.runs, metric)).collect();
+    let Some(last) = bands.iter().filter_map(|b| b.last().map(|p| p.0)).min() else {
+        return;
+    };
+    let its = budget_iterations(last);
+    let _ = writeln!(md, "## `{metric}` at iteration budgets\n");
+    md.push_str("The seed-mean of the rollouts at a few iterations (the policy after that many updates) with its 95% Student-t band over seeds, and the highest seed-mean of the run.\n\n");
+    md.push_str("| configuration |");
+    for it in &its {
+        let _ = write!(md, " iteration {it} |");
+    }
+    md.push_str(" peak [95% band] (iteration) |\n| --- |");
+    md.push_str(&" ---: |".repeat(its.len() + 1));
+    md.push('\n');
+    for (g, b) in input.groups.iter().zip(&bands) {
+        let _ = write!(md, "| {} |", cell(&g.label));
+        for it in &its {
+            let at = b.iter().find(|p| p.0 == *it);
+            let _ = write!(
+                md,
+                " {} |",
+                at.map_or("–".to_string(), |(_, i)| interval(i, 3))
+            );
+        }
+        let peak = b
+            .iter()
+            .filter(|p| p.0 <= last && p.1.estimate.is_finite())
+            .fold(None::<&(u32, Interval)>, |best, p| match best {
+                Some(q) if q.1.estimate >= p.1.estimate => Some(q),
+                _ => Some(p),
+            });
+        let _ = writeln!(
+            md,
+            " {} |",
+            peak.map_or("–".to_string(), |(it, i)| format!(
+                "{} ({it})",
+                interval(i, 3)
+            ))
+        );
+    }
+    md.push('\n');
+}
+
 fn signed(x: f64, decimals: usize) -> String {
     if x.is_finite() {
         format!("{x:+.decimals$}")
@@ -388,6 +447,10 @@ pub fn render(input: &CompareInput) -> Result<(String, Vec<Plot>)> {
         md.push('\n');
     }
 
+    if let Some((metric, _)) = input.curves.first() {
+        budget_table(&mut md, input, metric);
+    }
+
     if !input.verdicts.is_empty() {
         let judge = input
             .verdicts
@@ -466,14 +529,15 @@ pub fn render(input: &CompareInput) -> Result<(String, Vec<Plot>)> {
             }
         }
         md.push('\n');
+        for (file, _) in &plots {
+            let _ = writeln!(md, "![{file}]({file})\n");
+        }
     }
     if let Some(png) = gold_vs_kl(input)? {
         md.push_str("## Gold reward against KL\n\n");
         md.push_str("Each point is an iteration: the seed-mean KL from the reference (k1, per response) of the rollouts against their seed-mean gold reward, with its 95% band over seeds. A proxy that is over-optimised shows as gold falling while KL keeps growing.\n\n");
+        let _ = writeln!(md, "![{GOLD_VS_KL_FILE}]({GOLD_VS_KL_FILE})\n");
         plots.push((GOLD_VS_KL_FILE.to_string(), png));
-    }
-    for (file, _) in &plots {
-        let _ = writeln!(md, "![{file}]({file})\n");
     }
     Ok((md, plots))
 }
@@ -574,6 +638,14 @@ mod tests {
     }
 
     #[test]
+    fn budgets_are_quarters_and_the_end() {
+        assert_eq!(budget_iterations(11), vec![3, 6, 9, 11]);
+        assert_eq!(budget_iterations(15), vec![4, 8, 12, 15]);
+        assert_eq!(budget_iterations(2), vec![0, 1, 2]);
+        assert_eq!(budget_iterations(0), vec![0]);
+    }
+
+    #[test]
     fn report_says_what_is_noise() {
         let (md, plots) = render(&input()).unwrap();
         assert!(
@@ -607,6 +679,14 @@ mod tests {
             md.contains("not distinguishable from noise (the interval contains 0)"),
             "{md}"
         );
+
+        // The budget table: iterations 0, 1, 2 of three; fixed:5 peaks at
+        // its last, 0.7 and 0.9 over two seeds: 0.8 ± t(0.975, 1) · 0.1.
+        assert!(
+            md.contains("| configuration | iteration 0 | iteration 1 | iteration 2 | peak [95% band] (iteration) |"),
+            "{md}"
+        );
+        assert!(md.contains("0.800 [-0.471, 2.071] (2) |"), "{md}");
 
         let mut bad = input();
         bad.baseline = "nope".into();
