@@ -73,7 +73,7 @@ RM_EPOCHS = 4
 RM_BATCH = 8
 
 # PPO from the pretrained model. Learning rates, KL coefficient and
-# advantage whitening were picked on vanilla PPO alone, on a seed no
+# advantage whitening were picked on vanilla PPO alone, on two seeds no
 # comparison uses (scripts/tune-stories.sh; README, "The stories
 # experiment").
 ITERS = 12

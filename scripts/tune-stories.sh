@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The hyper-parameter search behind pipelines/stories.mk (README, "The
-# stories experiment"): vanilla PPO only (fixed:1), on a tuning seed that
+# stories experiment"): vanilla PPO only (fixed:1), on tuning seeds that
 # no comparison uses, ranked by the mean gold reward of the last three
-# iterations' rollouts, averaged over the tuning seeds. MA-PPO gets whatever vanilla PPO's best settings
-# are, so any tuning advantage goes to the baseline.
+# iterations' rollouts, averaged over the tuning seeds. MA-PPO gets
+# whatever vanilla PPO's best settings are, so any tuning advantage goes
+# to the baseline.
 #
 #   scripts/tune-stories.sh            # the grid below, then a table on stdout
 #
