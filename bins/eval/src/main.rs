@@ -1,17 +1,23 @@
 //! `marlhf-eval`: the evaluation stage, one subcommand per step.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use marlhf_cli::Summary;
+use marlhf_cli::{Bars, Summary};
 use marlhf_eval::judge::HttpJudgeConfig;
-use marlhf_train::evaluate::compare::{compare, CompareConfig};
-use marlhf_train::evaluate::generate::{generate, GenerateConfig};
-use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
-use marlhf_train::evaluate::passk::{passk, PasskConfig};
-use marlhf_train::evaluate::report::{report, ReportConfig};
-use marlhf_train::evaluate::{parse_ks, parse_named_path};
+use marlhf_stages::evaluate::comparing::{compare_runs, CompareConfig};
+use marlhf_stages::evaluate::executing::{execute_programs, PasskConfig};
+use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
+use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
+use marlhf_stages::evaluate::reporting::{write_report, ReportConfig};
+use marlhf_stages::evaluate::{parse_ks, parse_named_path};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Evaluate policies: generate and score responses, judge policies against
 /// each other, measure pass@k on code, and write the report.
@@ -43,7 +49,7 @@ fn pair(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?} is not A:B"));
     };
     for name in [a, b] {
-        marlhf_train::evaluate::check_name(name).map_err(|e| e.to_string())?;
+        marlhf_stages::evaluate::check_name(name).map_err(|e| e.to_string())?;
     }
     Ok((a.to_string(), b.to_string()))
 }
@@ -344,7 +350,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         gold_model: a.gold_model,
     };
     let mut s = Summary::new("eval generate");
-    let r = generate(&cfg)?;
+    let r = generate_responses(&cfg, &Bars)?;
     s.add("responses", cfg.out.display())
         .add(
             "prompts",
@@ -408,7 +414,7 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let mut s = Summary::new("eval judge");
-    let r = judge(&cfg)?;
+    let r = judge_responses(&cfg, &Bars)?;
     s.add("judgements", cfg.out.display())
         .add("prompts answered by all", r.common_prompts);
     for row in &r.rows {
@@ -452,7 +458,7 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
         jobs,
     };
     let mut s = Summary::new("eval passk");
-    let r = passk(&cfg)?;
+    let r = execute_programs(&cfg, &Bars)?;
     s.add("results", cfg.out.display())
         .add(
             "programs passing every test",
@@ -499,7 +505,7 @@ fn run_report(a: ReportArgs) -> anyhow::Result<()> {
         notes: Vec::new(),
     };
     let mut s = Summary::new("eval report");
-    let r = report(&cfg)?;
+    let r = write_report(&cfg)?;
     if let Some(rm) = &r.rm {
         s.add(
             "RM held-out accuracy",
@@ -533,7 +539,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let mut s = Summary::new("eval compare");
-    let r = compare(&cfg)?;
+    let r = compare_runs(&cfg)?;
     s.add("configurations", r.groups)
         .add("runs", r.runs)
         .add("evaluation prompts", r.prompts);

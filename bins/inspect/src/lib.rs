@@ -1,6 +1,8 @@
 //! `marlhf-inspect`: a readable summary of any stage's Parquet file, so an
 //! intermediate result can be checked without opening a notebook.
 
+#![forbid(unsafe_code)]
+
 pub mod load;
 pub mod render;
 pub mod report;

@@ -1,10 +1,16 @@
 //! `marlhf-rollout`: one PPO iteration's prompts → `rollouts.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::Summary;
-use marlhf_train::ppo::{rollout, RolloutConfig};
+use marlhf_cli::{Bars, Summary};
+use marlhf_stages::ppo::{rollout, RolloutConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Sample responses to one PPO iteration's prompts with the actor, then
 /// compute per response token the actor's and the reference model's
@@ -114,7 +120,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new(&format!("rollout, iteration {}", cfg.iteration));
-        let r = rollout(&cfg)?;
+        let r = rollout(&cfg, &Bars)?;
         summary
             .add("rollouts", r.rollouts)
             .add(

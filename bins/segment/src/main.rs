@@ -1,11 +1,17 @@
 //! `marlhf-segment`: `rollouts.parquet` → `segments.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::Summary;
 use marlhf_rl::Termination;
-use marlhf_train::ppo::{run_segment, SegmentConfig};
+use marlhf_stages::ppo::{run_segment, SegmentConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Split every rollout's response into macro actions with a termination
 /// condition: fixed:N (every N tokens; fixed:1 is vanilla token-level PPO),

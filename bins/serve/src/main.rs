@@ -1,11 +1,17 @@
 //! `marlhf-serve`: chat with a checkpoint through OpenAI's protocol.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
 use marlhf_eval::server::{serve_with, ServeOptions};
-use marlhf_train::evaluate::serve::ModelBackend;
+use marlhf_stages::evaluate::serve::ModelBackend;
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Serve a checkpoint (a trained policy, or any local model) through
 /// OpenAI's chat-completions protocol on a loopback address:

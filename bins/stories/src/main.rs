@@ -1,6 +1,8 @@
 //! `marlhf-stories`: the `stories` task's own steps — story openings from
 //! templates, and preference pairs labelled by the gold reward.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,8 +12,12 @@ use marlhf_data::stage_rows;
 use marlhf_data::stories::{
     write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS,
 };
-use marlhf_train::evaluate::tables::read_responses;
-use marlhf_train::gold::preference_pairs;
+use marlhf_stages::evaluate::tables::read_responses;
+use marlhf_stages::gold::preference_pairs;
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// The stories task: a known gold reward on the pretrained stories260K
 /// model (DESIGN.md, "The stories task").

@@ -1,13 +1,19 @@
 //! `marlhf-update`: one MA-PPO update from an iteration's rollouts and
 //! segments → the next actor and critic, `advantages.parquet`, a metrics row.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::Summary;
+use marlhf_cli::{Bars, Summary};
 use marlhf_model::adamw::LrSchedule;
 use marlhf_rl::{KlEstimator, LossAgg, RlConfig, ValueFunction};
-use marlhf_train::ppo::{update, PpoConfig, Recipe, UpdateConfig};
+use marlhf_stages::ppo::{update, PpoConfig, Recipe, UpdateConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Run MA-PPO's credit assignment (KL-shaped token rewards, one value and
 /// reward per macro action, GAE over macro actions) and its clipped PPO
@@ -220,8 +226,6 @@ fn main() {
                 clip_reward: args.clip_reward,
                 gamma: args.gamma,
                 lambda: args.lambda,
-                seed: args.seed,
-                ..RlConfig::default()
             },
             ppo,
             seed: args.seed,
@@ -229,7 +233,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new("update");
-        let r = update(&cfg)?;
+        let r = update(&cfg, &Bars)?;
         summary.add("iteration", r.iteration);
         summary.add(
             "recipe",
