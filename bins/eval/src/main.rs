@@ -12,7 +12,7 @@ use marlhf_stages::evaluate::comparing::{compare_runs, CompareConfig};
 use marlhf_stages::evaluate::executing::{execute_programs, PasskConfig};
 use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
 use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
-use marlhf_stages::evaluate::reporting::{write_report, ReportConfig};
+use marlhf_stages::evaluate::reporting::{assemble_report, ReportConfig};
 use marlhf_stages::evaluate::{parse_ks, parse_named_path};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -505,7 +505,7 @@ fn run_report(a: ReportArgs) -> anyhow::Result<()> {
         notes: Vec::new(),
     };
     let mut s = Summary::new("eval report");
-    let r = write_report(&cfg)?;
+    let r = assemble_report(&cfg)?;
     if let Some(rm) = &r.rm {
         s.add(
             "RM held-out accuracy",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use marlhf_eval::server::{serve_with, ServeOptions};
-use marlhf_stages::evaluate::serve::ModelBackend;
+use marlhf_stages::evaluate::chat_backend::ModelBackend;
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
 #[global_allocator]

@@ -5,7 +5,7 @@
 use candle_core::Device;
 use marlhf_model::checkpoint::CONFIG;
 use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
-use marlhf_stages::evaluate::reporting::{write_report, ReportConfig};
+use marlhf_stages::evaluate::reporting::{assemble_report, ReportConfig};
 use marlhf_stages::evaluate::tables::read_responses;
 use marlhf_stages::progress::Silent;
 use marlhf_testkit::eval::EvalRun;
@@ -85,7 +85,7 @@ fn samples_per_prompt_greedy_and_sampled() {
         assert!(a.score.is_nan());
         assert_eq!(a.response_tokens, b.response_tokens);
     }
-    let out = write_report(&ReportConfig {
+    let out = assemble_report(&ReportConfig {
         responses: Some(unscored.out.clone()),
         judgements: None,
         passk: None,

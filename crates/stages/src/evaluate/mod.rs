@@ -9,22 +9,22 @@
 //!   endpoint → `eval/judgements.parquet`;
 //! - [`execute_programs`](executing::execute_programs): APPS programs run against their tests in the
 //!   sandbox → `eval/passk.parquet`, summarised as pass@k;
-//! - [`write_report`](reporting::write_report): the tables and plots of all of the above
+//! - [`assemble_report`](reporting::assemble_report): the tables and plots of all of the above
 //!   and of the training metrics → `eval/report.md`;
 //! - [`compare_runs`](comparing::compare_runs): several configurations × seeds, with
 //!   intervals → `compare/report.md`;
-//! - [`serve`]: a checkpoint behind the chat-completions protocol.
+//! - [`chat_backend`]: a checkpoint behind the chat-completions protocol.
 //!
 //! The model-free machinery (judging, sandbox, pass@k, plots, the HTTP
 //! server) lives in `marlhf-eval`; this module connects it to models and
 //! files.
 
+pub mod chat_backend;
 pub mod comparing;
 pub mod executing;
 pub mod generating;
 pub mod judging;
 pub mod reporting;
-pub mod serve;
 pub mod tables;
 
 use std::path::PathBuf;

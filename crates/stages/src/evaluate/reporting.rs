@@ -236,7 +236,7 @@ pub struct ReportOutcome {
     pub rm: Option<RmHeldOut>,
 }
 
-pub fn write_report(cfg: &ReportConfig) -> Result<ReportOutcome> {
+pub fn assemble_report(cfg: &ReportConfig) -> Result<ReportOutcome> {
     if cfg.responses.is_none()
         && cfg.judgements.is_none()
         && cfg.passk.is_none()

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::column_stats::{self, Numeric, Stats};
 use crate::load::Loaded;
 use crate::render;
-use crate::stats::{self, Numeric, Stats};
 use crate::Options;
 
-pub fn report(path: &Path, loaded: &Loaded, opts: &Options) -> anyhow::Result<String> {
+pub fn summarize(path: &Path, loaded: &Loaded, opts: &Options) -> anyhow::Result<String> {
     let df = &loaded.df;
     let mut out = String::new();
     let columns = if df.width() == loaded.file_columns {
@@ -58,7 +58,7 @@ pub fn report(path: &Path, loaded: &Loaded, opts: &Options) -> anyhow::Result<St
         .max()
         .unwrap_or(0);
     for s in &series {
-        let st = stats::column_stats(s)
+        let st = column_stats::column_stats(s)
             .with_context(|| format!("cannot summarise column `{}`", s.name()))?;
         let mut lines = describe(&st, s).into_iter();
         let first = lines.next().unwrap_or_default();
@@ -95,10 +95,9 @@ fn describe(st: &Stats, s: &polars::prelude::Series) -> Vec<String> {
         Stats::AllNull => vec!["no non-null values".into()],
         Stats::Numeric(n) => vec![numeric_line(n, true)],
         Stats::Text(t) => {
-            let distinct = t
-                .distinct
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| format!("skipped (over {} values)", stats::DISTINCT_LIMIT));
+            let distinct = t.distinct.map(|d| d.to_string()).unwrap_or_else(|| {
+                format!("skipped (over {} values)", column_stats::DISTINCT_LIMIT)
+            });
             vec![format!(
                 "chars min {}  mean {}  max {}  empty {}  distinct {distinct}",
                 t.min_chars,
