@@ -19,6 +19,7 @@ pub mod gold;
 pub mod ppo;
 pub mod progress;
 pub mod rm;
+pub mod sampling;
 pub mod score;
 pub mod sft;
 pub mod trainer;

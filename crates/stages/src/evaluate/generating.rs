@@ -15,13 +15,13 @@ use candle_core::{DType, Device};
 use marlhf_data::{read_prompts, PromptRow};
 use marlhf_eval::report::{mean_se, MeanSe};
 use marlhf_model::checkpoint::{load_tokenizer, CONFIG};
-use marlhf_model::generate::{generate as sample, SamplingConfig};
 use marlhf_model::{Checkpoint, ModelConfig};
 
 use super::tables::{write_responses, ResponseRow};
 use super::{check_unique_names, sample_indices};
 use crate::gold::{self, GoldItem, GoldScorer};
 use crate::progress::Progress;
+use crate::sampling::{encode_prompts, sample, Samples, Sampling};
 use marlhf_data::seed::mix_seed;
 use marlhf_data::Gold;
 
@@ -80,6 +80,17 @@ pub struct GenerateReport {
 }
 
 impl GenerateConfig {
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            max_prompt_tokens: self.max_prompt_tokens,
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            batch_size: self.batch_size,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.policies.is_empty() {
             bail!("no policies to evaluate: give at least one --policy NAME=DIR");
@@ -132,75 +143,30 @@ fn sample_policy(
         marlhf_model::checkpoint::Use::Inference,
     )?;
     let tok = &ck.tokenizer;
-    let mut encoded = Vec::with_capacity(prompts.len());
-    for p in prompts {
-        let enc = tok.encode_prompt(&p.prompt, cfg.max_prompt_tokens)?;
-        if enc.ids.is_empty() {
-            bail!(
-                "{}: prompt {}: encodes to no tokens",
-                cfg.prompts.display(),
-                p.id
-            );
-        }
-        report.truncated_prompts += usize::from(enc.truncated);
-        encoded.push(enc.ids);
-    }
-    let max_pos = ck.model.config.max_position_embeddings;
-    let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + cfg.max_new_tokens > max_pos {
-        bail!(
-            "{}: a prompt of {longest} tokens plus --max-new-tokens {} exceeds the model's {max_pos} positions; lower --max-prompt-tokens or --max-new-tokens",
-            dir.display(),
-            cfg.max_new_tokens
-        );
-    }
-    let mut eos = ck.model.config.eos_ids();
-    if eos.is_empty() {
-        eos.push(tok.eos);
-    }
+    let encoded = encode_prompts(
+        tok,
+        prompts.iter().map(|p| p.prompt.as_str()),
+        cfg.max_prompt_tokens,
+        |i| format!("{}: prompt {}", cfg.prompts.display(), prompts[i].id),
+    )?;
+    report.truncated_prompts += encoded.truncated;
     // Item j is sample j % s of prompt j / s.
     let s = cfg.samples_per_prompt;
     let items = prompts.len() * s;
-    let prompt_ids: Vec<Vec<u32>> = (0..items).map(|j| encoded[j / s].clone()).collect();
-    // Prompts of similar length share a batch so left padding stays small;
-    // the order depends on the prompts alone, so every policy with the same
-    // tokenizer gets the same batches and seeds.
-    let mut order: Vec<usize> = (0..items).collect();
-    order.sort_by_key(|&j| prompt_ids[j].len());
-    let mut tokens = vec![Vec::new(); items];
-    let mut finished = vec![false; items];
+    let prompt_ids: Vec<Vec<u32>> = (0..items).map(|j| encoded.ids[j / s].clone()).collect();
     let started = Instant::now();
-    let pb = progress.bar(items as u64, name);
-    for (chunk, rows) in order.chunks(cfg.batch_size).enumerate() {
-        let batch: Vec<Vec<u32>> = rows.iter().map(|&j| prompt_ids[j].clone()).collect();
-        let sampling = SamplingConfig {
-            max_new_tokens: cfg.max_new_tokens,
-            temperature: cfg.temperature,
-            top_k: (cfg.top_k > 0).then_some(cfg.top_k),
-            top_p: (cfg.top_p < 1.0).then_some(cfg.top_p),
-            seed: mix_seed(cfg.seed, &[chunk as u64]),
-            eos: eos.clone(),
-            pad: tok.pad,
-        };
-        let out = sample(&ck.model.llama, &batch, &sampling)
-            .with_context(|| format!("{}: generation", dir.display()))?;
-        for (k, &j) in rows.iter().enumerate() {
-            tokens[j] = out.tokens[k].clone();
-            finished[j] = out.finished[k];
-        }
-        pb.inc(rows.len() as u64);
-    }
-    pb.finish();
+    let samples = sample(
+        &ck,
+        dir,
+        &prompt_ids,
+        &cfg.sampling(),
+        |k| mix_seed(cfg.seed, &[k]),
+        progress,
+        name,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
-    let texts = tokens
-        .iter()
-        .zip(&finished)
-        .map(|(t, &f)| {
-            // The EOS ends the text; it is not part of it.
-            let body = if f { &t[..t.len() - 1] } else { &t[..] };
-            tok.decode(body)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let texts = samples.texts(tok)?;
+    let Samples { tokens, finished } = samples;
     Ok(Sampled {
         prompt_ids,
         tokens,

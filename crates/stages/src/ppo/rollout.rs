@@ -24,12 +24,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use marlhf_data::{read_prompts, write_rollouts, PromptRow, RolloutRow};
-use marlhf_model::generate::{generate, SamplingConfig};
 
 use super::forward::{self, Responses};
 use super::models::{Models, Vocabulary};
 use crate::gold::{self, GoldItem, GoldScorer};
 use crate::progress::Progress;
+use crate::sampling::{encode_prompts, sample, Samples, Sampling};
 use marlhf_data::seed::mix_seed;
 
 #[derive(Clone, Debug)]
@@ -100,6 +100,17 @@ pub fn select_prompts(n_prompts: usize, iteration: u32, m: usize) -> Vec<usize> 
 }
 
 impl RolloutConfig {
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            max_prompt_tokens: self.max_prompt_tokens,
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            batch_size: self.batch_size,
+        }
+    }
+
     /// The temperature every stored log-probability is computed at.
     pub fn scoring_temperature(&self) -> f64 {
         self.logprob_temperature
@@ -175,67 +186,37 @@ pub fn rollout(cfg: &RolloutConfig, progress: &dyn Progress) -> Result<RolloutRe
         None => None,
     };
 
-    let mut prompt_ids = Vec::with_capacity(picked.len());
-    for &i in &picked {
-        let enc = tok.encode_prompt(&prompts[i].prompt, cfg.max_prompt_tokens)?;
-        if enc.ids.is_empty() {
-            bail!(
-                "{}: row {}, column \"prompt\": encodes to no tokens",
+    let encoded = encode_prompts(
+        tok,
+        picked.iter().map(|&i| prompts[i].prompt.as_str()),
+        cfg.max_prompt_tokens,
+        |j| {
+            format!(
+                "{}: row {}, column \"prompt\"",
                 cfg.prompts.display(),
-                i + 1
-            );
-        }
-        report.truncated_prompts += usize::from(enc.truncated);
-        prompt_ids.push(enc.ids);
-    }
-    let max_pos = actor.model.config.max_position_embeddings;
-    let longest = prompt_ids.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + cfg.max_new_tokens > max_pos {
-        bail!(
-            "{}: a prompt of {longest} tokens plus --max-new-tokens {} exceeds the model's {max_pos} positions; lower --max-prompt-tokens or --max-new-tokens",
-            cfg.actor.display(),
-            cfg.max_new_tokens
-        );
-    }
-    let mut eos = actor.model.config.eos_ids();
-    if eos.is_empty() {
-        eos.push(tok.eos);
-    }
-
-    // Prompts of similar length share a generation batch, so left padding
-    // stays small.
-    let mut order: Vec<usize> = (0..picked.len()).collect();
-    order.sort_by_key(|&r| prompt_ids[r].len());
-    let mut responses = vec![Vec::new(); picked.len()];
-    let mut finished = vec![false; picked.len()];
+                picked[j] + 1
+            )
+        },
+    )?;
+    report.truncated_prompts += encoded.truncated;
+    let prompt_ids = encoded.ids;
     let started = Instant::now();
-    let pb = progress.bar(picked.len() as u64, "generate");
-    for (chunk_idx, rows) in order.chunks(cfg.batch_size).enumerate() {
-        let batch: Vec<Vec<u32>> = rows.iter().map(|&r| prompt_ids[r].clone()).collect();
-        let sampling = SamplingConfig {
-            max_new_tokens: cfg.max_new_tokens,
-            temperature: cfg.temperature,
-            top_k: (cfg.top_k > 0).then_some(cfg.top_k),
-            top_p: (cfg.top_p < 1.0).then_some(cfg.top_p),
-            seed: mix_seed(cfg.seed, &[cfg.iteration as u64, chunk_idx as u64]),
-            eos: eos.clone(),
-            pad: tok.pad,
-        };
-        let out = generate(&actor.model.llama, &batch, &sampling)
-            .with_context(|| format!("{}: generation", cfg.actor.display()))?;
-        for (k, &r) in rows.iter().enumerate() {
-            report.generated_tokens += out.tokens[k].len();
-            responses[r] = out.tokens[k].clone();
-            finished[r] = out.finished[k];
-        }
-        pb.inc(rows.len() as u64);
-    }
-    pb.finish();
+    let samples = sample(
+        actor,
+        &cfg.actor,
+        &prompt_ids,
+        &cfg.sampling(),
+        |k| mix_seed(cfg.seed, &[cfg.iteration as u64, k]),
+        progress,
+        "generate",
+    )?;
+    report.generated_tokens += samples.generated_tokens();
     report.generate_seconds = started.elapsed().as_secs_f64();
-    let texts: Vec<String> = responses
-        .iter()
-        .map(|r| tok.decode(r))
-        .collect::<Result<_>>()?;
+    let texts = samples.texts(tok)?;
+    let Samples {
+        tokens: responses,
+        finished,
+    } = samples;
 
     let started = Instant::now();
     let ids: Vec<u64> = (0..picked.len())
