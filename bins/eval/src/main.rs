@@ -68,14 +68,14 @@ struct GenerateArgs {
     #[arg(long = "policy", required = true, value_parser = named)]
     policies: Vec<(String, PathBuf)>,
     /// Evaluation prompts (prepare's eval_prompts.parquet)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data/eval_prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The reward model that scores every response (without one, e.g. for
     /// APPS, the scores are NaN)
     #[arg(long)]
     reward_model: Option<PathBuf>,
     /// Output file (written atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// Prompts to answer, drawn with --seed (all of them when the file has fewer)
     #[arg(long, default_value_t = 2000)]
@@ -131,7 +131,7 @@ enum JudgeChoice {
 struct JudgeArgs {
     /// responses.parquet from `marlhf-eval generate` (repeat for one file
     /// per policy)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    #[arg(long, required = true)]
     responses: Vec<PathBuf>,
     /// Policy A: verdicts are from its side
     #[arg(long, default_value = "ma-ppo")]
@@ -155,11 +155,11 @@ struct JudgeArgs {
     #[arg(long, default_value = "hh-rlhf")]
     task: String,
     /// Output file (written atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/judgements.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// --judge rm: the reward model
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
-    reward_model: PathBuf,
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
     /// --judge rm: longest prompt in tokens (longer ones keep their end)
     #[arg(long, default_value_t = 512)]
     max_prompt_tokens: usize,
@@ -197,16 +197,16 @@ struct JudgeArgs {
 #[derive(Args, Debug)]
 struct PasskArgs {
     /// responses.parquet from `marlhf-eval generate`
-    #[arg(long, default_value = "runs/apps/default/eval/responses.parquet")]
+    #[arg(long)]
     responses: PathBuf,
     /// The prompts with their tests (prepare's eval_prompts.parquet)
-    #[arg(long, default_value = "runs/apps/default/data/eval_prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The k of pass@k, comma-separated (each needs k samples per problem)
     #[arg(long, default_value = "1", value_parser = ks)]
     k: ::std::vec::Vec<usize>,
     /// Output file, one row per program (written atomically)
-    #[arg(long, default_value = "runs/apps/default/eval/passk.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// The Python interpreter that runs the programs (as root: one the
     /// sandbox user nobody can run; a name falls back to the same name on
@@ -259,7 +259,7 @@ struct ReportArgs {
     #[arg(long, default_value = "MA-RLHF evaluation")]
     title: String,
     /// The report; its PNG plots are written beside it (all atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/report.md")]
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -306,7 +306,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// The report; its PNG plots are written beside it (all atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/compare/report.md")]
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -380,10 +380,15 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
+    // The task first: one without a judge (apps) needs no judge's flags.
+    marlhf_eval::judge::JudgeTask::for_pipeline(&a.task)?;
     let device = marlhf_model::device::parse(&a.device)?;
     let kind = match a.judge {
         JudgeChoice::Rm => JudgeKind::RewardModel {
-            dir: a.reward_model.clone(),
+            dir: a
+                .reward_model
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--judge rm needs --reward-model"))?,
             max_prompt_tokens: a.max_prompt_tokens,
             tie_epsilon: a.tie_epsilon,
             device: device.clone(),

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, env = "RAW", default_value = "../shared/data")]
     raw: PathBuf,
     /// Output directory for the prepared files
-    #[arg(long, default_value = "runs/hh-rlhf/default/data")]
+    #[arg(long)]
     out: PathBuf,
     /// Seed of the split
     #[arg(long, default_value_t = 1234)]

@@ -24,25 +24,22 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// Prompts to sample from (prepare's prompts.parquet)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data/prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The policy being trained (the SFT model at iteration 0)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     actor: PathBuf,
     /// The frozen reference policy of the KL penalty (the SFT model)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     reference: PathBuf,
     /// The value model (the reward model at iteration 0)
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     critic: PathBuf,
     /// The reward model
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     reward_model: PathBuf,
     /// Output file (written atomically)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     out: PathBuf,
     /// The PPO iteration: picks the prompts and is stored with every rollout
     #[arg(long, default_value_t = 0)]

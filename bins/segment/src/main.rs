@@ -23,16 +23,10 @@ static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 #[command(about, version)]
 struct Args {
     /// Rollouts to segment
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     rollouts: PathBuf,
     /// Output file (written atomically)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/segments.parquet"
-    )]
+    #[arg(long)]
     out: PathBuf,
     /// fixed:N, randomized:R, ppl or parsing:C
     #[arg(long, default_value = "fixed:5", value_parser = parse_termination)]

@@ -24,7 +24,7 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// The checkpoint directory
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     checkpoint: PathBuf,
     /// Pipeline task, which picks the prompt format: hh-rlhf, tldr, webgpt or apps
     #[arg(long, default_value = "hh-rlhf")]

@@ -40,7 +40,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct PromptsArgs {
     /// The run's data directory
-    #[arg(long, default_value = "runs/stories/default/data")]
+    #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -66,13 +66,10 @@ struct PairsArgs {
     #[arg(long)]
     responses: PathBuf,
     /// Training pairs (written atomically, with --heldout)
-    #[arg(long, default_value = "runs/stories/default/data/pairs.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// Held-out pairs with clean gold labels
-    #[arg(
-        long,
-        default_value = "runs/stories/default/data/pairs_heldout.parquet"
-    )]
+    #[arg(long)]
     heldout: PathBuf,
     /// Share of prompts held out
     #[arg(long, default_value_t = 0.1)]

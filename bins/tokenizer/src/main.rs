@@ -19,10 +19,10 @@ static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 #[command(about, version)]
 struct Args {
     /// Prepared data directory (the output of marlhf-prepare)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data")]
+    #[arg(long)]
     data: PathBuf,
     /// Where to write the tokenizer
-    #[arg(long, default_value = "runs/hh-rlhf/default/tokenizer.json")]
+    #[arg(long)]
     out: PathBuf,
     /// Vocabulary size, special tokens and the 256 bytes included
     #[arg(long, default_value_t = 8192)]

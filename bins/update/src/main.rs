@@ -27,37 +27,28 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// The iteration's rollouts
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     rollouts: PathBuf,
     /// Their macro actions (from marlhf-segment)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/segments.parquet"
-    )]
+    #[arg(long)]
     segments: PathBuf,
     /// The actor that sampled the rollouts (with its optimiser state, if any)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     actor: PathBuf,
     /// The critic that valued them (with its optimiser state, if any)
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     critic: PathBuf,
     /// Where the updated actor goes
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/iter-001/actor")]
+    #[arg(long)]
     out_actor: PathBuf,
     /// Where the updated critic goes
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/iter-001/critic")]
+    #[arg(long)]
     out_critic: PathBuf,
     /// Per-token and per-macro-action advantages, returns and rewards
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/advantages.parquet"
-    )]
+    #[arg(long)]
     advantages: PathBuf,
     /// The run's metrics table; this iteration's row is added or replaced
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/metrics.parquet")]
+    #[arg(long)]
     metrics: PathBuf,
     /// How a macro action's tokens make one value and reward: equal, unit or position
     #[arg(long, default_value = "equal", value_parser = parse_value_function)]
