@@ -679,6 +679,170 @@ fn kl_figures(rollouts: &[RolloutRow], kl: KlEstimator) -> (f64, f64) {
     (total / tokens.max(1) as f64, mean(seq_sums.into_iter()))
 }
 
+/// Advantages the update trains on: whitened over the tokens of the
+/// responses trained on (dropped responses do not move the
+/// mean) when `whitened`, else as credit assignment gave them.
+fn trained_advantages(
+    outputs: &[SequenceOutput],
+    trainable: &[usize],
+    whitened: bool,
+) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = outputs.iter().map(|o| o.advantages.clone()).collect();
+    if whitened {
+        let rows: Vec<&[f32]> = trainable
+            .iter()
+            .map(|&i| outputs[i].advantages.as_slice())
+            .collect();
+        for (&i, w) in trainable.iter().zip(whiten(&rows)) {
+            out[i] = w;
+        }
+    }
+    out
+}
+
+/// The iteration's row of the metrics table, in its column order:
+/// rollouts, rewards, KL, lengths, credit assignment, the two models'
+/// losses and steps, and the wall-clock seconds of credit assignment,
+/// actor and critic.
+fn iteration_metrics(
+    rollouts: &[RolloutRow],
+    outputs: &[SequenceOutput],
+    trainable: usize,
+    [actor_tally, critic_tally]: [&Tally; 2],
+    temperature: f64,
+    [secs_advantages, secs_actor, secs_critic]: [f64; 3],
+) -> Result<Vec<(String, f64)>> {
+    let n = rollouts.len() as f64;
+    let tokens: usize = rollouts.iter().map(|r| r.response_tokens.len()).sum();
+    let all_values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
+    let all_returns: Vec<f32> = outputs.iter().flat_map(|o| o.returns.clone()).collect();
+    let unfinished = rollouts.iter().filter(|r| !r.finished).count();
+    let (k1_token, k1_seq) = kl_figures(rollouts, KlEstimator::K1);
+    let (k3_token, k3_seq) = kl_figures(rollouts, KlEstimator::K3);
+    let mut values: Vec<(String, f64)> = vec![
+        ("rollouts".into(), n),
+        (
+            "score_mean".into(),
+            mean(rollouts.iter().map(|r| r.score as f64)),
+        ),
+        (
+            "reward_mean".into(),
+            mean(
+                outputs
+                    .iter()
+                    .map(|o| o.rewards.iter().map(|&x| x as f64).sum()),
+            ),
+        ),
+        ("kl_k1_token_mean".into(), k1_token),
+        ("kl_k1_seq_sum".into(), k1_seq),
+        ("kl_k3_token_mean".into(), k3_token),
+        ("kl_k3_seq_sum".into(), k3_seq),
+        (
+            "response_length".into(),
+            mean(rollouts.iter().map(|r| r.response_tokens.len() as f64)),
+        ),
+        (
+            "finished_fraction".into(),
+            (rollouts.len() - unfinished) as f64 / n,
+        ),
+        ("unfinished".into(), unfinished as f64),
+        (
+            "empty_responses".into(),
+            rollouts
+                .iter()
+                .filter(|r| r.response_tokens.is_empty())
+                .count() as f64,
+        ),
+        ("dropped_short".into(), (rollouts.len() - trainable) as f64),
+        (
+            "macro_actions_mean".into(),
+            mean(outputs.iter().map(|o| o.starts.len() as f64)),
+        ),
+        (
+            "macro_action_length".into(),
+            tokens as f64 / outputs.iter().map(|o| o.starts.len()).sum::<usize>().max(1) as f64,
+        ),
+        (
+            "advantage_mean".into(),
+            mean(
+                outputs
+                    .iter()
+                    .flat_map(|o| o.advantages.iter().map(|&x| x as f64)),
+            ),
+        ),
+        (
+            "return_mean".into(),
+            mean(all_returns.iter().map(|&x| x as f64)),
+        ),
+        (
+            "value_mean".into(),
+            mean(all_values.iter().map(|&x| x as f64)),
+        ),
+        ("actor_loss".into(), actor_tally.per_step(actor_tally.loss)),
+        (
+            "critic_loss".into(),
+            critic_tally.per_step(critic_tally.loss),
+        ),
+        (
+            "actor_clip_fraction".into(),
+            actor_tally.per_token(actor_tally.clip_fraction),
+        ),
+        (
+            "critic_clip_fraction".into(),
+            critic_tally.per_token(critic_tally.clip_fraction),
+        ),
+        (
+            "approx_kl".into(),
+            actor_tally.per_token(actor_tally.approx_kl),
+        ),
+        (
+            "entropy".into(),
+            actor_tally.entropy_sum / actor_tally.entropy_tokens.max(1) as f64,
+        ),
+    ];
+    if let Some(golds) = rollouts.iter().map(|r| r.gold).collect::<Option<Vec<_>>>() {
+        // The task's known reward (the update never trains on it).
+        values.extend([
+            (
+                "gold_mean".to_string(),
+                mean(golds.iter().map(|g| g.reward as f64)),
+            ),
+            (
+                "gold_ending_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.ending)))),
+            ),
+            (
+                "gold_callback_rate".to_string(),
+                mean(golds.iter().map(|g| f64::from(u8::from(g.callback)))),
+            ),
+        ]);
+    }
+    if let Some(ev) = explained_variance_flat(&all_values, &all_returns)? {
+        values.push(("explained_variance".into(), ev as f64));
+    }
+    values.extend([
+        (
+            "actor_grad_norm".to_string(),
+            actor_tally.per_step(actor_tally.grad_norm),
+        ),
+        (
+            "critic_grad_norm".to_string(),
+            critic_tally.per_step(critic_tally.grad_norm),
+        ),
+        ("actor_lr".to_string(), actor_tally.per_step(actor_tally.lr)),
+        (
+            "critic_lr".to_string(),
+            critic_tally.per_step(critic_tally.lr),
+        ),
+        ("optimizer_steps".to_string(), actor_tally.steps as f64),
+        ("logprob_temperature".to_string(), temperature),
+        ("advantages_seconds".to_string(), secs_advantages),
+        ("actor_seconds".to_string(), secs_actor),
+        ("critic_seconds".to_string(), secs_critic),
+    ]);
+    Ok(values)
+}
+
 pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateReport> {
     let ppo = &cfg.ppo;
     ppo.check()?;
@@ -724,21 +888,7 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     );
     let per_iteration = ppo.steps_per_iteration(rollouts.len());
     let total_steps = per_iteration * ppo.total_iterations.unwrap_or(iteration + 1) as u64;
-    // Whitening uses the tokens trained on, so dropped responses do not
-    // move the mean.
-    let advantages: Vec<Vec<f32>> = if ppo.whiten_advantages {
-        let rows: Vec<&[f32]> = trainable
-            .iter()
-            .map(|&i| outputs[i].advantages.as_slice())
-            .collect();
-        let mut out: Vec<Vec<f32>> = outputs.iter().map(|o| o.advantages.clone()).collect();
-        for (&i, w) in trainable.iter().zip(whiten(&rows)) {
-            out[i] = w;
-        }
-        out
-    } else {
-        outputs.iter().map(|o| o.advantages.clone()).collect()
-    };
+    let advantages = trained_advantages(&outputs, &trainable, ppo.whiten_advantages);
     let batches = Batches {
         rollouts: &rollouts,
         outputs: &outputs,
@@ -837,137 +987,14 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     drop(critic);
     let secs_critic = t2.elapsed().as_secs_f64();
 
-    let n = rollouts.len() as f64;
-    let tokens: usize = rollouts.iter().map(|r| r.response_tokens.len()).sum();
-    let all_values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
-    let all_returns: Vec<f32> = outputs.iter().flat_map(|o| o.returns.clone()).collect();
-    let unfinished = rollouts.iter().filter(|r| !r.finished).count();
-    let (k1_token, k1_seq) = kl_figures(&rollouts, KlEstimator::K1);
-    let (k3_token, k3_seq) = kl_figures(&rollouts, KlEstimator::K3);
-    let mut values: Vec<(String, f64)> = vec![
-        ("rollouts".into(), n),
-        (
-            "score_mean".into(),
-            mean(rollouts.iter().map(|r| r.score as f64)),
-        ),
-        (
-            "reward_mean".into(),
-            mean(
-                outputs
-                    .iter()
-                    .map(|o| o.rewards.iter().map(|&x| x as f64).sum()),
-            ),
-        ),
-        ("kl_k1_token_mean".into(), k1_token),
-        ("kl_k1_seq_sum".into(), k1_seq),
-        ("kl_k3_token_mean".into(), k3_token),
-        ("kl_k3_seq_sum".into(), k3_seq),
-        (
-            "response_length".into(),
-            mean(rollouts.iter().map(|r| r.response_tokens.len() as f64)),
-        ),
-        (
-            "finished_fraction".into(),
-            (rollouts.len() - unfinished) as f64 / n,
-        ),
-        ("unfinished".into(), unfinished as f64),
-        (
-            "empty_responses".into(),
-            rollouts
-                .iter()
-                .filter(|r| r.response_tokens.is_empty())
-                .count() as f64,
-        ),
-        (
-            "dropped_short".into(),
-            (rollouts.len() - trainable.len()) as f64,
-        ),
-        (
-            "macro_actions_mean".into(),
-            mean(outputs.iter().map(|o| o.starts.len() as f64)),
-        ),
-        (
-            "macro_action_length".into(),
-            tokens as f64 / outputs.iter().map(|o| o.starts.len()).sum::<usize>().max(1) as f64,
-        ),
-        (
-            "advantage_mean".into(),
-            mean(
-                outputs
-                    .iter()
-                    .flat_map(|o| o.advantages.iter().map(|&x| x as f64)),
-            ),
-        ),
-        (
-            "return_mean".into(),
-            mean(all_returns.iter().map(|&x| x as f64)),
-        ),
-        (
-            "value_mean".into(),
-            mean(all_values.iter().map(|&x| x as f64)),
-        ),
-        ("actor_loss".into(), actor_tally.per_step(actor_tally.loss)),
-        (
-            "critic_loss".into(),
-            critic_tally.per_step(critic_tally.loss),
-        ),
-        (
-            "actor_clip_fraction".into(),
-            actor_tally.per_token(actor_tally.clip_fraction),
-        ),
-        (
-            "critic_clip_fraction".into(),
-            critic_tally.per_token(critic_tally.clip_fraction),
-        ),
-        (
-            "approx_kl".into(),
-            actor_tally.per_token(actor_tally.approx_kl),
-        ),
-        (
-            "entropy".into(),
-            actor_tally.entropy_sum / actor_tally.entropy_tokens.max(1) as f64,
-        ),
-    ];
-    if let Some(golds) = rollouts.iter().map(|r| r.gold).collect::<Option<Vec<_>>>() {
-        // The task's known reward (the update never trains on it).
-        values.extend([
-            (
-                "gold_mean".to_string(),
-                mean(golds.iter().map(|g| g.reward as f64)),
-            ),
-            (
-                "gold_ending_rate".to_string(),
-                mean(golds.iter().map(|g| f64::from(u8::from(g.ending)))),
-            ),
-            (
-                "gold_callback_rate".to_string(),
-                mean(golds.iter().map(|g| f64::from(u8::from(g.callback)))),
-            ),
-        ]);
-    }
-    if let Some(ev) = explained_variance_flat(&all_values, &all_returns)? {
-        values.push(("explained_variance".into(), ev as f64));
-    }
-    values.extend([
-        (
-            "actor_grad_norm".to_string(),
-            actor_tally.per_step(actor_tally.grad_norm),
-        ),
-        (
-            "critic_grad_norm".to_string(),
-            critic_tally.per_step(critic_tally.grad_norm),
-        ),
-        ("actor_lr".to_string(), actor_tally.per_step(actor_tally.lr)),
-        (
-            "critic_lr".to_string(),
-            critic_tally.per_step(critic_tally.lr),
-        ),
-        ("optimizer_steps".to_string(), actor_tally.steps as f64),
-        ("logprob_temperature".to_string(), temperature),
-        ("advantages_seconds".to_string(), secs_advantages),
-        ("actor_seconds".to_string(), secs_actor),
-        ("critic_seconds".to_string(), secs_critic),
-    ]);
+    let values = iteration_metrics(
+        &rollouts,
+        &outputs,
+        trainable.len(),
+        [&actor_tally, &critic_tally],
+        temperature,
+        [secs_advantages, secs_actor, secs_critic],
+    )?;
 
     let advantages: Vec<AdvantageRow> = outputs
         .into_iter()
