@@ -217,7 +217,7 @@ fn generate_judge_report_end_to_end() {
     }
     // Identical responses score identically: every pair with the twin ties.
     for j in js.iter().filter(|j| j.policy_b == "sft") {
-        assert_eq!(j.verdict, "tie", "{j:?}");
+        assert_eq!(j.verdict.as_str(), "tie", "{j:?}");
         assert_eq!(j.choice.as_deref(), Some("E"));
     }
     // Against the random policy the verdict follows the presented choice.
@@ -228,7 +228,7 @@ fn generate_judge_report_end_to_end() {
             (Some("A"), false) | (Some("B"), true) => "lose",
             other => panic!("unexpected {other:?}"),
         };
-        assert_eq!(j.verdict, want, "{j:?}");
+        assert_eq!(j.verdict.as_str(), want, "{j:?}");
     }
     let again = eval_dir.join("judgements-again.parquet");
     judge(&again).ok();

@@ -219,7 +219,11 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
         assert_eq!(j.judge, MODEL);
         // The verdict is unparseable exactly when the answer cannot be read.
         let parsed = parse_choice(JudgeTask::Dialogue, &j.raw);
-        assert_eq!(j.verdict == "unparseable", parsed.is_none(), "{j:?}");
+        assert_eq!(
+            j.verdict.as_str() == "unparseable",
+            parsed.is_none(),
+            "{j:?}"
+        );
         assert_eq!(j.choice.is_none(), parsed.is_none());
     }
     // A 260K-parameter story model does not answer in the judge's JSON.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use marlhf_data::atomic::FileSet;
 use marlhf_data::{read_metrics, DataError};
+use marlhf_eval::judge::Verdict;
 use marlhf_eval::report::compare::{
     render, CompareInput, Group, SeedRun, Verdicts, GOLD_METRIC, KL_METRIC,
 };
@@ -287,11 +288,11 @@ pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
             }
             let v = verdicts.entry(ga).or_default();
             v.judge = j.judge.clone();
-            match j.verdict.as_str() {
-                "win" => v.win += 1,
-                "tie" => v.tie += 1,
-                "lose" => v.lose += 1,
-                _ => v.unparseable += 1,
+            match j.verdict {
+                Verdict::Win => v.win += 1,
+                Verdict::Tie => v.tie += 1,
+                Verdict::Lose => v.lose += 1,
+                Verdict::Unparseable => v.unparseable += 1,
             }
         }
         if verdicts.is_empty() {

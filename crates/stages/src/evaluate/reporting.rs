@@ -291,8 +291,7 @@ pub fn assemble_report(cfg: &ReportConfig) -> Result<ReportOutcome> {
         if rows.is_empty() {
             bail!("{}: no judgements", path.display());
         }
-        input.pairwise =
-            win_rates(&rows).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        input.pairwise = win_rates(&rows);
     }
     if let Some(path) = &cfg.passk {
         let rows = read_passk(path)?;

@@ -17,6 +17,8 @@ use marlhf_data::{
     GOLD_COLUMNS,
 };
 
+use marlhf_eval::judge::Verdict;
+
 type Result<T> = std::result::Result<T, DataError>;
 
 /// One policy's response to one evaluation prompt.
@@ -51,8 +53,8 @@ pub struct JudgementRow {
     pub judge: String,
     /// Policy A's response was presented first (as "A").
     pub a_shown_first: bool,
-    /// `win`, `tie`, `lose` or `unparseable`.
-    pub verdict: String,
+    /// Stored as `win`, `tie`, `lose` or `unparseable`.
+    pub verdict: Verdict,
     /// What the judge picked among the responses as presented: `A`, `B`,
     /// `E` (equal), or null when unparseable.
     pub choice: Option<String>,
@@ -128,7 +130,6 @@ pub fn write_passk(path: &Path, rows: &[PasskRow]) -> Result<()> {
     write_rows(path, rows)
 }
 
-const VERDICTS: [&str; 4] = ["win", "tie", "lose", "unparseable"];
 const CHOICES: [&str; 3] = ["A", "B", "E"];
 
 impl Table for ResponseRow {
@@ -235,7 +236,7 @@ impl Table for ResponseRow {
 impl Table for JudgementRow {
     fn to_batch(path: &Path, rows: &[Self]) -> Result<RecordBatch> {
         for (i, r) in rows.iter().enumerate() {
-            check_verdict(path, i, &r.verdict, r.choice.as_deref())?;
+            check_choice(path, i, r.choice.as_deref())?;
         }
         build(
             path,
@@ -298,9 +299,21 @@ impl Table for JudgementRow {
             vec![None; prompt_ids.len()]
         };
         let raw = c.string("raw")?;
-        for (i, v) in verdict.iter().enumerate() {
-            check_verdict(path, i, v, choice[i].as_deref())?;
-        }
+        let verdict = verdict
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                check_choice(path, i, choice[i].as_deref())?;
+                v.parse::<Verdict>().map_err(|_| {
+                    DataError::cell(
+                        path,
+                        i + 1,
+                        "verdict",
+                        format!("{v:?} is not one of win, tie, lose, unparseable"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok((0..prompt_ids.len())
             .map(|i| JudgementRow {
                 prompt_id: prompt_ids[i],
@@ -308,7 +321,7 @@ impl Table for JudgementRow {
                 policy_b: b[i].clone(),
                 judge: judge[i].clone(),
                 a_shown_first: first[i],
-                verdict: verdict[i].clone(),
+                verdict: verdict[i],
                 choice: choice[i].clone(),
                 raw: raw[i].clone(),
             })
@@ -316,15 +329,7 @@ impl Table for JudgementRow {
     }
 }
 
-fn check_verdict(path: &Path, row: usize, verdict: &str, choice: Option<&str>) -> Result<()> {
-    if !VERDICTS.contains(&verdict) {
-        return Err(DataError::cell(
-            path,
-            row + 1,
-            "verdict",
-            format!("{verdict:?} is not one of win, tie, lose, unparseable"),
-        ));
-    }
+fn check_choice(path: &Path, row: usize, choice: Option<&str>) -> Result<()> {
     if let Some(c) = choice {
         if !CHOICES.contains(&c) {
             return Err(DataError::cell(
@@ -488,7 +493,7 @@ mod tests {
                 policy_b: "ppo".into(),
                 judge: "reward model".into(),
                 a_shown_first: true,
-                verdict: "win".into(),
+                verdict: Verdict::Win,
                 choice: Some("A".into()),
                 raw: "A".into(),
             },
@@ -498,7 +503,7 @@ mod tests {
                 policy_b: "ppo".into(),
                 judge: "gpt-4o".into(),
                 a_shown_first: false,
-                verdict: "unparseable".into(),
+                verdict: Verdict::Unparseable,
                 choice: None,
                 raw: "hmm".into(),
             },
@@ -506,9 +511,14 @@ mod tests {
         let path = dir.path().join("j.parquet");
         write_judgements(&path, &rows).unwrap();
         assert_eq!(read_judgements(&path).unwrap(), rows);
-        let mut bad = rows.clone();
-        bad[1].verdict = "draw".into();
-        let err = write_judgements(&path, &bad).unwrap_err().to_string();
+        // A file another program wrote, with a verdict the enum cannot hold.
+        let good = JudgementRow::to_batch(&path, &rows).unwrap();
+        let at = good.schema().index_of("verdict").unwrap();
+        let mut columns = good.columns().to_vec();
+        columns[at] = Arc::new(arrow::array::StringArray::from(vec!["win", "draw"]));
+        let bad = RecordBatch::try_new(good.schema(), columns).unwrap();
+        marlhf_data::write_table(&path, &bad).unwrap();
+        let err = read_judgements(&path).unwrap_err().to_string();
         assert!(
             err.ends_with(
                 "row 2, column \"verdict\": \"draw\" is not one of win, tie, lose, unparseable"
