@@ -287,6 +287,126 @@ pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u32]>) -> String {
     format!("{h:016x}")
 }
 
+/// A run picked up from its latest checkpoint: the model already holds its
+/// weights.
+struct Resumed {
+    dir: PathBuf,
+    step: u64,
+    opt: AdamW,
+    metrics: Vec<MetricsRow>,
+    overrides: Vec<String>,
+}
+
+/// With `--resume`, loads the run saved in `cfg.out` into `model` after
+/// checking that it can go on with these settings; without, notes an
+/// unfinished run that is about to be started over.
+fn resume(
+    cfg: &TrainConfig,
+    model: &Model,
+    optimizer: &AdamWConfig,
+    settings: &Settings,
+    total: u64,
+    progress: &dyn Progress,
+) -> Result<Option<Resumed>> {
+    match (cfg.resume, resume_point(&cfg.out)?) {
+        (true, Some((dir, st))) => {
+            if st.finished {
+                bail!(
+                    "{}: this run already finished; remove it to train again",
+                    dir.display()
+                );
+            }
+            if st.step > total {
+                bail!(
+                    "{}: cannot resume: step {} is already done, beyond {}",
+                    dir.display(),
+                    st.step,
+                    match cfg.max_steps {
+                        Some(m) => format!("--max-steps {m}"),
+                        None => format!("the {total} steps of these settings"),
+                    }
+                );
+            }
+            let changed = changed_settings(&st.settings, settings);
+            if !changed.is_empty() {
+                if !cfg.override_settings {
+                    bail!(
+                        "{}: cannot resume with other settings than the run was saved with: {}; rerun with the saved settings, or pass --override-settings to continue with these (recorded in {STATE_JSON})",
+                        dir.display(),
+                        changed.join(", ")
+                    );
+                }
+                for c in &changed {
+                    progress.note(&format!(
+                        "{}: resuming at step {} with a changed setting: {c}",
+                        cfg.stage, st.step
+                    ));
+                }
+            }
+            let mut overrides = st.overrides.clone();
+            overrides.extend(changed.iter().map(|c| format!("at step {}: {c}", st.step)));
+            let dev = model.device();
+            let saved =
+                marlhf_model::Params::load(&dir.join(marlhf_model::checkpoint::WEIGHTS), dev)?;
+            for (name, var) in &model.params.vars() {
+                var.set(&saved.get(name)?)?;
+            }
+            let opt = AdamW::load(optimizer.clone(), st.step, &dir.join(STATE_TENSORS), dev)?;
+            let metrics = read_metrics(&dir.join(METRICS))?;
+            progress.note(&format!(
+                "{}: resuming at step {} of {total} from {}",
+                cfg.stage,
+                st.step,
+                dir.display()
+            ));
+            Ok(Some(Resumed {
+                dir,
+                step: st.step,
+                opt,
+                metrics,
+                overrides,
+            }))
+        }
+        (false, Some((dir, st))) if !st.finished => {
+            progress.note(&format!(
+                "{}: {} holds an unfinished run (step {}); starting over (--resume continues it)",
+                cfg.stage,
+                dir.display(),
+                st.step
+            ));
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The micro-batches of optimiser step `step`, located in the
+/// deterministic stream of epochs so a resumed run sees exactly the same
+/// data. `cache` keeps the current epoch's batches.
+fn step_micro_batches<O: Objective>(
+    obj: &O,
+    items: &[O::Item],
+    cfg: &TrainConfig,
+    per_epoch: u64,
+    step: u64,
+    cache: &mut Option<(u64, Vec<Vec<usize>>)>,
+) -> Vec<Vec<usize>> {
+    let mut micro = Vec::with_capacity(cfg.grad_accum);
+    for k in 0..cfg.grad_accum as u64 {
+        let global = step * cfg.grad_accum as u64 + k;
+        let n_micro = per_epoch * cfg.grad_accum as u64;
+        let (epoch, at) = (global / n_micro, (global % n_micro) as usize);
+        if cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            *cache = Some((
+                epoch,
+                epoch_batches(obj, items, cfg.batch_size, cfg.seed, epoch),
+            ));
+        }
+        micro.push(cache.as_ref().unwrap().1[at].clone());
+    }
+    micro
+}
+
 /// Trains `model`; `settings` are the stage's own settings (see
 /// [`Settings`]), recorded with the loop's in every checkpoint.
 #[allow(clippy::too_many_arguments)]
@@ -312,7 +432,6 @@ pub fn fit<O: Objective>(
     atomic::check_writable(&cfg.out)?;
     let mut settings = settings;
     settings.extend(loop_settings(cfg));
-    let mut overrides: Vec<String> = Vec::new();
     let per_epoch = (items.len() / cfg.batch_size / cfg.grad_accum).max(1) as u64;
     let total = cfg
         .max_steps
@@ -324,73 +443,18 @@ pub fn fit<O: Objective>(
         ..Default::default()
     };
     let vars = model.params.vars();
-    let mut opt = AdamW::new(optimizer.clone());
-    let mut metrics: Vec<MetricsRow> = Vec::new();
-    let mut start = 0u64;
-    let mut resumed_from = None;
-    let mut last_saved: Option<PathBuf> = None;
-    match (cfg.resume, resume_point(&cfg.out)?) {
-        (true, Some((dir, st))) => {
-            if st.finished {
-                bail!(
-                    "{}: this run already finished; remove it to train again",
-                    dir.display()
-                );
-            }
-            if st.step > total {
-                bail!(
-                    "{}: cannot resume: step {} is already done, beyond {}",
-                    dir.display(),
-                    st.step,
-                    match cfg.max_steps {
-                        Some(m) => format!("--max-steps {m}"),
-                        None => format!("the {total} steps of these settings"),
-                    }
-                );
-            }
-            let changed = changed_settings(&st.settings, &settings);
-            if !changed.is_empty() {
-                if !cfg.override_settings {
-                    bail!(
-                        "{}: cannot resume with other settings than the run was saved with: {}; rerun with the saved settings, or pass --override-settings to continue with these (recorded in {STATE_JSON})",
-                        dir.display(),
-                        changed.join(", ")
-                    );
-                }
-                for c in &changed {
-                    progress.note(&format!(
-                        "{}: resuming at step {} with a changed setting: {c}",
-                        cfg.stage, st.step
-                    ));
-                }
-            }
-            overrides = st.overrides.clone();
-            overrides.extend(changed.iter().map(|c| format!("at step {}: {c}", st.step)));
-            let dev = model.device();
-            let saved =
-                marlhf_model::Params::load(&dir.join(marlhf_model::checkpoint::WEIGHTS), dev)?;
-            for (name, var) in &vars {
-                var.set(&saved.get(name)?)?;
-            }
-            opt = AdamW::load(optimizer.clone(), st.step, &dir.join(STATE_TENSORS), dev)?;
-            metrics = read_metrics(&dir.join(METRICS))?;
-            start = st.step;
-            resumed_from = Some(st.step);
-            last_saved = Some(dir.clone());
-            progress.note(&format!(
-                "{}: resuming at step {start} of {total} from {}",
-                cfg.stage,
-                dir.display()
-            ));
-        }
-        (false, Some((dir, st))) if !st.finished => progress.note(&format!(
-            "{}: {} holds an unfinished run (step {}); starting over (--resume continues it)",
-            cfg.stage,
-            dir.display(),
-            st.step
-        )),
-        _ => {}
-    }
+    let resumed = resume(cfg, model, &optimizer, &settings, total, progress)?;
+    let resumed_from = resumed.as_ref().map(|r| r.step);
+    let (mut opt, mut metrics, start, overrides, mut last_saved) = match resumed {
+        Some(r) => (r.opt, r.metrics, r.step, r.overrides, Some(r.dir)),
+        None => (
+            AdamW::new(optimizer.clone()),
+            Vec::new(),
+            0,
+            Vec::new(),
+            None,
+        ),
+    };
     let stopped = |what: String, last_saved: &Option<PathBuf>| -> anyhow::Error {
         anyhow::anyhow!(
             "{}: {what} — stopped; {}",
@@ -430,21 +494,7 @@ pub fn fit<O: Objective>(
             break;
         }
         let t0 = Instant::now();
-        // The micro-batches of this step, located in the deterministic
-        // stream of epochs so a resumed run sees exactly the same data.
-        let mut micro = Vec::with_capacity(cfg.grad_accum);
-        for k in 0..cfg.grad_accum as u64 {
-            let global = step * cfg.grad_accum as u64 + k;
-            let n_micro = per_epoch * cfg.grad_accum as u64;
-            let (epoch, at) = (global / n_micro, (global % n_micro) as usize);
-            if epoch_cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
-                epoch_cache = Some((
-                    epoch,
-                    epoch_batches(obj, items, cfg.batch_size, cfg.seed, epoch),
-                ));
-            }
-            micro.push(epoch_cache.as_ref().unwrap().1[at].clone());
-        }
+        let micro = step_micro_batches(obj, items, cfg, per_epoch, step, &mut epoch_cache);
         let units: usize = micro.iter().flatten().map(|&i| obj.units(&items[i])).sum();
         if units == 0 {
             bail!("{}: step {step} has no training units", cfg.stage);
