@@ -157,7 +157,7 @@ fn batched_rollouts_decode_bit_for_bit_like_the_reference() {
 #[test]
 #[ignore = "needs ../shared"]
 fn stories260k_samples_bit_for_bit_like_the_reference() {
-    let dir = shared("models/stories260K");
+    let dir = marlhf_testkit::stories260k();
     let (cfg, params) = llama2c::import_model(&dir.join("stories260K.bin"), &Device::Cpu).unwrap();
     let model = Model::new(cfg, params).unwrap();
     let prompts = vec![vec![1], vec![1, 403, 407], vec![1, 403]];
