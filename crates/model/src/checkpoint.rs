@@ -336,7 +336,7 @@ pub fn load_weights(dir: &Path, cfg: &ModelConfig, dev: &Device, dtype: DType) -
         bail!("{}: no {WEIGHTS} or {WEIGHTS_INDEX}", dir.display());
     }
     for (name, _) in params.vars() {
-        if name.ends_with("rotary_emb.inv_freq") || (name == "lm_head.weight" && cfg.tied()) {
+        if name.ends_with("rotary_emb.inv_freq") || (name == crate::names::LM_HEAD && cfg.tied()) {
             params.remove(&name)?;
         }
     }

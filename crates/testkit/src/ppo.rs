@@ -43,10 +43,13 @@ pub fn write_checkpoint(
         params.add_value_head(&cfg, seed)?;
     }
     if eos_bias != 0.0 {
-        let head = params.get("lm_head.weight")?;
+        let head = params.get(marlhf_model::names::LM_HEAD)?;
         let mut rows: Vec<Vec<f32>> = head.to_vec2()?;
         rows[EOS as usize] = vec![eos_bias; cfg.hidden_size];
-        params.insert("lm_head.weight", Tensor::new(rows, &Device::Cpu)?)?;
+        params.insert(
+            marlhf_model::names::LM_HEAD,
+            Tensor::new(rows, &Device::Cpu)?,
+        )?;
     }
     std::fs::create_dir_all(dir)?;
     save_into(dir, &cfg, &params, tokenizer_json)
