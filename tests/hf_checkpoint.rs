@@ -103,13 +103,12 @@ fn candle_names(path: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn gemma2_checkpoint_through_sft_rm_and_one_ppo_iteration() {
-    let fixture = root().join("../shared/fixtures/hf-tiny/gemma2");
-    assert!(
-        fixture.join("config.json").is_file(),
-        "{}: fixture missing",
-        fixture.display()
-    );
+    let fixture = marlhf_testkit::shared("fixtures/hf-tiny/gemma2/config.json")
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let work = std::env::temp_dir().join(format!("marlhf-hf-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let data = work.join("data");
@@ -117,7 +116,7 @@ fn gemma2_checkpoint_through_sft_rm_and_one_ppo_iteration() {
         "marlhf-prepare",
         &args(&[
             ("--task", &"hh-rlhf"),
-            ("--raw", &root().join("../shared/data")),
+            ("--raw", &marlhf_testkit::shared("data")),
             ("--out", &data),
             ("--limit", &"120"),
         ]),

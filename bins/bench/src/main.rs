@@ -5,6 +5,8 @@
 //! bench/pytorch_reference.py, `make bench-compare`), it prints PyTorch's
 //! figures from the same machine beside marlhf's, with the ratios.
 
+#![forbid(unsafe_code)]
+
 mod flops;
 
 use std::path::PathBuf;
@@ -18,6 +20,10 @@ use marlhf_model::generate::{generate, SamplingConfig};
 use marlhf_model::lm::Scored;
 use marlhf_model::{Model, ModelConfig, Params};
 use serde_json::{json, Value};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Measure the GEMM rate, training tokens/s (batch 8×256, forward,
 /// backward and AdamW), sampling new tokens/s (128 new tokens at batch 1

@@ -1,17 +1,23 @@
 //! `marlhf-eval`: the evaluation stage, one subcommand per step.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use marlhf_cli::Summary;
+use marlhf_cli::{Bars, Summary};
 use marlhf_eval::judge::HttpJudgeConfig;
-use marlhf_train::evaluate::compare::{compare, CompareConfig};
-use marlhf_train::evaluate::generate::{generate, GenerateConfig};
-use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
-use marlhf_train::evaluate::passk::{passk, PasskConfig};
-use marlhf_train::evaluate::report::{report, ReportConfig};
-use marlhf_train::evaluate::{parse_ks, parse_named_path};
+use marlhf_stages::evaluate::comparing::{compare_runs, CompareConfig};
+use marlhf_stages::evaluate::executing::{execute_programs, PasskConfig};
+use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
+use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
+use marlhf_stages::evaluate::reporting::{assemble_report, ReportConfig};
+use marlhf_stages::evaluate::{parse_ks, parse_named_path};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Evaluate policies: generate and score responses, judge policies against
 /// each other, measure pass@k on code, and write the report.
@@ -43,7 +49,7 @@ fn pair(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?} is not A:B"));
     };
     for name in [a, b] {
-        marlhf_train::evaluate::check_name(name).map_err(|e| e.to_string())?;
+        marlhf_stages::evaluate::check_name(name).map_err(|e| e.to_string())?;
     }
     Ok((a.to_string(), b.to_string()))
 }
@@ -62,14 +68,14 @@ struct GenerateArgs {
     #[arg(long = "policy", required = true, value_parser = named)]
     policies: Vec<(String, PathBuf)>,
     /// Evaluation prompts (prepare's eval_prompts.parquet)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data/eval_prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The reward model that scores every response (without one, e.g. for
     /// APPS, the scores are NaN)
     #[arg(long)]
     reward_model: Option<PathBuf>,
     /// Output file (written atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// Prompts to answer, drawn with --seed (all of them when the file has fewer)
     #[arg(long, default_value_t = 2000)]
@@ -125,7 +131,7 @@ enum JudgeChoice {
 struct JudgeArgs {
     /// responses.parquet from `marlhf-eval generate` (repeat for one file
     /// per policy)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/responses.parquet")]
+    #[arg(long, required = true)]
     responses: Vec<PathBuf>,
     /// Policy A: verdicts are from its side
     #[arg(long, default_value = "ma-ppo")]
@@ -149,11 +155,11 @@ struct JudgeArgs {
     #[arg(long, default_value = "hh-rlhf")]
     task: String,
     /// Output file (written atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/judgements.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// --judge rm: the reward model
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
-    reward_model: PathBuf,
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
     /// --judge rm: longest prompt in tokens (longer ones keep their end)
     #[arg(long, default_value_t = 512)]
     max_prompt_tokens: usize,
@@ -191,16 +197,16 @@ struct JudgeArgs {
 #[derive(Args, Debug)]
 struct PasskArgs {
     /// responses.parquet from `marlhf-eval generate`
-    #[arg(long, default_value = "runs/apps/default/eval/responses.parquet")]
+    #[arg(long)]
     responses: PathBuf,
     /// The prompts with their tests (prepare's eval_prompts.parquet)
-    #[arg(long, default_value = "runs/apps/default/data/eval_prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The k of pass@k, comma-separated (each needs k samples per problem)
     #[arg(long, default_value = "1", value_parser = ks)]
     k: ::std::vec::Vec<usize>,
     /// Output file, one row per program (written atomically)
-    #[arg(long, default_value = "runs/apps/default/eval/passk.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// The Python interpreter that runs the programs (as root: one the
     /// sandbox user nobody can run; a name falls back to the same name on
@@ -253,7 +259,7 @@ struct ReportArgs {
     #[arg(long, default_value = "MA-RLHF evaluation")]
     title: String,
     /// The report; its PNG plots are written beside it (all atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/eval/report.md")]
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -300,7 +306,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// The report; its PNG plots are written beside it (all atomically)
-    #[arg(long, default_value = "runs/hh-rlhf/default/compare/report.md")]
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -344,7 +350,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         gold_model: a.gold_model,
     };
     let mut s = Summary::new("eval generate");
-    let r = generate(&cfg)?;
+    let r = generate_responses(&cfg, &Bars)?;
     s.add("responses", cfg.out.display())
         .add(
             "prompts",
@@ -374,10 +380,15 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
+    // The task first: one without a judge (apps) needs no judge's flags.
+    marlhf_eval::judge::JudgeTask::for_pipeline(&a.task)?;
     let device = marlhf_model::device::parse(&a.device)?;
     let kind = match a.judge {
         JudgeChoice::Rm => JudgeKind::RewardModel {
-            dir: a.reward_model.clone(),
+            dir: a
+                .reward_model
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--judge rm needs --reward-model"))?,
             max_prompt_tokens: a.max_prompt_tokens,
             tie_epsilon: a.tie_epsilon,
             device: device.clone(),
@@ -408,7 +419,7 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let mut s = Summary::new("eval judge");
-    let r = judge(&cfg)?;
+    let r = judge_responses(&cfg, &Bars)?;
     s.add("judgements", cfg.out.display())
         .add("prompts answered by all", r.common_prompts);
     for row in &r.rows {
@@ -452,7 +463,7 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
         jobs,
     };
     let mut s = Summary::new("eval passk");
-    let r = passk(&cfg)?;
+    let r = execute_programs(&cfg, &Bars)?;
     s.add("results", cfg.out.display())
         .add(
             "programs passing every test",
@@ -499,7 +510,7 @@ fn run_report(a: ReportArgs) -> anyhow::Result<()> {
         notes: Vec::new(),
     };
     let mut s = Summary::new("eval report");
-    let r = report(&cfg)?;
+    let r = assemble_report(&cfg)?;
     if let Some(rm) = &r.rm {
         s.add(
             "RM held-out accuracy",
@@ -533,7 +544,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let mut s = Summary::new("eval compare");
-    let r = compare(&cfg)?;
+    let r = compare_runs(&cfg)?;
     s.add("configurations", r.groups)
         .add("runs", r.runs)
         .add("evaluation prompts", r.prompts);

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Device;
-use marlhf_data::testutil::TempDir;
 use marlhf_data::{write_prompts, PromptRow};
 use marlhf_model::Checkpoint;
-use marlhf_train::evaluate::fixture::EvalRun;
-use marlhf_train::evaluate::tables::{
+use marlhf_stages::evaluate::tables::{
     read_judgements, read_passk, read_responses, write_responses, ResponseRow,
 };
+use marlhf_testkit::eval::EvalRun;
+use marlhf_testkit::TempDir;
 
 const EXE: &str = env!("CARGO_BIN_EXE_marlhf-eval");
 const MAX_NEW: usize = 8;
@@ -109,6 +109,7 @@ fn is_png(path: &Path) -> (u32, u32) {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn generate_judge_report_end_to_end() {
     let run = EvalRun::new("eval-e2e", 5).unwrap();
     let eval_dir = run.root().join("eval");
@@ -216,7 +217,7 @@ fn generate_judge_report_end_to_end() {
     }
     // Identical responses score identically: every pair with the twin ties.
     for j in js.iter().filter(|j| j.policy_b == "sft") {
-        assert_eq!(j.verdict, "tie", "{j:?}");
+        assert_eq!(j.verdict.as_str(), "tie", "{j:?}");
         assert_eq!(j.choice.as_deref(), Some("E"));
     }
     // Against the random policy the verdict follows the presented choice.
@@ -227,7 +228,7 @@ fn generate_judge_report_end_to_end() {
             (Some("A"), false) | (Some("B"), true) => "lose",
             other => panic!("unexpected {other:?}"),
         };
-        assert_eq!(j.verdict, want, "{j:?}");
+        assert_eq!(j.verdict.as_str(), want, "{j:?}");
     }
     let again = eval_dir.join("judgements-again.parquet");
     judge(&again).ok();
@@ -287,6 +288,7 @@ fn generate_judge_report_end_to_end() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn bad_inputs_fail_with_one_line_and_no_output() {
     let run = EvalRun::new("eval-bad", 3).unwrap();
     let out = run.root().join("eval/responses.parquet");
@@ -404,10 +406,7 @@ fn python_available() -> bool {
 
 #[test]
 fn passk_runs_programs_and_reports_pass_at_k() {
-    if !python_available() {
-        eprintln!("skipped: no python3");
-        return;
-    }
+    assert!(python_available(), "pass@k needs python3 on PATH");
     let tmp = TempDir::new("eval-passk");
     let prompts = tmp.path().join("eval_prompts.parquet");
     let sum = r#"{"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]}"#;

@@ -1,9 +1,15 @@
 //! `marlhf-import`: llama2.c checkpoint + tokenizer → Hugging Face layout.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use marlhf_model::{checkpoint, llama2c};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Convert a llama2.c model (e.g. ../shared/models/stories260K) into a
 /// checkpoint directory (config.json, model.safetensors, tokenizer.json).

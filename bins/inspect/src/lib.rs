@@ -1,10 +1,12 @@
 //! `marlhf-inspect`: a readable summary of any stage's Parquet file, so an
 //! intermediate result can be checked without opening a notebook.
 
+#![forbid(unsafe_code)]
+
+pub mod column_stats;
 pub mod load;
 pub mod render;
-pub mod report;
-pub mod stats;
+pub mod summary;
 
 use std::path::Path;
 
@@ -32,5 +34,5 @@ impl Default for Options {
 /// Reads `path` and returns the whole report as text.
 pub fn inspect(path: &Path, opts: &Options) -> anyhow::Result<String> {
     let loaded = load::load(path, &opts.columns)?;
-    report::report(path, &loaded, opts)
+    summary::summarize(path, &loaded, opts)
 }

@@ -1,7 +1,13 @@
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Print a readable summary of any marlhf stage's Parquet file: schema,
 /// per-column statistics and the first rows.

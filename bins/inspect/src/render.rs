@@ -2,7 +2,7 @@
 
 use polars::prelude::*;
 
-use crate::stats::Extreme;
+use crate::column_stats::Extreme;
 
 /// A number with at most 6 significant digits and no trailing zeros:
 /// `1.5`, `-0.693147`, `12`, `1.23457e-7`. Reports are read, not parsed.

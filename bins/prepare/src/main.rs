@@ -2,12 +2,18 @@
 //! `prompts.parquet`, `eval_prompts.parquet` and `prepare_report.json`,
 //! written all or nothing.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::{spinner, Summary};
 use marlhf_data::adapters::{PrepareOptions, Task};
 use marlhf_data::{prepare, write_prepared};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Prepare a task's raw data (read in its published layout from <RAW>/<task>/)
 /// as the Parquet files the later stages read: a 20% SFT / 40% RM / 40% PPO
@@ -22,7 +28,7 @@ struct Args {
     #[arg(long, env = "RAW", default_value = "../shared/data")]
     raw: PathBuf,
     /// Output directory for the prepared files
-    #[arg(long, default_value = "runs/hh-rlhf/default/data")]
+    #[arg(long)]
     out: PathBuf,
     /// Seed of the split
     #[arg(long, default_value_t = 1234)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use marlhf_data::testutil::TempDir;
+use marlhf_testkit::TempDir;
 
 const FILES: [&str; 5] = [
     "sft.parquet",

@@ -1,10 +1,16 @@
 //! `marlhf-rm`: pairwise reward model on `pairs.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_train::args::TrainArgs;
-use marlhf_train::rm::{self, RmOptions};
+use marlhf_cli::{Bars, TrainArgs};
+use marlhf_stages::rm::{self, RmOptions};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Train a reward model (−log σ(r_chosen − r_rejected), score at the last
 /// real token) from the SFT checkpoint; report held-out pairwise accuracy.
@@ -38,7 +44,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("rm")?,
         };
-        let r = rm::run(&opts)?;
+        let r = rm::run(&opts, &Bars)?;
         s.add("checkpoint", cli.train.out.display())
             .add("data", &r.lengths)
             .add("chosen == rejected (skipped)", r.identical_pairs)

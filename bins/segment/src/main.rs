@@ -1,11 +1,17 @@
 //! `marlhf-segment`: `rollouts.parquet` → `segments.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::Summary;
 use marlhf_rl::Termination;
-use marlhf_train::ppo::{run_segment, SegmentConfig};
+use marlhf_stages::ppo::{run_segment, SegmentConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Split every rollout's response into macro actions with a termination
 /// condition: fixed:N (every N tokens; fixed:1 is vanilla token-level PPO),
@@ -17,16 +23,10 @@ use marlhf_train::ppo::{run_segment, SegmentConfig};
 #[command(about, version)]
 struct Args {
     /// Rollouts to segment
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     rollouts: PathBuf,
     /// Output file (written atomically)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/segments.parquet"
-    )]
+    #[arg(long)]
     out: PathBuf,
     /// fixed:N, randomized:R, ppl or parsing:C
     #[arg(long, default_value = "fixed:5", value_parser = parse_termination)]

@@ -1,11 +1,17 @@
 //! `marlhf-serve`: chat with a checkpoint through OpenAI's protocol.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
 use marlhf_eval::server::{serve_with, ServeOptions};
-use marlhf_train::evaluate::serve::ModelBackend;
+use marlhf_stages::evaluate::chat_backend::ModelBackend;
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Serve a checkpoint (a trained policy, or any local model) through
 /// OpenAI's chat-completions protocol on a loopback address:
@@ -18,7 +24,7 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// The checkpoint directory
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     checkpoint: PathBuf,
     /// Pipeline task, which picks the prompt format: hh-rlhf, tldr, webgpt or apps
     #[arg(long, default_value = "hh-rlhf")]

@@ -9,15 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use candle_core::Device;
-use marlhf_data::testutil::TempDir;
 use marlhf_eval::client::{ChatClient, ClientConfig};
 use marlhf_eval::judge::{parse_choice, HttpJudgeConfig, JudgeTask};
 use marlhf_eval::protocol::{ChatMessage, ChatRequest, FinishReason};
 use marlhf_eval::server::ChatBackend;
-use marlhf_train::evaluate::fixture::write_stories;
-use marlhf_train::evaluate::judge::{judge, JudgeConfig, JudgeKind};
-use marlhf_train::evaluate::serve::ModelBackend;
-use marlhf_train::evaluate::tables::{read_judgements, write_responses, ResponseRow};
+use marlhf_stages::evaluate::chat_backend::ModelBackend;
+use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
+use marlhf_stages::evaluate::tables::{read_judgements, write_responses, ResponseRow};
+use marlhf_stages::progress::Silent;
+use marlhf_testkit::eval::write_stories;
+use marlhf_testkit::TempDir;
 
 const EXE: &str = env!("CARGO_BIN_EXE_marlhf-serve");
 const MODEL: &str = "stories";
@@ -96,6 +97,7 @@ fn request(text: &str, temperature: f32, seed: Option<u64>, max_tokens: u32) -> 
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
     let tmp = TempDir::new("serve");
     let ck = tmp.path().join("stories");
@@ -186,23 +188,26 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
     }
     write_responses(&responses, &rows).unwrap();
     let out = tmp.path().join("judgements.parquet");
-    let report = judge(&JudgeConfig {
-        responses: vec![responses.clone()],
-        pairs: vec![("ma-ppo".into(), "ppo".into())],
-        task: "hh-rlhf".into(),
-        sample: 50,
-        seed: 1234,
-        judge: JudgeKind::Http(HttpJudgeConfig {
-            base_url: server.base_url.clone(),
-            model: MODEL.into(),
-            api_key_env: "MARLHF_TEST_NO_SUCH_KEY".into(),
-            timeout: Duration::from_secs(60),
-            max_retries: 1,
-            initial_backoff: Duration::from_millis(100),
-            max_tokens: 512,
-        }),
-        out: out.clone(),
-    })
+    let report = judge_responses(
+        &JudgeConfig {
+            responses: vec![responses.clone()],
+            pairs: vec![("ma-ppo".into(), "ppo".into())],
+            task: "hh-rlhf".into(),
+            sample: 50,
+            seed: 1234,
+            judge: JudgeKind::Http(HttpJudgeConfig {
+                base_url: server.base_url.clone(),
+                model: MODEL.into(),
+                api_key_env: "MARLHF_TEST_NO_SUCH_KEY".into(),
+                timeout: Duration::from_secs(60),
+                max_retries: 1,
+                initial_backoff: Duration::from_millis(100),
+                max_tokens: 512,
+            }),
+            out: out.clone(),
+        },
+        &Silent,
+    )
     .unwrap();
     assert_eq!(report.common_prompts, 3);
     let rate = report.rows[0].rate;
@@ -214,7 +219,11 @@ fn answers_over_http_match_the_model_and_the_http_judge_counts_every_pair() {
         assert_eq!(j.judge, MODEL);
         // The verdict is unparseable exactly when the answer cannot be read.
         let parsed = parse_choice(JudgeTask::Dialogue, &j.raw);
-        assert_eq!(j.verdict == "unparseable", parsed.is_none(), "{j:?}");
+        assert_eq!(
+            j.verdict.as_str() == "unparseable",
+            parsed.is_none(),
+            "{j:?}"
+        );
         assert_eq!(j.choice.is_none(), parsed.is_none());
     }
     // A 260K-parameter story model does not answer in the judge's JSON.

@@ -1,10 +1,16 @@
 //! `marlhf-sft`: supervised fine-tuning on `sft.parquet`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_train::args::TrainArgs;
-use marlhf_train::sft::{self, Init, SftOptions};
+use marlhf_cli::{Bars, TrainArgs};
+use marlhf_stages::sft::{self, Init, SftOptions};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Fine-tune a causal LM on prompt/completion pairs (loss on completion
 /// tokens only), from a checkpoint or a fresh tiny Llama.
@@ -68,7 +74,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
             train: cli.train.config("sft")?,
         };
-        let r = sft::run(&opts)?;
+        let r = sft::run(&opts, &Bars)?;
         s.add("checkpoint", cli.train.out.display())
             .add("parameters", r.params)
             .add("data", &r.lengths)

@@ -1,6 +1,8 @@
 //! `marlhf-stories`: the `stories` task's own steps — story openings from
 //! templates, and preference pairs labelled by the gold reward.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,8 +12,12 @@ use marlhf_data::stage_rows;
 use marlhf_data::stories::{
     write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS,
 };
-use marlhf_train::evaluate::tables::read_responses;
-use marlhf_train::gold::preference_pairs;
+use marlhf_stages::evaluate::tables::read_responses;
+use marlhf_stages::gold::preference_pairs;
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// The stories task: a known gold reward on the pretrained stories260K
 /// model (DESIGN.md, "The stories task").
@@ -34,7 +40,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct PromptsArgs {
     /// The run's data directory
-    #[arg(long, default_value = "runs/stories/default/data")]
+    #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -60,13 +66,10 @@ struct PairsArgs {
     #[arg(long)]
     responses: PathBuf,
     /// Training pairs (written atomically, with --heldout)
-    #[arg(long, default_value = "runs/stories/default/data/pairs.parquet")]
+    #[arg(long)]
     out: PathBuf,
     /// Held-out pairs with clean gold labels
-    #[arg(
-        long,
-        default_value = "runs/stories/default/data/pairs_heldout.parquet"
-    )]
+    #[arg(long)]
     heldout: PathBuf,
     /// Share of prompts held out
     #[arg(long, default_value_t = 0.1)]

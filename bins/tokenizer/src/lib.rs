@@ -2,6 +2,8 @@
 //! level means every string round-trips losslessly and nothing is unknown;
 //! no prefix space is added, so decode(encode(s)) == s exactly.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
@@ -59,7 +61,11 @@ pub fn corpus(data: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Trains a byte-level BPE of at most `vocab_size` tokens (special tokens and
 /// the 256 bytes included) on `texts`; merges need `min_frequency` pairs.
-pub fn train(texts: &[String], vocab_size: usize, min_frequency: u64) -> anyhow::Result<Tokenizer> {
+pub fn train_tokenizer(
+    texts: &[String],
+    vocab_size: usize,
+    min_frequency: u64,
+) -> anyhow::Result<Tokenizer> {
     if vocab_size < MIN_VOCAB {
         bail!("vocab size {vocab_size} is too small: at least {MIN_VOCAB} (3 special tokens + 256 bytes)");
     }

@@ -1,10 +1,16 @@
 //! `marlhf-tokenizer`: prepared data → `tokenizer.json` (byte-level BPE).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::{spinner, Summary};
-use marlhf_tokenizer::{corpus, count_tokens, save, train, SPECIAL_TOKENS};
+use marlhf_tokenizer::{corpus, count_tokens, save, train_tokenizer, SPECIAL_TOKENS};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Train a byte-level BPE tokenizer on the prompts and completions of a
 /// prepared data directory (eval prompts excluded) for a model trained from
@@ -13,10 +19,10 @@ use marlhf_tokenizer::{corpus, count_tokens, save, train, SPECIAL_TOKENS};
 #[command(about, version)]
 struct Args {
     /// Prepared data directory (the output of marlhf-prepare)
-    #[arg(long, default_value = "runs/hh-rlhf/default/data")]
+    #[arg(long)]
     data: PathBuf,
     /// Where to write the tokenizer
-    #[arg(long, default_value = "runs/hh-rlhf/default/tokenizer.json")]
+    #[arg(long)]
     out: PathBuf,
     /// Vocabulary size, special tokens and the 256 bytes included
     #[arg(long, default_value_t = 8192)]
@@ -34,7 +40,7 @@ fn main() {
         pb.set_message(format!("reading {}", args.data.display()));
         let texts = corpus(&args.data)?;
         pb.set_message(format!("training a {}-token BPE", args.vocab_size));
-        let tokenizer = train(&texts, args.vocab_size, args.min_frequency)?;
+        let tokenizer = train_tokenizer(&texts, args.vocab_size, args.min_frequency)?;
         pb.set_message("measuring");
         let tokens = count_tokens(&tokenizer, &texts)?;
         save(&tokenizer, &args.out)?;

@@ -1,13 +1,19 @@
 //! `marlhf-update`: one MA-PPO update from an iteration's rollouts and
 //! segments → the next actor and critic, `advantages.parquet`, a metrics row.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::Summary;
+use marlhf_cli::{Bars, Summary};
 use marlhf_model::adamw::LrSchedule;
 use marlhf_rl::{KlEstimator, LossAgg, RlConfig, ValueFunction};
-use marlhf_train::ppo::{update, PpoConfig, Recipe, UpdateConfig};
+use marlhf_stages::ppo::{update, PpoConfig, Recipe, UpdateConfig};
+
+// The allocator is the binary's choice (see marlhf_cli's docs).
+#[global_allocator]
+static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Run MA-PPO's credit assignment (KL-shaped token rewards, one value and
 /// reward per macro action, GAE over macro actions) and its clipped PPO
@@ -21,37 +27,28 @@ struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// The iteration's rollouts
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/rollouts.parquet"
-    )]
+    #[arg(long)]
     rollouts: PathBuf,
     /// Their macro actions (from marlhf-segment)
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/segments.parquet"
-    )]
+    #[arg(long)]
     segments: PathBuf,
     /// The actor that sampled the rollouts (with its optimiser state, if any)
-    #[arg(long, default_value = "runs/hh-rlhf/default/sft")]
+    #[arg(long)]
     actor: PathBuf,
     /// The critic that valued them (with its optimiser state, if any)
-    #[arg(long, default_value = "runs/hh-rlhf/default/rm")]
+    #[arg(long)]
     critic: PathBuf,
     /// Where the updated actor goes
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/iter-001/actor")]
+    #[arg(long)]
     out_actor: PathBuf,
     /// Where the updated critic goes
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/iter-001/critic")]
+    #[arg(long)]
     out_critic: PathBuf,
     /// Per-token and per-macro-action advantages, returns and rewards
-    #[arg(
-        long,
-        default_value = "runs/hh-rlhf/default/ppo-n5/iter-000/advantages.parquet"
-    )]
+    #[arg(long)]
     advantages: PathBuf,
     /// The run's metrics table; this iteration's row is added or replaced
-    #[arg(long, default_value = "runs/hh-rlhf/default/ppo-n5/metrics.parquet")]
+    #[arg(long)]
     metrics: PathBuf,
     /// How a macro action's tokens make one value and reward: equal, unit or position
     #[arg(long, default_value = "equal", value_parser = parse_value_function)]
@@ -220,8 +217,6 @@ fn main() {
                 clip_reward: args.clip_reward,
                 gamma: args.gamma,
                 lambda: args.lambda,
-                seed: args.seed,
-                ..RlConfig::default()
             },
             ppo,
             seed: args.seed,
@@ -229,7 +224,7 @@ fn main() {
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
         };
         let mut summary = Summary::new("update");
-        let r = update(&cfg)?;
+        let r = update(&cfg, &Bars)?;
         summary.add("iteration", r.iteration);
         summary.add(
             "recipe",

@@ -1,18 +1,36 @@
 //! The conventions every stage binary follows, in one place so the binaries
 //! stay thin: errors are one line on stderr and a non-zero exit, long work
 //! shows an indicatif bar on stderr, and each stage ends with a short summary.
+//!
+//! A library never picks the allocator of the program that links it, so
+//! each stage binary installs mimalloc itself, beside its `main`:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
+//! ```
+//!
+//! Training allocates and frees large activation buffers every step; glibc
+//! returns those to the OS and page-faults them back in, which cost more
+//! than half of a CPU training step. mimalloc keeps and reuses them
+//! ([`run`] sets it to keep them for good).
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-// Every stage binary links this crate, so this allocator serves them all.
-// Training allocates and frees large activation buffers every step; glibc
-// returns those to the OS and page-faults them back in, which cost more than
-// half of a CPU training step. mimalloc keeps and reuses them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The allocator every stage binary installs (see the crate's docs).
+pub use mimalloc::MiMalloc;
+
+#[cfg(feature = "stages")]
+mod bars;
+#[cfg(feature = "stages")]
+pub mod train_args;
+#[cfg(feature = "stages")]
+pub use bars::Bars;
+#[cfg(feature = "stages")]
+pub use train_args::TrainArgs;
 
 extern "C" {
     // mimalloc's option setter (libmimalloc-sys links the C library; the
@@ -46,7 +64,9 @@ fn one_candle_thread() {
     }
 }
 
-/// Runs a stage's body. On error prints `error: <cause chain>` as one line on
+/// Runs a stage's body, after setting up the process as every stage wants
+/// it (mimalloc keeps freed memory, candle's ops on one thread, no library
+/// backtraces). On error prints `error: <cause chain>` as one line on
 /// stderr and exits with status 1; a panic (a bug, never bad input) is also
 /// reduced to one line so users never face a backtrace.
 pub fn run<F>(stage: &str, body: F) -> !

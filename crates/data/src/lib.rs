@@ -2,17 +2,18 @@
 //! with checked readers and atomic, deterministic writers; the raw-data
 //! adapters and the split that prepare uses.
 
+#![forbid(unsafe_code)]
+
 pub mod adapters;
 pub mod atomic;
 pub mod error;
 pub mod page_crc;
 pub mod parquet_io;
 mod raw;
+pub mod seed;
 pub mod split;
 pub mod stories;
 pub mod tables;
-#[doc(hidden)]
-pub mod testutil;
 
 pub use adapters::{prepare, write_prepared, PrepareOptions, PrepareReport, Prepared, Task};
 pub use error::{DataError, Result};

@@ -248,7 +248,7 @@ impl<'a> Record<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use marlhf_testkit::TempDir;
     use std::io::Write;
 
     fn collect(path: &Path) -> Result<Vec<(usize, String)>> {

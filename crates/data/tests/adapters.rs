@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use marlhf_data::testutil::TempDir;
 use marlhf_data::{prepare, PrepareOptions, Prepared, Task};
+use marlhf_testkit::TempDir;
 
 fn fixtures(root: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

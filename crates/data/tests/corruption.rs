@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use marlhf_data::testutil::TempDir;
 use marlhf_data::{read_rollouts, write_rollouts, RolloutRow};
+use marlhf_testkit::TempDir;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -1,26 +1,20 @@
-//! The adapters on the real offline data in `../shared/data` (skipped with a
-//! note where that directory is absent, e.g. on a fresh CI machine).
+//! The adapters on the real offline data in `../shared/data` (ignored by a
+//! plain `cargo test`; `make test` runs them, and fails where it is absent).
 
 use std::path::PathBuf;
 
 use marlhf_data::{prepare, PrepareOptions, Task};
 
-fn raw() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.join("hh-rlhf").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} not found; skipping the real-data test",
-            dir.display()
-        );
-        None
-    }
+/// The raw data in the workplace's shared directory.
+fn raw() -> PathBuf {
+    marlhf_testkit::shared("data/hh-rlhf");
+    marlhf_testkit::shared("data")
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn hh_rlhf_real_rows_add_up() {
-    let Some(raw) = raw() else { return };
+    let raw = raw();
     let p = prepare(Task::HhRlhf, &raw, &PrepareOptions::default()).unwrap();
     let r = &p.report;
     assert_eq!(r.raw_rows, 2312 + 2354 + 2749);
@@ -45,8 +39,9 @@ fn hh_rlhf_real_rows_add_up() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn tldr_real_rows_add_up() {
-    let Some(raw) = raw() else { return };
+    let raw = raw();
     let p = prepare(Task::Tldr, &raw, &PrepareOptions::default()).unwrap();
     let r = &p.report;
     assert_eq!(r.raw_rows, 1945);
@@ -60,8 +55,9 @@ fn tldr_real_rows_add_up() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn apps_real_subset_prepares() {
-    let Some(raw) = raw() else { return };
+    let raw = raw();
     let p = prepare(Task::Apps, &raw, &PrepareOptions::default()).unwrap();
     assert_eq!(p.report.raw_rows, 5);
     assert!(p.pairs.is_empty());

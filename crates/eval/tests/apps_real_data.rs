@@ -1,18 +1,21 @@
 //! The sandbox on real APPS problems: published solutions must pass their
 //! own tests, and a solution to another problem must not. Reads the raw
-//! data from `$RAW` or `../shared/data` beside the repository; skipped when
-//! neither is there.
+//! data from `$RAW` or `../shared/data` beside the repository (ignored by a
+//! plain `cargo test`; `make test` runs it, and fails where neither is there).
 
 use std::path::PathBuf;
 
 use marlhf_eval::passk::{count_per_problem, mean_pass_at_k};
 use marlhf_eval::sandbox::{Sandbox, SandboxConfig, TestCases};
 
-fn raw_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RAW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    dir.join("apps/train_subset.jsonl").exists().then_some(dir)
+fn raw_dir() -> PathBuf {
+    match std::env::var_os("RAW") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            marlhf_testkit::shared("data/apps/train_subset.jsonl");
+            marlhf_testkit::shared("data")
+        }
+    }
 }
 
 struct Problem {
@@ -39,11 +42,9 @@ fn problems(dir: &std::path::Path) -> Vec<Problem> {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn published_solutions_pass_and_swapped_ones_fail() {
-    let Some(dir) = raw_dir() else {
-        eprintln!("skipped: no APPS data under $RAW or ../shared/data");
-        return;
-    };
+    let dir = raw_dir();
     let problems = problems(&dir);
     assert!(problems.len() >= 2);
     let sandbox = Sandbox::new(SandboxConfig {

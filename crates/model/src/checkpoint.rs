@@ -59,7 +59,7 @@ fn partial_policy() -> Partial {
 
 /// How far the run that wrote a checkpoint got, from its trainer state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
+struct RunProgress {
     pub step: u64,
     pub total_steps: u64,
     pub finished: bool,
@@ -67,7 +67,7 @@ pub struct Progress {
 
 /// The progress recorded beside `dir`; `None` for a checkpoint without
 /// marlhf's trainer state (a downloaded model, a Hugging Face Trainer one).
-pub fn progress(dir: &Path) -> Result<Option<Progress>> {
+fn run_progress(dir: &Path) -> Result<Option<RunProgress>> {
     let path = dir.join(TRAINER_STATE);
     if !path.is_file() {
         return Ok(None);
@@ -78,7 +78,7 @@ pub fn progress(dir: &Path) -> Result<Option<Progress>> {
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let field = |k: &str| state.get(k);
     Ok(match (field("finished"), field("step")) {
-        (Some(serde_json::Value::Bool(finished)), Some(step)) => Some(Progress {
+        (Some(serde_json::Value::Bool(finished)), Some(step)) => Some(RunProgress {
             step: step.as_u64().unwrap_or(0),
             total_steps: field("total_steps").and_then(|t| t.as_u64()).unwrap_or(0),
             finished: *finished,
@@ -114,7 +114,7 @@ pub fn latest_partial(out: &Path) -> Result<Option<(u64, PathBuf)>> {
 pub fn check_finished(dir: &Path, partial: Partial) -> Result<()> {
     if !dir.join(WEIGHTS).is_file() && !dir.join(WEIGHTS_INDEX).is_file() {
         if let Some((step, latest)) = latest_partial(dir)? {
-            let of = progress(&latest)?
+            let of = run_progress(&latest)?
                 .map(|p| format!(" of {}", p.total_steps))
                 .unwrap_or_default();
             bail!(
@@ -126,7 +126,7 @@ pub fn check_finished(dir: &Path, partial: Partial) -> Result<()> {
         return Ok(());
     }
     if partial == Partial::Refuse {
-        if let Some(p) = progress(dir)? {
+        if let Some(p) = run_progress(dir)? {
             if !p.finished {
                 bail!(
                     "{}: checkpoint of an unfinished run (step {} of {}); finish the run with --resume, or pass --allow-partial to use it anyway",
@@ -336,7 +336,7 @@ pub fn load_weights(dir: &Path, cfg: &ModelConfig, dev: &Device, dtype: DType) -
         bail!("{}: no {WEIGHTS} or {WEIGHTS_INDEX}", dir.display());
     }
     for (name, _) in params.vars() {
-        if name.ends_with("rotary_emb.inv_freq") || (name == "lm_head.weight" && cfg.tied()) {
+        if name.ends_with("rotary_emb.inv_freq") || (name == crate::names::LM_HEAD && cfg.tied()) {
             params.remove(&name)?;
         }
     }

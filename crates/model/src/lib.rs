@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod llama;
 pub mod llama2c;
 pub mod lm;
+pub mod names;
 pub mod ops;
 pub mod params;
 pub mod rope;

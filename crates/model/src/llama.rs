@@ -26,6 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use crate::config::{Activation, Arch, Attention, ModelConfig};
+use crate::names::{self, in_layer};
 use crate::ops;
 use crate::params::Params;
 
@@ -41,7 +42,7 @@ pub(crate) struct Linear {
 impl Linear {
     fn load(p: &Params, name: &str, bias: bool) -> Result<Self> {
         Ok(Linear {
-            w: p.get(&format!("{name}.weight"))?,
+            w: p.get(&names::weight(name))?,
             b: if bias {
                 Some(p.get(&format!("{name}.bias"))?)
             } else {
@@ -188,37 +189,37 @@ impl Llama {
         let (qkv, o, mlp) = (arch.qkv_bias, arch.o_bias, arch.mlp_bias);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for (i, &attention) in arch.layers.iter().enumerate() {
-            let pre = format!("model.layers.{i}");
-            let get = |name: &str| p.get(&format!("{pre}.{name}"));
+            let pre = names::layer(i);
+            let get = |name: &str| p.get(&in_layer(&pre, name));
             let opt = |on: bool, name: &str| -> Result<Option<Tensor>> {
                 Ok(if on { Some(get(name)?) } else { None })
             };
             layers.push(Block {
-                input_norm: get("input_layernorm.weight")?,
-                q: Linear::load(p, &format!("{pre}.self_attn.q_proj"), qkv)?,
-                k: Linear::load(p, &format!("{pre}.self_attn.k_proj"), qkv)?,
-                v: Linear::load(p, &format!("{pre}.self_attn.v_proj"), qkv)?,
-                o: Linear::load(p, &format!("{pre}.self_attn.o_proj"), o)?,
-                q_norm: opt(arch.qk_norm, "self_attn.q_norm.weight")?,
-                k_norm: opt(arch.qk_norm, "self_attn.k_norm.weight")?,
-                post_attn_norm: opt(arch.sandwich_norms, "post_attention_layernorm.weight")?,
+                input_norm: get(names::INPUT_NORM)?,
+                q: Linear::load(p, &in_layer(&pre, names::Q_PROJ), qkv)?,
+                k: Linear::load(p, &in_layer(&pre, names::K_PROJ), qkv)?,
+                v: Linear::load(p, &in_layer(&pre, names::V_PROJ), qkv)?,
+                o: Linear::load(p, &in_layer(&pre, names::O_PROJ), o)?,
+                q_norm: opt(arch.qk_norm, names::Q_NORM)?,
+                k_norm: opt(arch.qk_norm, names::K_NORM)?,
+                post_attn_norm: opt(arch.sandwich_norms, names::POST_ATTENTION_NORM)?,
                 pre_mlp_norm: if arch.sandwich_norms {
-                    get("pre_feedforward_layernorm.weight")?
+                    get(names::PRE_FEEDFORWARD_NORM)?
                 } else {
-                    get("post_attention_layernorm.weight")?
+                    get(names::POST_ATTENTION_NORM)?
                 },
-                post_mlp_norm: opt(arch.sandwich_norms, "post_feedforward_layernorm.weight")?,
-                gate: Linear::load(p, &format!("{pre}.mlp.gate_proj"), mlp)?,
-                up: Linear::load(p, &format!("{pre}.mlp.up_proj"), mlp)?,
-                down: Linear::load(p, &format!("{pre}.mlp.down_proj"), mlp)?,
+                post_mlp_norm: opt(arch.sandwich_norms, names::POST_FEEDFORWARD_NORM)?,
+                gate: Linear::load(p, &in_layer(&pre, names::GATE_PROJ), mlp)?,
+                up: Linear::load(p, &in_layer(&pre, names::UP_PROJ), mlp)?,
+                down: Linear::load(p, &in_layer(&pre, names::DOWN_PROJ), mlp)?,
                 attention,
             });
         }
-        let embed = p.get("model.embed_tokens.weight")?;
+        let embed = p.get(names::EMBED)?;
         let lm_head = if arch.tied {
             embed.clone()
         } else {
-            p.get("lm_head.weight")?
+            p.get(names::LM_HEAD)?
         };
         let device = embed.device().clone();
         let (cos, sin) = arch
@@ -230,7 +231,7 @@ impl Llama {
             dtype,
             embed,
             layers,
-            norm: p.get("model.norm.weight")?,
+            norm: p.get(names::FINAL_NORM)?,
             lm_head,
             cos,
             sin,

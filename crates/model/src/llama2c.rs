@@ -15,6 +15,7 @@ use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use crate::config::{ModelConfig, TokenIds};
+use crate::names::{self, in_layer, weight};
 use crate::params::Params;
 
 struct Reader<'a> {
@@ -103,11 +104,7 @@ pub fn import_model(path: &Path, dev: &Device) -> Result<(ModelConfig, Params)> 
     let put = |name: &str, data: Vec<f32>, shape: &[usize]| -> Result<()> {
         p.insert(name, Tensor::from_vec(data, shape, dev)?)
     };
-    put(
-        "model.embed_tokens.weight",
-        r.f32s(vocab * dim)?,
-        &[vocab, dim],
-    )?;
+    put(names::EMBED, r.f32s(vocab * dim)?, &[vocab, dim])?;
     let per_layer = |r: &mut Reader, n: usize| -> Result<Vec<Vec<f32>>> {
         (0..layers).map(|_| r.f32s(n)).collect()
     };
@@ -121,58 +118,39 @@ pub fn import_model(path: &Path, dev: &Device) -> Result<(ModelConfig, Params)> 
     let w2 = per_layer(&mut r, dim * hidden)?;
     let w3 = per_layer(&mut r, hidden * dim)?;
     for l in 0..layers {
-        let pre = format!("model.layers.{l}");
+        let pre = names::layer(l);
+        let proj = |name: &str| weight(&in_layer(&pre, name));
         put(
-            &format!("{pre}.input_layernorm.weight"),
+            &in_layer(&pre, names::INPUT_NORM),
             rms_att[l].clone(),
             &[dim],
         )?;
         put(
-            &format!("{pre}.self_attn.q_proj.weight"),
+            &proj(names::Q_PROJ),
             permute_rope(&wq[l], heads, dim, dim),
             &[dim, dim],
         )?;
         put(
-            &format!("{pre}.self_attn.k_proj.weight"),
+            &proj(names::K_PROJ),
             permute_rope(&wk[l], kv_heads, kv_dim, dim),
             &[kv_dim, dim],
         )?;
+        put(&proj(names::V_PROJ), wv[l].clone(), &[kv_dim, dim])?;
+        put(&proj(names::O_PROJ), wo[l].clone(), &[dim, dim])?;
         put(
-            &format!("{pre}.self_attn.v_proj.weight"),
-            wv[l].clone(),
-            &[kv_dim, dim],
-        )?;
-        put(
-            &format!("{pre}.self_attn.o_proj.weight"),
-            wo[l].clone(),
-            &[dim, dim],
-        )?;
-        put(
-            &format!("{pre}.post_attention_layernorm.weight"),
+            &in_layer(&pre, names::POST_ATTENTION_NORM),
             rms_ffn[l].clone(),
             &[dim],
         )?;
-        put(
-            &format!("{pre}.mlp.gate_proj.weight"),
-            w1[l].clone(),
-            &[hidden, dim],
-        )?;
-        put(
-            &format!("{pre}.mlp.down_proj.weight"),
-            w2[l].clone(),
-            &[dim, hidden],
-        )?;
-        put(
-            &format!("{pre}.mlp.up_proj.weight"),
-            w3[l].clone(),
-            &[hidden, dim],
-        )?;
+        put(&proj(names::GATE_PROJ), w1[l].clone(), &[hidden, dim])?;
+        put(&proj(names::DOWN_PROJ), w2[l].clone(), &[dim, hidden])?;
+        put(&proj(names::UP_PROJ), w3[l].clone(), &[hidden, dim])?;
     }
-    put("model.norm.weight", r.f32s(dim)?, &[dim])?;
+    put(names::FINAL_NORM, r.f32s(dim)?, &[dim])?;
     // Precomputed RoPE tables (unused: recomputed from rope_theta).
     r.take(seq_len * hs / 2 * 4 * 2)?;
     if !shared {
-        put("lm_head.weight", r.f32s(vocab * dim)?, &[vocab, dim])?;
+        put(names::LM_HEAD, r.f32s(vocab * dim)?, &[vocab, dim])?;
     }
     if r.at != buf.len() {
         bail!(

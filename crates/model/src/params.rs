@@ -13,8 +13,8 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
 
-/// Name of the scalar value head of reward models and critics.
-pub const V_HEAD: &str = "v_head.weight";
+pub use crate::names::V_HEAD;
+use crate::names::{self, in_layer};
 
 pub struct Params {
     pub varmap: VarMap,
@@ -39,11 +39,7 @@ fn specs(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Init)>> {
     } else {
         Init::Ones
     };
-    let mut s = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![v, h],
-        Init::Normal(std),
-    )];
+    let mut s = vec![(names::EMBED.to_string(), vec![v, h], Init::Normal(std))];
     let linear = |s: &mut Vec<(String, Vec<usize>, Init)>, name: String, out, inp, bias: bool| {
         s.push((format!("{name}.weight"), vec![out, inp], Init::Normal(std)));
         if bias {
@@ -51,56 +47,32 @@ fn specs(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Init)>> {
         }
     };
     for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        s.push((format!("{p}.input_layernorm.weight"), vec![h], norm));
+        let p = names::layer(l);
+        s.push((in_layer(&p, names::INPUT_NORM), vec![h], norm));
         for (name, out) in [
-            ("q_proj", nh * hd),
-            ("k_proj", nkv * hd),
-            ("v_proj", nkv * hd),
+            (names::Q_PROJ, nh * hd),
+            (names::K_PROJ, nkv * hd),
+            (names::V_PROJ, nkv * hd),
         ] {
-            linear(
-                &mut s,
-                format!("{p}.self_attn.{name}"),
-                out,
-                h,
-                arch.qkv_bias,
-            );
+            linear(&mut s, in_layer(&p, name), out, h, arch.qkv_bias);
         }
-        linear(
-            &mut s,
-            format!("{p}.self_attn.o_proj"),
-            h,
-            nh * hd,
-            arch.o_bias,
-        );
+        linear(&mut s, in_layer(&p, names::O_PROJ), h, nh * hd, arch.o_bias);
         if arch.qk_norm {
-            s.push((format!("{p}.self_attn.q_norm.weight"), vec![hd], norm));
-            s.push((format!("{p}.self_attn.k_norm.weight"), vec![hd], norm));
+            s.push((in_layer(&p, names::Q_NORM), vec![hd], norm));
+            s.push((in_layer(&p, names::K_NORM), vec![hd], norm));
         }
-        s.push((
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![h],
-            norm,
-        ));
+        s.push((in_layer(&p, names::POST_ATTENTION_NORM), vec![h], norm));
         if arch.sandwich_norms {
-            s.push((
-                format!("{p}.pre_feedforward_layernorm.weight"),
-                vec![h],
-                norm,
-            ));
-            s.push((
-                format!("{p}.post_feedforward_layernorm.weight"),
-                vec![h],
-                norm,
-            ));
+            s.push((in_layer(&p, names::PRE_FEEDFORWARD_NORM), vec![h], norm));
+            s.push((in_layer(&p, names::POST_FEEDFORWARD_NORM), vec![h], norm));
         }
-        linear(&mut s, format!("{p}.mlp.gate_proj"), i, h, arch.mlp_bias);
-        linear(&mut s, format!("{p}.mlp.up_proj"), i, h, arch.mlp_bias);
-        linear(&mut s, format!("{p}.mlp.down_proj"), h, i, arch.mlp_bias);
+        linear(&mut s, in_layer(&p, names::GATE_PROJ), i, h, arch.mlp_bias);
+        linear(&mut s, in_layer(&p, names::UP_PROJ), i, h, arch.mlp_bias);
+        linear(&mut s, in_layer(&p, names::DOWN_PROJ), h, i, arch.mlp_bias);
     }
-    s.push(("model.norm.weight".into(), vec![h], norm));
+    s.push((names::FINAL_NORM.into(), vec![h], norm));
     if !arch.tied {
-        s.push(("lm_head.weight".into(), vec![v, h], Init::Normal(std)));
+        s.push((names::LM_HEAD.into(), vec![v, h], Init::Normal(std)));
     }
     Ok(s)
 }
@@ -246,7 +218,7 @@ impl Params {
 
     /// The dtype the parameters are stored in (that of the embeddings).
     pub fn dtype(&self) -> Result<DType> {
-        Ok(self.get("model.embed_tokens.weight")?.dtype())
+        Ok(self.get(names::EMBED)?.dtype())
     }
 
     /// Writes all parameters to a safetensors file. The format sorts

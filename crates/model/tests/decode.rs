@@ -4,8 +4,6 @@
 //! hf-tiny checkpoints), for batches with left padding and rows that stop
 //! early, greedy and sampled, and for the real stories260K model.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device};
 use marlhf_model::checkpoint::Use;
 use marlhf_model::decode;
@@ -13,17 +11,7 @@ use marlhf_model::generate::{generate, generate_reference, Generated, SamplingCo
 use marlhf_model::llama::Llama;
 use marlhf_model::{llama2c, Checkpoint, Model, ModelConfig, Params};
 
-fn shared(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "{}: missing (the workplace's shared data)",
-        p.display()
-    );
-    p
-}
+use marlhf_testkit::shared;
 
 fn bits(g: &Generated) -> (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<bool>) {
     let lp = g
@@ -55,6 +43,7 @@ fn sampled(max_new: usize, eos: Vec<u32>, seed: u64) -> SamplingConfig {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn every_family_decodes_bit_for_bit_like_the_reference() {
     let fixtures = [
         "llama",
@@ -113,6 +102,7 @@ fn every_family_decodes_bit_for_bit_like_the_reference() {
 /// A model computing in bf16 is not for the decode path: `generate` falls
 /// back to the reference loop.
 #[test]
+#[ignore = "needs ../shared"]
 fn bf16_models_take_the_reference_loop() {
     let dir = shared("fixtures/hf-tiny/qwen2-bf16");
     let ck = Checkpoint::load_with(&dir, &Device::Cpu, DType::BF16, Use::Inference).unwrap();
@@ -165,8 +155,9 @@ fn batched_rollouts_decode_bit_for_bit_like_the_reference() {
 }
 
 #[test]
+#[ignore = "needs ../shared"]
 fn stories260k_samples_bit_for_bit_like_the_reference() {
-    let dir = shared("models/stories260K");
+    let dir = marlhf_testkit::stories260k();
     let (cfg, params) = llama2c::import_model(&dir.join("stories260K.bin"), &Device::Cpu).unwrap();
     let model = Model::new(cfg, params).unwrap();
     let prompts = vec![vec![1], vec![1, 403, 407], vec![1, 403]];

@@ -7,14 +7,18 @@ use crate::aggregate::ValueFunction;
 use crate::error::RlError;
 use crate::gae::macro_advantages;
 use crate::reward::{token_rewards, KlEstimator};
-use crate::segment::{segment, validate_starts, SegmentInput, Termination};
+use crate::segment::validate_starts;
 
 /// The hyper-parameters of the credit assignment. `Default` holds the
-/// paper's values (fixed 5-grams, equal value function, the k1 KL
-/// estimate with β = 0.05, reward clip ±2.5, γ = 1, λ = 0.95, seed 1234).
+/// paper's values (equal value function, the k1 KL estimate with β = 0.05,
+/// reward clip ±2.5, γ = 1, λ = 0.95).
+///
+/// The termination condition is not among them: segmentation is a step of
+/// its own ([`segment`](crate::segment::segment), the segment stage), and
+/// each [`SequenceInput`] carries its macro-action starts, so no setting
+/// here can disagree with the segments the update reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RlConfig {
-    pub termination: Termination,
     pub value_function: ValueFunction,
     /// The per-token KL estimate the penalty uses.
     pub kl_estimator: KlEstimator,
@@ -22,21 +26,17 @@ pub struct RlConfig {
     pub clip_reward: f32,
     pub gamma: f32,
     pub lambda: f32,
-    /// Seeds the randomized termination (with each rollout's id).
-    pub seed: u64,
 }
 
 impl Default for RlConfig {
     fn default() -> Self {
         RlConfig {
-            termination: Termination::Fixed { n: 5 },
             value_function: ValueFunction::Equal,
             kl_estimator: KlEstimator::K1,
             kl_coef: 0.05,
             clip_reward: 2.5,
             gamma: 1.0,
             lambda: 0.95,
-            seed: 1234,
         }
     }
 }
@@ -54,11 +54,9 @@ pub struct SequenceInput<'a> {
     pub values: &'a [f32],
     /// The reward model's score of the whole response.
     pub score: f32,
-    /// Decoded token pieces, needed by the parsing termination only.
-    pub pieces: Option<&'a [String]>,
-    /// A segmentation computed earlier (`segments.parquet`); when absent,
-    /// the response is segmented with the configured termination.
-    pub starts: Option<&'a [u32]>,
+    /// Where each macro action starts (`segments.parquet`, or
+    /// [`segment`](crate::segment::segment)); checked against the response.
+    pub starts: &'a [u32],
 }
 
 /// Everything the update stage needs about one response.
@@ -77,7 +75,8 @@ pub struct SequenceOutput {
     pub returns: Vec<f32>,
 }
 
-/// Segment → rewards → aggregate → GAE → expand, for one response. Errors
+/// Rewards → aggregate over the given macro actions → GAE → expand, for
+/// one response. Errors
 /// name the rollout id.
 pub fn process_sequence(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
     run(cfg, seq).map_err(|source| RlError::InSequence {
@@ -91,22 +90,8 @@ fn run(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
     if seq.values.len() != len {
         return Err(RlError::length("values", len, seq.values.len()));
     }
-    let starts = match seq.starts {
-        Some(starts) => {
-            validate_starts(starts, len)?;
-            starts.to_vec()
-        }
-        None => segment(
-            &cfg.termination,
-            &SegmentInput {
-                len,
-                ref_logprobs: Some(seq.ref_logprobs),
-                pieces: seq.pieces,
-                seed: cfg.seed,
-                id: seq.id,
-            },
-        )?,
-    };
+    validate_starts(seq.starts, len)?;
+    let starts = seq.starts.to_vec();
     let rewards = token_rewards(
         seq.logprobs,
         seq.ref_logprobs,

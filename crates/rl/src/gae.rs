@@ -1,4 +1,23 @@
 //! Generalised advantage estimation, over tokens or over macro actions.
+//!
+//! ```
+//! use marlhf_rl::{gae, macro_advantages, ValueFunction};
+//!
+//! // The reward model's score arrives on the last token; γ = 1, λ = 0.5:
+//! // δ = [0, 0, 0.5] and A_t = δ_t + γλ·A_{t+1}, from the end.
+//! let (advantages, returns) = gae(&[0.0, 0.0, 1.0], &[0.5; 3], 1.0, 0.5).unwrap();
+//! assert_eq!(advantages, [0.125, 0.25, 0.5]);
+//! assert_eq!(returns, [0.625, 0.75, 1.0]); // advantages + values
+//!
+//! // One token more, the first two one macro action (starts 0, 2, 3): GAE
+//! // runs over the three macro actions (their mean rewards and values) and
+//! // every token gets its macro action's advantage.
+//! let rewards = [0.0, 0.0, 0.0, 1.0];
+//! let m = macro_advantages(&rewards, &[0.5; 4], &[0, 2, 3], ValueFunction::Equal, 1.0, 0.5)
+//!     .unwrap();
+//! assert_eq!(m.macro_advantages, [0.125, 0.25, 0.5]);
+//! assert_eq!(m.advantages, [0.125, 0.125, 0.25, 0.5]);
+//! ```
 
 use crate::aggregate::{aggregate, expand, ValueFunction};
 use crate::error::{check_finite, check_param, RlError};

@@ -18,6 +18,8 @@
 //! per batch, on the padded mask; here every response is handled on its own,
 //! over its real tokens.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod batch;
 pub mod error;

@@ -1,8 +1,7 @@
 //! The per-sequence pipeline on a batch of responses of different lengths.
 
 use marlhf_rl::{
-    process_batch, process_sequence, KlEstimator, RlConfig, SequenceInput, Termination,
-    ValueFunction,
+    process_batch, process_sequence, KlEstimator, RlConfig, SequenceInput, ValueFunction,
 };
 
 #[test]
@@ -17,14 +16,12 @@ fn batch_golden_with_given_starts() {
     //      k=0: δ = 0.25 + 0.5 − 1.5 = −0.75, A = −0.75 + 0.5·0.75 = −0.375
     // returns: [1.125, 1.25, 2.5]
     let cfg = RlConfig {
-        termination: Termination::Ppl, // unused: starts are given
         value_function: ValueFunction::Equal,
         kl_estimator: KlEstimator::K1,
         kl_coef: 0.5,
         clip_reward: 2.5,
         gamma: 1.0,
         lambda: 0.5,
-        seed: 0,
     };
     let starts = [0u32, 2, 3];
     let long = SequenceInput {
@@ -33,8 +30,7 @@ fn batch_golden_with_given_starts() {
         ref_logprobs: &[-1.0, -1.0, -2.0, -1.0],
         values: &[1.0, 2.0, 0.5, 1.0],
         score: 4.0,
-        starts: Some(&starts),
-        ..Default::default()
+        starts: &starts,
     };
     // A one-token response: its only macro action is its last token.
     // reward −0.5·(−1 − −1) + clip(−1) = −1; A = −1 − 0.5 = −1.5; return −1.
@@ -44,7 +40,7 @@ fn batch_golden_with_given_starts() {
         ref_logprobs: &[-1.0],
         values: &[0.5],
         score: -1.0,
-        ..Default::default()
+        starts: &[0],
     };
     let empty = SequenceInput {
         id: 43,
@@ -82,6 +78,7 @@ fn errors_name_the_rollout() {
         logprobs: &[-1.0, f32::NAN],
         ref_logprobs: &[-1.0, -1.0],
         values: &[0.0, 0.0],
+        starts: &[0, 1],
         ..Default::default()
     };
     let err = process_batch(&cfg, &[nan]).unwrap_err().to_string();
@@ -93,7 +90,7 @@ fn errors_name_the_rollout() {
         logprobs: &[-1.0; 3],
         ref_logprobs: &[-1.0; 3],
         values: &[0.0; 3],
-        starts: Some(&starts),
+        starts: &starts,
         ..Default::default()
     };
     let err = process_sequence(&cfg, &bad_starts).unwrap_err().to_string();
@@ -102,25 +99,4 @@ fn errors_name_the_rollout() {
         "rollout 9: invalid macro-action starts for a response of 3 tokens: \
          the last token (2) is not a macro action of its own"
     );
-}
-
-#[test]
-fn segmentation_is_per_rollout_not_per_batch() {
-    // The randomized shuffle depends on (seed, id) only: a rollout gets the
-    // same macro actions whatever else is in its batch.
-    let cfg = RlConfig {
-        termination: Termination::Randomized { repeat_times: 2 },
-        ..RlConfig::default()
-    };
-    let lp = vec![-1.0f32; 50];
-    let seq = |id| SequenceInput {
-        id,
-        logprobs: &lp,
-        ref_logprobs: &lp,
-        values: &lp,
-        ..Default::default()
-    };
-    let alone = process_batch(&cfg, &[seq(3)]).unwrap();
-    let together = process_batch(&cfg, &[seq(1), seq(2), seq(3)]).unwrap();
-    assert_eq!(alone[0], together[2]);
 }

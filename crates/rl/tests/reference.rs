@@ -6,11 +6,24 @@
 use candle_core::{Device, Tensor};
 use marlhf_rl::segment::ppl;
 use marlhf_rl::{
-    actor_loss, pad, process_batch, response_mask, RlConfig, SequenceInput, Termination,
-    ValueFunction,
+    actor_loss, pad, process_batch, response_mask, segment, RlConfig, SegmentInput, SequenceInput,
+    Termination, ValueFunction,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// The macro actions of a response of `len` tokens under `termination`
+/// (the fixed n-grams the ports below implement).
+fn starts(termination: Termination, len: usize) -> Vec<u32> {
+    segment(
+        &termination,
+        &SegmentInput {
+            len,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
 
 struct Rollout {
     logprobs: Vec<f32>,
@@ -109,22 +122,26 @@ fn fixed_one_is_vanilla_ppo_bit_for_bit() {
         .flat_map(|vf| [(vf, 1.0, 0.95), (vf, 0.99, 0.9)]);
         for (vf, gamma, lambda) in settings {
             let cfg = RlConfig {
-                termination: Termination::TOKEN,
                 value_function: vf,
                 gamma,
                 lambda,
                 ..RlConfig::default()
             };
+            let starts: Vec<Vec<u32>> = batch
+                .iter()
+                .map(|r| starts(Termination::TOKEN, r.logprobs.len()))
+                .collect();
             let inputs: Vec<SequenceInput> = batch
                 .iter()
+                .zip(&starts)
                 .enumerate()
-                .map(|(i, r)| SequenceInput {
+                .map(|(i, (r, s))| SequenceInput {
                     id: i as u64,
                     logprobs: &r.logprobs,
                     ref_logprobs: &r.ref_logprobs,
                     values: &r.values,
                     score: r.score,
-                    ..Default::default()
+                    starts: s,
                 })
                 .collect();
             let ours = process_batch(&cfg, &inputs).unwrap();
@@ -273,10 +290,10 @@ fn macro_path_matches_the_reference() {
             let batch = rollouts(&[len], rng.random());
             let r = &batch[0];
             let cfg = RlConfig {
-                termination: Termination::Fixed { n: n as u32 },
                 value_function: vf,
                 ..RlConfig::default()
             };
+            let starts = starts(Termination::Fixed { n: n as u32 }, r.logprobs.len());
             let ours = process_batch(
                 &cfg,
                 &[SequenceInput {
@@ -284,6 +301,7 @@ fn macro_path_matches_the_reference() {
                     ref_logprobs: &r.ref_logprobs,
                     values: &r.values,
                     score: r.score,
+                    starts: &starts,
                     ..Default::default()
                 }],
             )

@@ -283,40 +283,16 @@ pub(crate) fn after_prompt(completion: &str) -> String {
     }
 }
 
-/// Splits the examples and builds the four tables.
-pub(crate) fn assemble(
-    intake: Intake,
+/// The split of every example, `None` for a dropped one. The data's own
+/// test split is the eval split only when it also has a train split (an
+/// eval prompt also in the training data is dropped); otherwise everything
+/// is one pool and eval is carved out of it.
+fn assign_splits(
+    examples: &[(Origin, Example)],
     opts: &PrepareOptions,
     plan: &Plan,
-    empty_what: &Path,
-) -> Result<Prepared> {
-    let Intake {
-        examples,
-        mut report,
-        ..
-    } = intake;
-    if examples.is_empty() {
-        let reasons: Vec<String> = report
-            .dropped
-            .iter()
-            .map(|(r, n)| format!("{n} {r}"))
-            .collect();
-        return Err(DataError::file(
-            empty_what,
-            format!(
-                "empty dataset: no valid rows out of {} ({})",
-                report.raw_rows,
-                if reasons.is_empty() {
-                    "none read".to_string()
-                } else {
-                    reasons.join(", ")
-                }
-            ),
-        ));
-    }
-
-    // The data's own test split is the eval split only when it also has a
-    // train split; otherwise everything is one pool and eval is carved out.
+    report: &mut PrepareReport,
+) -> Vec<Option<Split>> {
     let has_train = examples.iter().any(|(o, _)| *o == Origin::Train);
     let has_test = examples.iter().any(|(o, _)| *o == Origin::Test);
     let mut splits: Vec<Option<Split>> = vec![None; examples.len()];
@@ -359,6 +335,42 @@ pub(crate) fn assemble(
         }
         report.eval_fraction = Some(opts.eval_fraction);
     }
+    splits
+}
+
+/// Splits the examples and builds the four tables.
+pub(crate) fn assemble(
+    intake: Intake,
+    opts: &PrepareOptions,
+    plan: &Plan,
+    empty_what: &Path,
+) -> Result<Prepared> {
+    let Intake {
+        examples,
+        mut report,
+        ..
+    } = intake;
+    if examples.is_empty() {
+        let reasons: Vec<String> = report
+            .dropped
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        return Err(DataError::file(
+            empty_what,
+            format!(
+                "empty dataset: no valid rows out of {} ({})",
+                report.raw_rows,
+                if reasons.is_empty() {
+                    "none read".to_string()
+                } else {
+                    reasons.join(", ")
+                }
+            ),
+        ));
+    }
+
+    let splits = assign_splits(&examples, opts, plan, &mut report);
 
     let mut out = Prepared {
         sft: vec![],

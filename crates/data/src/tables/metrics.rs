@@ -125,7 +125,7 @@ mod tests {
     use super::*;
     use crate::parquet_io::read_table;
     use crate::tables::test_support::round_trip;
-    use crate::testutil::TempDir;
+    use marlhf_testkit::TempDir;
 
     fn row(step: u64, values: &[(&str, f64)]) -> MetricsRow {
         MetricsRow {

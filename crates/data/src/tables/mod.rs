@@ -53,7 +53,7 @@ pub fn stage_rows<T: Table>(set: &mut FileSet, path: &Path, rows: &[T]) -> Resul
 pub(crate) mod test_support {
     use super::*;
     use crate::error::DataError;
-    use crate::testutil::TempDir;
+    use marlhf_testkit::TempDir;
 
     /// Write, read back, compare; and writing twice gives the same bytes.
     pub fn round_trip<T: Table + PartialEq + std::fmt::Debug>(rows: &[T]) {

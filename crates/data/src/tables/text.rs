@@ -212,8 +212,8 @@ mod tests {
     use super::*;
     use crate::parquet_io::{opt_str_array, u32_array};
     use crate::tables::test_support::{read_error, round_trip};
-    use crate::testutil::TempDir;
     use arrow::array::{ArrayRef, LargeStringArray};
+    use marlhf_testkit::TempDir;
     use std::sync::Arc;
 
     fn pair(id: u64) -> PairRow {
