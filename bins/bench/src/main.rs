@@ -252,7 +252,7 @@ fn load_average() -> String {
 }
 
 fn main() {
-    marlhf_cli::run("bench", || {
+    marlhf_cli::stage_main("bench", || {
         let cli = Cli::parse();
         let reference: Option<Value> = match &cli.reference {
             Some(p) => {

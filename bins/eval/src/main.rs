@@ -321,11 +321,11 @@ fn main() {
     let cli = Cli::parse();
     marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
     match cli.command {
-        Command::Generate(a) => marlhf_cli::run("eval generate", || run_generate(a)),
-        Command::Judge(a) => marlhf_cli::run("eval judge", || run_judge(a)),
-        Command::Passk(a) => marlhf_cli::run("eval passk", || run_passk(a)),
-        Command::Report(a) => marlhf_cli::run("eval report", || run_report(a)),
-        Command::Compare(a) => marlhf_cli::run("eval compare", || run_compare(a)),
+        Command::Generate(a) => marlhf_cli::stage_main("eval generate", || run_generate(a)),
+        Command::Judge(a) => marlhf_cli::stage_main("eval judge", || run_judge(a)),
+        Command::Passk(a) => marlhf_cli::stage_main("eval passk", || run_passk(a)),
+        Command::Report(a) => marlhf_cli::stage_main("eval report", || run_report(a)),
+        Command::Compare(a) => marlhf_cli::stage_main("eval compare", || run_compare(a)),
     }
 }
 

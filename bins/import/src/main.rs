@@ -28,7 +28,7 @@ struct Cli {
 }
 
 fn main() {
-    marlhf_cli::run("import", || {
+    marlhf_cli::stage_main("import", || {
         let cli = Cli::parse();
         let (cfg, params) = llama2c::import_model(&cli.model, &candle_core::Device::Cpu)?;
         let tok = llama2c::import_tokenizer(&cli.tokenizer, cfg.vocab_size)?;

@@ -34,7 +34,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    marlhf_cli::run("inspect", || {
+    marlhf_cli::stage_main("inspect", || {
         let opts = marlhf_inspect::Options {
             rows: args.rows,
             width: args.width as usize,

@@ -60,7 +60,7 @@ fn percent(part: u64, whole: u64) -> String {
 
 fn main() {
     let args = Args::parse();
-    marlhf_cli::run("prepare", || {
+    marlhf_cli::stage_main("prepare", || {
         let task: Task = args.task.parse()?;
         let opts = PrepareOptions {
             seed: args.seed,

@@ -28,7 +28,7 @@ struct Cli {
 }
 
 fn main() {
-    marlhf_cli::run("rm", || {
+    marlhf_cli::stage_main("rm", || {
         let cli = Cli::parse();
         marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
         let device = marlhf_model::device::parse(&cli.train.device)?;

@@ -93,7 +93,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
-    marlhf_cli::run("rollout", || {
+    marlhf_cli::stage_main("rollout", || {
         let device = marlhf_model::device::parse(&args.device)?;
         let cfg = RolloutConfig {
             prompts: args.prompts,

@@ -110,7 +110,7 @@ struct AccuracyArgs {
 fn main() {
     let cli = Cli::parse();
     marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
-    marlhf_cli::run("score", || match cli.command {
+    marlhf_cli::stage_main("score", || match cli.command {
         Command::Logprobs(a) => {
             let (device, dtype) = a.placement.resolve()?;
             let mut s = Summary::new("score logprobs");

@@ -46,7 +46,7 @@ fn parse_termination(s: &str) -> Result<Termination, String> {
 
 fn main() {
     let args = Args::parse();
-    marlhf_cli::run("segment", || {
+    marlhf_cli::stage_main("segment", || {
         let cfg = SegmentConfig {
             rollouts: args.rollouts,
             out: args.out,

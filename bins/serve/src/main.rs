@@ -58,7 +58,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
-    marlhf_cli::run("serve", || {
+    marlhf_cli::stage_main("serve", || {
         let device = marlhf_model::device::parse(&args.device)?;
         let backend = ModelBackend::load(
             &args.checkpoint,

@@ -46,7 +46,7 @@ struct Cli {
 }
 
 fn main() {
-    marlhf_cli::run("sft", || {
+    marlhf_cli::stage_main("sft", || {
         let cli = Cli::parse();
         marlhf_model::checkpoint::set_allow_partial(cli.train.allow_partial);
         let device = marlhf_model::device::parse(&cli.train.device)?;

@@ -13,7 +13,7 @@ use marlhf_data::stories::{
     write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS,
 };
 use marlhf_stages::evaluate::tables::read_responses;
-use marlhf_stages::gold::preference_pairs;
+use marlhf_stages::gold_scoring::preference_pairs;
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
 #[global_allocator]
@@ -83,7 +83,7 @@ struct PairsArgs {
 
 fn main() {
     match Cli::parse().command {
-        Command::Prompts(a) => marlhf_cli::run("stories prompts", || {
+        Command::Prompts(a) => marlhf_cli::stage_main("stories prompts", || {
             let counts = StoryCounts {
                 ppo: a.ppo,
                 eval: a.eval,
@@ -99,7 +99,7 @@ fn main() {
             s.print();
             Ok(())
         }),
-        Command::Pairs(a) => marlhf_cli::run("stories pairs", || {
+        Command::Pairs(a) => marlhf_cli::stage_main("stories pairs", || {
             let rows = read_responses(&a.responses)?;
             let (train, heldout, r) = preference_pairs(
                 &a.responses,

@@ -34,7 +34,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    marlhf_cli::run("tokenizer", || {
+    marlhf_cli::stage_main("tokenizer", || {
         let mut summary = Summary::new("tokenizer");
         let pb = spinner("tokenizer");
         pb.set_message(format!("reading {}", args.data.display()));

@@ -198,7 +198,7 @@ fn figure(v: f64) -> String {
 fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
-    marlhf_cli::run("update", || {
+    marlhf_cli::stage_main("update", || {
         let ppo = args.ppo();
         let device = marlhf_model::device::parse(&args.device)?;
         let cfg = UpdateConfig {

@@ -69,7 +69,7 @@ fn one_candle_thread() {
 /// backtraces). On error prints `error: <cause chain>` as one line on
 /// stderr and exits with status 1; a panic (a bug, never bad input) is also
 /// reduced to one line so users never face a backtrace.
-pub fn run<F>(stage: &str, body: F) -> !
+pub fn stage_main<F>(stage: &str, body: F) -> !
 where
     F: FnOnce() -> anyhow::Result<()>,
 {

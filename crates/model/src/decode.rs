@@ -19,13 +19,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::batch::{pad, Side};
 use crate::config::{Activation, Attention};
 use crate::generate::{row_rng, sample_with, Generated, SampleScratch, SamplingConfig};
 use crate::kernels::packed::Packed;
 use crate::kernels::{gemm, gemm_raw, Par, SendPtr, View};
 use crate::llama::{positions_from_mask, Llama, MASKED};
 use crate::ops::{rms_norm_row, rotate, silu};
+use crate::padding::{pad, Side};
 
 /// Whether `generate` can take this path: f32 compute on the CPU with every
 /// weight stored in f32.

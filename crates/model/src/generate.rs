@@ -12,8 +12,8 @@ use candle_core::{Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::batch::{pad, Side};
 use crate::llama::{positions_from_mask, Llama};
+use crate::padding::{pad, Side};
 
 #[derive(Clone, Debug)]
 pub struct SamplingConfig {

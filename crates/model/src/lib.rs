@@ -4,7 +4,6 @@
 //! batched generation with a KV cache.
 
 pub mod adamw;
-pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
@@ -16,6 +15,7 @@ pub mod llama2c;
 pub mod lm;
 pub mod names;
 pub mod ops;
+pub mod padding;
 pub mod params;
 pub mod rope;
 pub mod tokenizer;

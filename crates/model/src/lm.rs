@@ -5,10 +5,10 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 
-use crate::batch::{pad, Side};
 use crate::config::ModelConfig;
 use crate::llama::{gather_rows, last_token_index, Llama};
 use crate::ops;
+use crate::padding::{pad, Side};
 use crate::params::{Params, V_HEAD};
 
 pub struct Model {

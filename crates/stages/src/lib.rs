@@ -15,7 +15,7 @@
 pub mod checks;
 pub mod encode;
 pub mod evaluate;
-pub mod gold;
+pub mod gold_scoring;
 pub mod ppo;
 pub mod progress;
 pub mod rm;

@@ -19,7 +19,7 @@ use marlhf_model::{Checkpoint, ModelConfig};
 
 use super::tables::{write_responses, ResponseRow};
 use super::{check_unique_names, sample_indices};
-use crate::gold::{self, GoldItem, GoldScorer};
+use crate::gold_scoring::{self, GoldItem, GoldScorer};
 use crate::progress::Progress;
 use crate::sampling::{encode_prompts, sample, Samples, Sampling};
 use marlhf_data::seed::mix_seed;
@@ -301,7 +301,7 @@ pub fn generate_responses(cfg: &GenerateConfig, progress: &dyn Progress) -> Resu
                 let pb = progress.bar(items.len() as u64, "gold");
                 let g = scorer.score(&items, &|k| pb.inc(k))?;
                 pb.finish();
-                g.iter().map(|g| Some(gold::columns(g))).collect()
+                g.iter().map(|g| Some(gold_scoring::columns(g))).collect()
             }
             None => vec![None; out.tokens.len()],
         };

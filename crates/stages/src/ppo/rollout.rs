@@ -27,7 +27,7 @@ use marlhf_data::{read_prompts, write_rollouts, PromptRow, RolloutRow};
 
 use super::forward::{self, Responses};
 use super::models::{Models, Vocabulary};
-use crate::gold::{self, GoldItem, GoldScorer};
+use crate::gold_scoring::{self, GoldItem, GoldScorer};
 use crate::progress::Progress;
 use crate::sampling::{encode_prompts, sample, Samples, Sampling};
 use marlhf_data::seed::mix_seed;
@@ -286,7 +286,7 @@ pub fn rollout(cfg: &RolloutConfig, progress: &dyn Progress) -> Result<RolloutRe
             let pb = phase("gold");
             let g = scorer.score(&items, &|k| pb.inc(k))?;
             pb.finish();
-            g.iter().map(|g| Some(gold::columns(g))).collect()
+            g.iter().map(|g| Some(gold_scoring::columns(g))).collect()
         }
         None => vec![None; picked.len()],
     };
