@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use marlhf_data::{
     read_metrics, read_rollouts, write_pairs, write_prompts, write_rollouts, PairRow, PromptRow,
 };
-use marlhf_stages::evaluate::tables::{write_responses, ResponseRow};
+use marlhf_data::{write_responses, ResponseRow};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

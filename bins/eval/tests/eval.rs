@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Device;
+use marlhf_data::{read_judgements, read_passk, read_responses, write_responses, ResponseRow};
 use marlhf_data::{write_prompts, PromptRow};
 use marlhf_model::Checkpoint;
-use marlhf_stages::evaluate::tables::{
-    read_judgements, read_passk, read_responses, write_responses, ResponseRow,
-};
 use marlhf_testkit::eval::EvalRun;
 use marlhf_testkit::TempDir;
 

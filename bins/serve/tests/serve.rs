@@ -9,13 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use candle_core::Device;
+use marlhf_data::{read_judgements, write_responses, ResponseRow};
 use marlhf_eval::client::{ChatClient, ClientConfig};
 use marlhf_eval::judge::{parse_choice, HttpJudgeConfig, JudgeTask};
 use marlhf_eval::protocol::{ChatMessage, ChatRequest, FinishReason};
 use marlhf_eval::server::ChatBackend;
 use marlhf_stages::evaluate::chat_backend::ModelBackend;
 use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
-use marlhf_stages::evaluate::tables::{read_judgements, write_responses, ResponseRow};
 use marlhf_stages::progress::Silent;
 use marlhf_testkit::eval::write_stories;
 use marlhf_testkit::TempDir;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use marlhf_cli::Summary;
 use marlhf_data::atomic::FileSet;
+use marlhf_data::read_responses;
 use marlhf_data::stage_rows;
 use marlhf_data::stories::{
     write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS,
 };
-use marlhf_stages::evaluate::tables::read_responses;
 use marlhf_stages::gold_scoring::preference_pairs;
 
 // The allocator is the binary's choice (see marlhf_cli's docs).

@@ -134,7 +134,7 @@ pub const MAX_SAMPLES: usize = 8;
 /// report).
 pub fn preference_pairs(
     path: &Path,
-    responses: &[crate::evaluate::tables::ResponseRow],
+    responses: &[marlhf_data::ResponseRow],
     noise: f64,
     heldout_fraction: f64,
     seed: u64,
@@ -143,7 +143,7 @@ pub fn preference_pairs(
     Vec<marlhf_data::PairRow>,
     PairsReport,
 )> {
-    use crate::evaluate::tables::ResponseRow;
+    use marlhf_data::ResponseRow;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
     if !(0.0..=0.5).contains(&noise) {
@@ -237,7 +237,7 @@ pub fn preference_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::tables::ResponseRow;
+    use marlhf_data::ResponseRow;
 
     fn sample(prompt_id: u64, sample: u32, reward: f32) -> ResponseRow {
         ResponseRow {

@@ -3,10 +3,10 @@
 //! tokenizer the reward model cannot read.
 
 use candle_core::Device;
+use marlhf_data::read_responses;
 use marlhf_model::checkpoint::CONFIG;
 use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
 use marlhf_stages::evaluate::reporting::{assemble_report, ReportConfig};
-use marlhf_stages::evaluate::tables::read_responses;
 use marlhf_stages::progress::Silent;
 use marlhf_testkit::eval::EvalRun;
 

@@ -2,6 +2,7 @@
 //! files"), with readers that check the schema and values and atomic writers.
 
 mod advantages;
+mod eval;
 mod gold;
 mod metrics;
 mod rollouts;
@@ -17,6 +18,10 @@ use crate::error::Result;
 use crate::parquet_io::{read_table, stage_table, write_table};
 
 pub use advantages::{read_advantages, write_advantages, AdvantageRow};
+pub use eval::{
+    read_judgements, read_passk, read_responses, read_responses_from, write_judgements,
+    write_passk, write_responses, JudgementRow, PasskRow, ResponseRow, Verdict,
+};
 pub use gold::{gold_arrays, gold_fields, read_gold, Gold, GOLD_COLUMNS};
 pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
 pub use rollouts::{read_rollouts, write_rollouts, RolloutRow};

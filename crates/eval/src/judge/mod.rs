@@ -10,7 +10,6 @@ mod parse;
 pub mod templates;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -96,53 +95,16 @@ pub trait Judge: Send + Sync {
     fn judge(&self, req: &JudgeRequest) -> Result<JudgeAnswer>;
 }
 
-/// The outcome for policy X.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Win,
-    Tie,
-    Lose,
-    Unparseable,
-}
+pub use marlhf_data::Verdict;
 
-impl Verdict {
-    /// Maps a choice about presented responses back to policy X.
-    pub fn from_choice(choice: Option<Choice>, x_shown_first: bool) -> Self {
-        match (choice, x_shown_first) {
-            (None, _) => Self::Unparseable,
-            (Some(Choice::Equal), _) => Self::Tie,
-            (Some(Choice::A), true) | (Some(Choice::B), false) => Self::Win,
-            (Some(Choice::A), false) | (Some(Choice::B), true) => Self::Lose,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Win => "win",
-            Self::Tie => "tie",
-            Self::Lose => "lose",
-            Self::Unparseable => "unparseable",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Verdict {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "win" => Self::Win,
-            "tie" => Self::Tie,
-            "lose" => Self::Lose,
-            "unparseable" => Self::Unparseable,
-            other => bail!("unknown verdict {other:?}: expected win, tie, lose or unparseable"),
-        })
+/// Maps a choice about presented responses back to policy X (shown first
+/// or second).
+pub fn verdict_from_choice(choice: Option<Choice>, x_shown_first: bool) -> Verdict {
+    match (choice, x_shown_first) {
+        (None, _) => Verdict::Unparseable,
+        (Some(Choice::Equal), _) => Verdict::Tie,
+        (Some(Choice::A), true) | (Some(Choice::B), false) => Verdict::Win,
+        (Some(Choice::A), false) | (Some(Choice::B), true) => Verdict::Lose,
     }
 }
 
@@ -258,7 +220,7 @@ pub fn judge_pairs_with_progress(
         let answer = judge
             .judge(&request)
             .with_context(|| format!("judging prompt {} (pair {i})", pair.prompt_id))?;
-        let verdict = Verdict::from_choice(answer.choice, x_shown_first);
+        let verdict = verdict_from_choice(answer.choice, x_shown_first);
         rate.add(verdict);
         judgements.push(Judgement {
             prompt_id: pair.prompt_id,
@@ -404,15 +366,15 @@ mod tests {
 
     #[test]
     fn verdict_mapping_by_hand() {
-        assert_eq!(Verdict::from_choice(Some(Choice::A), true), Verdict::Win);
-        assert_eq!(Verdict::from_choice(Some(Choice::A), false), Verdict::Lose);
-        assert_eq!(Verdict::from_choice(Some(Choice::B), true), Verdict::Lose);
-        assert_eq!(Verdict::from_choice(Some(Choice::B), false), Verdict::Win);
+        assert_eq!(verdict_from_choice(Some(Choice::A), true), Verdict::Win);
+        assert_eq!(verdict_from_choice(Some(Choice::A), false), Verdict::Lose);
+        assert_eq!(verdict_from_choice(Some(Choice::B), true), Verdict::Lose);
+        assert_eq!(verdict_from_choice(Some(Choice::B), false), Verdict::Win);
         assert_eq!(
-            Verdict::from_choice(Some(Choice::Equal), false),
+            verdict_from_choice(Some(Choice::Equal), false),
             Verdict::Tie
         );
-        assert_eq!(Verdict::from_choice(None, true), Verdict::Unparseable);
+        assert_eq!(verdict_from_choice(None, true), Verdict::Unparseable);
         for v in [
             Verdict::Win,
             Verdict::Tie,

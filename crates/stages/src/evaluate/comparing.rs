@@ -18,7 +18,7 @@ use marlhf_eval::report::compare::{
 };
 
 use super::stage_bytes;
-use super::tables::{read_judgements, read_responses_from, ResponseRow};
+use marlhf_data::{read_judgements, read_responses_from, ResponseRow};
 
 /// The evaluation score kinds: the `score` column (the proxy reward model)
 /// and the `gold` column (a task's known reward).

@@ -15,8 +15,8 @@ use marlhf_eval::passk::{count_per_problem, mean_pass_at_k};
 use marlhf_eval::report::PassAtKRow;
 use marlhf_eval::sandbox::{Sandbox, SandboxConfig, TestCases};
 
-use super::tables::{read_responses, write_passk, PasskRow};
 use crate::progress::Progress;
+use marlhf_data::{read_responses, write_passk, PasskRow};
 
 #[derive(Clone, Debug)]
 pub struct PasskConfig {

@@ -17,13 +17,13 @@ use marlhf_eval::report::{mean_se, MeanSe};
 use marlhf_model::checkpoint::{load_tokenizer, CONFIG};
 use marlhf_model::{Checkpoint, ModelConfig};
 
-use super::tables::{write_responses, ResponseRow};
 use super::{check_unique_names, sample_indices};
 use crate::gold_scoring::{self, GoldItem, GoldScorer};
 use crate::progress::Progress;
 use crate::sampling::{encode_prompts, sample, Samples, Sampling};
 use marlhf_data::seed::mix_seed;
 use marlhf_data::Gold;
+use marlhf_data::{write_responses, ResponseRow};
 
 #[derive(Clone, Debug)]
 pub struct GenerateConfig {

@@ -19,9 +19,9 @@ use marlhf_eval::judge::{
 use marlhf_eval::report::PairwiseRow;
 use marlhf_model::Checkpoint;
 
-use super::tables::{read_responses_from, write_judgements, JudgementRow, ResponseRow};
 use crate::progress::Progress;
 use marlhf_data::seed::mix_seed;
+use marlhf_data::{read_responses_from, write_judgements, JudgementRow, ResponseRow};
 
 /// What the `judge` column says for the reward-model judge.
 pub const REWARD_MODEL_JUDGE: &str = "reward model";
@@ -395,6 +395,6 @@ mod tests {
         );
         assert_eq!(rates[1].rate.lose, 1);
         // A verdict outside the four cannot be built; the reader refuses it
-        // (tables::tests).
+        // (marlhf_data::tables, eval.rs tests).
     }
 }

@@ -25,7 +25,6 @@ pub mod executing;
 pub mod generating;
 pub mod judging;
 pub mod reporting;
-pub mod tables;
 
 use std::path::PathBuf;
 

@@ -22,7 +22,7 @@ use marlhf_eval::report::{
 use super::executing::pass_at_k_rows;
 use super::judging::win_rates;
 use super::stage_bytes;
-use super::tables::{read_judgements, read_passk, read_responses};
+use marlhf_data::{read_judgements, read_passk, read_responses};
 
 #[derive(Clone, Debug)]
 pub struct ReportConfig {
@@ -181,7 +181,7 @@ fn training_table(runs: &[(String, PathBuf)]) -> Result<Option<String>> {
 
 /// The gold reward per policy, when every response has one: mean ±
 /// standard error and how often each of its parts was earned.
-fn gold_table(rows: &[super::tables::ResponseRow]) -> Option<String> {
+fn gold_table(rows: &[marlhf_data::ResponseRow]) -> Option<String> {
     if rows.is_empty() || rows.iter().any(|r| r.gold.is_none()) {
         return None;
     }

@@ -1,25 +1,69 @@
-//! The eval stage's own Parquet tables: `responses.parquet`,
-//! `judgements.parquet` and `passk.parquet`. Like the contract's tables in
-//! `marlhf-data`, each has a typed row, a reader that names the file, row
-//! and column of anything wrong, and an atomic deterministic writer.
+//! The evaluation's tables: `responses.parquet`, `judgements.parquet` and
+//! `passk.parquet`. Like the other tables of the contract, each has a typed
+//! row, a reader that names the file, row and column of anything wrong, and
+//! an atomic deterministic writer.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, UInt32Type};
-use marlhf_data::parquet_io::{
+use super::{
+    gold_arrays, gold_fields, read_gold, read_rows, write_rows, Gold, Table, GOLD_COLUMNS,
+};
+use crate::error::DataError;
+use crate::parquet_io::{
     batch, bool_array, check_unique_ids, f32_array, list_array, list_of, opt_str_array, str_array,
     u32_array, u64_array, Columns,
 };
-use marlhf_data::{
-    gold_arrays, gold_fields, read_gold, read_rows, write_rows, DataError, Gold, Table,
-    GOLD_COLUMNS,
-};
-
-use marlhf_eval::judge::Verdict;
+use arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, UInt32Type};
+use serde::{Deserialize, Serialize};
 
 type Result<T> = std::result::Result<T, DataError>;
+
+/// A pairwise judgement's outcome for the policy it is stored for
+/// (`policy_a` in `judgements.parquet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Win,
+    Tie,
+    Lose,
+    Unparseable,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Win => "win",
+            Self::Tie => "tie",
+            Self::Lose => "lose",
+            Self::Unparseable => "unparseable",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "win" => Self::Win,
+            "tie" => Self::Tie,
+            "lose" => Self::Lose,
+            "unparseable" => Self::Unparseable,
+            other => {
+                anyhow::bail!("unknown verdict {other:?}: expected win, tie, lose or unparseable")
+            }
+        })
+    }
+}
 
 /// One policy's response to one evaluation prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -517,7 +561,7 @@ mod tests {
         let mut columns = good.columns().to_vec();
         columns[at] = Arc::new(arrow::array::StringArray::from(vec!["win", "draw"]));
         let bad = RecordBatch::try_new(good.schema(), columns).unwrap();
-        marlhf_data::write_table(&path, &bad).unwrap();
+        crate::write_table(&path, &bad).unwrap();
         let err = read_judgements(&path).unwrap_err().to_string();
         assert!(
             err.ends_with(
@@ -554,7 +598,7 @@ mod tests {
             vec![str_array(["x"].into_iter())],
         )
         .unwrap();
-        marlhf_data::write_table(&path, &batch).unwrap();
+        crate::write_table(&path, &batch).unwrap();
         let err = read_passk(&path).unwrap_err().to_string();
         assert_eq!(
             err,
