@@ -195,32 +195,18 @@ pub fn run(opts: &RmOptions, progress: &dyn Progress) -> Result<RmReport> {
         eval_batch: opts.train.batch_size,
     };
     let tok_path = opts.init.join(marlhf_model::checkpoint::TOKENIZER);
-    let settings = crate::trainer::Settings::from([
-        (
-            "data".to_string(),
-            crate::trainer::fingerprint(
-                train
-                    .iter()
-                    .chain(&val)
-                    .flat_map(|p| [&p.chosen[..], &p.rejected[..]]),
-            ),
-        ),
-        ("val_examples".to_string(), val.len().to_string()),
-        ("model".to_string(), crate::trainer::describe_model(&model)),
-        (
-            "max_prompt_tokens".to_string(),
-            opts.max_prompt_tokens.to_string(),
-        ),
-        (
-            "max_completion_tokens".to_string(),
-            opts.max_completion_tokens.to_string(),
-        ),
-        (
-            "val_fraction".to_string(),
-            format!("{:?}", opts.val_fraction),
-        ),
-        ("limit".to_string(), format!("{:?}", opts.limit)),
-    ]);
+    let settings = crate::trainer::run_settings(
+        train
+            .iter()
+            .chain(&val)
+            .flat_map(|p| [&p.chosen[..], &p.rejected[..]]),
+        val.len(),
+        &model,
+        opts.max_prompt_tokens,
+        opts.max_completion_tokens,
+        opts.val_fraction,
+        opts.limit,
+    );
     let outcome = crate::trainer::fit(
         &model,
         &tok_path,

@@ -253,8 +253,38 @@ fn changed_settings(saved: &Settings, now: &Settings) -> Vec<String> {
         .collect()
 }
 
+/// The settings an SFT or RM run records beside every checkpoint, so a
+/// resume on other data, another model or other limits is refused: a hash
+/// of the encoded examples (`data`, train then validation), the split, the
+/// model's shape and the limits the examples were cut to.
+pub fn run_settings<'a>(
+    data: impl IntoIterator<Item = &'a [u32]>,
+    val_examples: usize,
+    model: &Model,
+    max_prompt_tokens: usize,
+    max_completion_tokens: usize,
+    val_fraction: f64,
+    limit: Option<usize>,
+) -> Settings {
+    Settings::from([
+        ("data".to_string(), fingerprint(data)),
+        ("val_examples".to_string(), val_examples.to_string()),
+        ("model".to_string(), describe_model(model)),
+        (
+            "max_prompt_tokens".to_string(),
+            max_prompt_tokens.to_string(),
+        ),
+        (
+            "max_completion_tokens".to_string(),
+            max_completion_tokens.to_string(),
+        ),
+        ("val_fraction".to_string(), format!("{val_fraction:?}")),
+        ("limit".to_string(), format!("{limit:?}")),
+    ])
+}
+
 /// The model's shape, for the settings (its weights are in the checkpoint).
-pub fn describe_model(model: &Model) -> String {
+fn describe_model(model: &Model) -> String {
     let c = &model.config;
     format!(
         "{} vocab {} hidden {} layers {} heads {} mlp {} positions {}",
@@ -270,7 +300,7 @@ pub fn describe_model(model: &Model) -> String {
 
 /// A hash of a stage's encoded data (FNV-1a over its parts), recorded as a
 /// setting so a resume on other data is refused.
-pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u32]>) -> String {
+fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u32]>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |x: u64| {
         for b in x.to_le_bytes() {
