@@ -870,7 +870,7 @@ fn training_flags_nan_and_resume_settings() {
         line.contains("nothing was saved") || line.contains("is intact"),
         "{line}"
     );
-    for f in walk(&out) {
+    for f in marlhf_testkit::files_under(&out) {
         if f.extension().is_some_and(|e| e == "safetensors") {
             let t = candle_free_finite(&f);
             assert!(t, "{} holds a non-finite value", f.display());
@@ -914,21 +914,6 @@ fn training_flags_nan_and_resume_settings() {
     );
     let state = std::fs::read_to_string(out.join("trainer_state.json")).unwrap();
     assert!(state.contains("at step 4: seed 6 (saved 5)"), "{state}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Whether every f32 of a safetensors file is finite (the format: an 8-byte

@@ -11,47 +11,14 @@ use marlhf_data::{read_judgements, read_passk, read_responses, write_responses, 
 use marlhf_data::{write_prompts, PromptRow};
 use marlhf_model::Checkpoint;
 use marlhf_testkit::eval::EvalRun;
+use marlhf_testkit::ppo::{run_stage, Exit};
 use marlhf_testkit::TempDir;
 
 const EXE: &str = env!("CARGO_BIN_EXE_marlhf-eval");
 const MAX_NEW: usize = 8;
 
-struct Exit {
-    success: bool,
-    code: Option<i32>,
-    stderr: String,
-}
-
-impl Exit {
-    fn ok(&self) {
-        assert!(self.success, "{}", self.stderr);
-    }
-
-    /// The one `error: …` line of a failed run, which must be its last line.
-    fn error_line(&self) -> &str {
-        assert!(!self.success, "succeeded:\n{}", self.stderr);
-        assert_eq!(self.code, Some(1), "{}", self.stderr);
-        let errors: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{}", self.stderr);
-        assert_eq!(self.stderr.lines().last(), Some(errors[0]));
-        errors[0]
-    }
-}
-
 fn eval<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Exit {
-    let out = Command::new(EXE)
-        .args(args)
-        .output()
-        .expect("run marlhf-eval");
-    Exit {
-        success: out.status.success(),
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_stage(EXE, args)
 }
 
 fn p(path: &Path) -> String {

@@ -363,7 +363,7 @@ fn non_finite_weights_are_never_saved() {
     assert!(err.contains("not finite"), "{err}");
     // Whatever exists is finite.
     let mut checked = 0;
-    for entry in walk(&out) {
+    for entry in marlhf_testkit::files_under(&out) {
         if entry.extension().is_some_and(|e| e == "safetensors") {
             let tensors = candle_core::safetensors::load(&entry, &Device::Cpu).unwrap();
             for (name, t) in tensors {
@@ -387,21 +387,6 @@ fn non_finite_weights_are_never_saved() {
         "nothing could be saved: the first step already poisons the weights"
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Issue 13, item 6: a resume continues the run that was saved, or says why

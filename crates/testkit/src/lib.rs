@@ -15,7 +15,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod eval;
 pub mod ppo;
@@ -42,4 +42,20 @@ pub fn shared(rel: &str) -> PathBuf {
 /// The pretrained stories260K (llama2.c: `stories260K.bin`, `tok512.bin`).
 pub fn stories260k() -> PathBuf {
     shared("models/stories260K")
+}
+
+/// Every file under `dir`, recursively (nothing when `dir` is missing).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

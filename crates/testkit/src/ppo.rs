@@ -183,6 +183,11 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// Checks that the stage succeeded, showing its stderr if not.
+    pub fn ok(&self) {
+        assert!(self.success, "{}", self.stderr);
+    }
+
     /// The one `error: …` line a failed stage prints, checked to be its
     /// last line and its only error line.
     pub fn error_line(&self) -> &str {
