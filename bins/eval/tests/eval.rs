@@ -447,6 +447,8 @@ fn passk_runs_programs_and_reports_pass_at_k() {
         "4",
         // Needed without root only; as root programs always run as nobody.
         "--sandbox-same-user",
+        // Needed only where bubblewrap cannot make namespaces.
+        "--sandbox-without-namespaces",
         "--out",
         &p(&out),
     ]);
@@ -515,4 +517,80 @@ fn passk_runs_programs_and_reports_pass_at_k() {
         "{}",
         e.stderr
     );
+}
+
+/// Issue 21, item 2: a program that calls kill(-1, SIGKILL) in a loop
+/// beside three correct ones. Each test has its own PID namespace, so it
+/// kills nothing of theirs: pass@1 is 3/4 at --jobs 1 and at --jobs 4.
+#[test]
+fn a_saboteur_cannot_change_pass_at_k_with_more_jobs() {
+    let tmp = TempDir::new("eval-saboteur");
+    let prompts = tmp.path().join("eval_prompts.parquet");
+    write_prompts(
+        &prompts,
+        &[PromptRow {
+            id: 1,
+            prompt: "Add two numbers.".into(),
+            reference: None,
+            subreddit: None,
+            tests: Some(r#"{"inputs": ["1 2\n"], "outputs": ["3\n"]}"#.into()),
+        }],
+    )
+    .unwrap();
+    let saboteur = "import os, time\nend = time.time() + 2.5\nwhile time.time() < end:\n    try:\n        os.kill(-1, 9)\n    except OSError:\n        pass\n    time.sleep(0.002)\nprint(0)\n";
+    let correct = "import time\ntime.sleep(1)\nprint(sum(map(int, input().split())))\n";
+    let rows: Vec<ResponseRow> = [saboteur, correct, correct, correct]
+        .iter()
+        .enumerate()
+        .map(|(i, code)| ResponseRow {
+            id: i as u64,
+            prompt_id: 1,
+            policy: "sft".into(),
+            sample: i as u32,
+            prompt: String::new(),
+            response: code.to_string(),
+            response_tokens: vec![1],
+            score: 0.0,
+            finished: true,
+            gold: None,
+        })
+        .collect();
+    let responses = tmp.path().join("responses.parquet");
+    write_responses(&responses, &rows).unwrap();
+    let passk = |jobs: &str, out: &Path| {
+        eval(&[
+            "passk",
+            "--responses",
+            &p(&responses),
+            "--prompts",
+            &p(&prompts),
+            "--k",
+            "1",
+            "--timeout",
+            "6",
+            "--jobs",
+            jobs,
+            "--sandbox-same-user",
+            "--out",
+            &p(out),
+        ])
+    };
+    let four = tmp.path().join("passk-4.parquet");
+    let e = passk("4", &four);
+    if !e.success {
+        // No namespaces here: refused (a same-user kill(-1) without them
+        // would reach this test itself, so it is not run).
+        let line = e.error_line();
+        assert!(line.contains("bubblewrap"), "{line}");
+        assert!(!four.exists());
+        return;
+    }
+    assert!(e.stderr.contains("namespaces per test"), "{}", e.stderr);
+    assert!(e.stderr.contains("4 at once"), "{}", e.stderr);
+    let one = tmp.path().join("passk-1.parquet");
+    passk("1", &one).ok();
+    for out in [&one, &four] {
+        let passed: Vec<bool> = read_passk(out).unwrap().iter().map(|r| r.passed).collect();
+        assert_eq!(passed, vec![false, true, true, true], "{}", out.display());
+    }
 }

@@ -1,8 +1,8 @@
 //! Starting the sandbox's supervisor (`runner.py`): a new session, resource
 //! limits and the child-subreaper flag set between fork and exec, an
-//! optional empty network namespace, the report channel on file descriptor
-//! 3, piped stdio drained by threads, and a backstop deadline in case the
-//! supervisor itself stops answering.
+//! optional empty network namespace (without bubblewrap), the report
+//! channel on file descriptor 3, piped stdio drained by threads, and a
+//! backstop deadline in case the supervisor itself stops answering.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -31,7 +31,8 @@ pub struct Limits {
     pub cpu_seconds: u64,
     pub address_space_bytes: u64,
     pub file_size_bytes: u64,
-    pub processes: u64,
+    /// RLIMIT_NPROC; `None`: unlimited (a pids cgroup bounds the program).
+    pub processes: Option<u64>,
     pub output_bytes: usize,
 }
 
@@ -102,7 +103,11 @@ pub fn run(
         ),
         // Ignored for root (CAP_SYS_RESOURCE), so it binds the program once
         // it runs as the sandbox user; bounds fork bombs.
-        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
+        (
+            libc::RLIMIT_NPROC,
+            limits.processes.unwrap_or(libc::RLIM_INFINITY),
+            limits.processes.unwrap_or(libc::RLIM_INFINITY),
+        ),
         (libc::RLIMIT_CORE, 0, 0),
     ];
     let net_namespace = isolation.net_namespace;
