@@ -436,14 +436,30 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
         s.add(
             &format!("{} vs {}", row.policy_a, row.policy_b),
             format!(
-                "win {} / tie {} / lose {} / unparseable {} of {} ({:.1}% wins, judge: {})",
+                "win {} / tie {} / lose {} / unparseable {} of {} ({:.1}% wins, judge: {}){}",
                 w.win,
                 w.tie,
                 w.lose,
                 w.unparseable,
                 w.n,
                 100.0 * w.win_rate(),
-                row.judge
+                row.judge,
+                if w.error > 0 {
+                    format!("; {} failed requests", w.error)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    if let Some(j) = &r.journal {
+        s.add(
+            "journal",
+            format!(
+                "{}: {} asked now, {} from earlier runs",
+                j.path.display(),
+                j.asked,
+                j.reused
             ),
         );
     }
