@@ -20,9 +20,10 @@
 //! [`Sandbox::new`] refuses unless [`SandboxConfig::allow_without_namespaces`].
 //!
 //! Budgets: one memory budget (tmpfs pages included) and one process
-//! budget per program, as a control group per test ([`cgroup`]); where no
-//! cgroup can be written they are per process (RLIMIT_AS) and per user
-//! (RLIMIT_NPROC), and [`Sandbox::weaknesses`] says so.
+//! budget per program, as a control group per test ([`cgroup`]), the
+//! process budget also as RLIMIT_NPROC inside the program's user namespace;
+//! where no cgroup can be written memory is limited per process
+//! (RLIMIT_AS), and [`Sandbox::weaknesses`] says so.
 //!
 //! Privileges: untrusted code never runs as the host's user. As root, the
 //! program runs as `nobody` (uid/gid 65534) with no supplementary groups;
@@ -262,9 +263,11 @@ pub struct SandboxConfig {
     pub file_size_bytes: u64,
     /// Size of each private tmpfs (/tmp, /var/tmp, /dev/shm).
     pub tmp_bytes: u64,
-    /// Processes the program may run at once: the cgroup's `pids.max`;
-    /// without a cgroup, RLIMIT_NPROC, which counts every process of the
-    /// user the program runs as (all concurrent programs together).
+    /// Processes the program may run at once: the cgroup's `pids.max` and
+    /// RLIMIT_NPROC inside the program's user namespace (where it counts
+    /// the program's processes alone); without namespaces and cgroup,
+    /// RLIMIT_NPROC, which counts every process of the user the program
+    /// runs as (all concurrent programs together).
     pub max_processes: u64,
     /// Output beyond this many bytes is dropped and the test fails.
     pub max_output_bytes: usize,
@@ -429,14 +432,24 @@ impl Sandbox {
             Err(why) => Some(why),
         };
         if let Some(why) = why_no_cgroups {
-            let user = match user {
-                Some(_) => "nobody",
-                None => "the caller",
+            let processes = if sandbox.bwrap.is_some() {
+                format!(
+                    "processes stay per program ({} at once, counted in its user namespace)",
+                    sandbox.config.max_processes
+                )
+            } else {
+                let user = match user {
+                    Some(_) => "nobody",
+                    None => "the caller",
+                };
+                format!(
+                    "processes are limited per user ({} more running as {user}, every concurrent program together)",
+                    sandbox.config.max_processes
+                )
             };
             sandbox.weaknesses.push(format!(
-                "no cgroup ({why}): memory is limited per process ({} MiB of address space each, not for the program's processes together), and processes per user ({} running as {user} at once, every concurrent program together)",
-                sandbox.config.memory_bytes >> 20,
-                sandbox.config.max_processes
+                "no cgroup ({why}): memory is limited per process ({} MiB of address space each, not for the program's processes together); {processes}",
+                sandbox.config.memory_bytes >> 20
             ));
         }
         if sandbox.bwrap.is_none() && root {
@@ -579,6 +592,9 @@ impl Sandbox {
                 "mode": mode,
                 "fn_name": fn_name,
                 "solution": format!("{}/solution.py", bwrap::SOLUTION_DIR),
+                // Counted in the program's own user namespace: its init,
+                // the runner and whatever the program starts.
+                "max_processes": self.config.max_processes + bwrap::OWN_PROCESSES,
             });
             let python = self.python.to_string_lossy().into_owned();
             b.command(
@@ -611,12 +627,19 @@ impl Sandbox {
                 .unwrap_or_else(|| self.config.timeout.as_secs_f64().ceil() as u64 + 1),
             address_space_bytes: self.config.memory_bytes,
             file_size_bytes: self.config.file_size_bytes,
-            // The pids cgroup bounds each program; the per-user count would
-            // let one program's fork bomb starve the others.
-            processes: if group.is_some() {
+            // RLIMIT_NPROC counts every task of a user. Under bubblewrap the
+            // program sets it inside its user namespace, where the count
+            // is its own processes' (since Linux 5.14), and the pids
+            // cgroup bounds it too: the per-user count stays unlimited so
+            // one program's fork bomb cannot starve the others. Without
+            // either, the per-user count is all there is: as nobody, the
+            // budget; as the caller, the caller's tasks now plus the budget.
+            processes: if group.is_some() || self.bwrap.is_some() {
                 None
-            } else {
+            } else if self.user.is_some() {
                 Some(self.config.max_processes + bwrap::OWN_PROCESSES)
+            } else {
+                Some(tasks_of_caller() + self.config.max_processes)
             },
             output_bytes: self.config.max_output_bytes,
         };
@@ -641,6 +664,35 @@ impl Sandbox {
             },
         ))
     }
+}
+
+/// The tasks (threads included, as RLIMIT_NPROC counts them) the caller's
+/// real user runs now.
+fn tasks_of_caller() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut tasks = 0;
+    for entry in entries.flatten() {
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        };
+        let mine = field("Uid:").is_some_and(|ids| ids.first() == Some(&uid.as_str()));
+        if mine {
+            tasks += field("Threads:")
+                .and_then(|v| v.first().and_then(|n| n.parse::<u64>().ok()))
+                .unwrap_or(1);
+        }
+    }
+    tasks
 }
 
 /// What the host knows about how the program's process ended beyond the

@@ -206,8 +206,15 @@ def program_role(config):
     on RESULT_FD. Never returns."""
 
     def run():
+        import resource
+
         # bubblewrap's --chdir sets PWD; the program gets PATH only.
         os.environ.pop("PWD", None)
+        # In this user namespace RLIMIT_NPROC counts this program's
+        # processes alone (Linux >= 5.14): its budget, whoever else runs
+        # as the same user.
+        limit = config["max_processes"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
         load_prelude()
         return run_solution(config["mode"], config.get("fn_name"), RESULT_FD, config["solution"])
 

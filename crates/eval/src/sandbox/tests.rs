@@ -917,3 +917,50 @@ fn without_bubblewrap_the_sandbox_refuses_or_says_what_is_missing() {
     let tests = TestCases::from_json(APPS_1_TESTS).unwrap();
     assert!(sb.run_program(APPS_1_SOLUTION, &tests).unwrap().passed());
 }
+
+/// A fork bomb gets the program's process budget, whoever else runs as
+/// its user: 200 sleeping children are refused beyond 16.
+#[test]
+fn processes_are_bounded_per_program() {
+    let sb = Sandbox::new(SandboxConfig {
+        max_processes: 16,
+        ..config(8000)
+    })
+    .unwrap();
+    let bomb = r#"import os, time
+kids = 0
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(3)
+            os._exit(0)
+        kids += 1
+    except OSError:
+        break
+print(kids)
+"#;
+    let printed = run_and_capture(&sb, bomb);
+    let kids: usize = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{printed:?}"));
+    assert!(
+        (8..=16).contains(&kids),
+        "{kids} children under a budget of 16"
+    );
+    if !sb.isolation().namespaces && sb.isolation().cgroup.is_none() {
+        // A per-user count only: what the line below says.
+        let w = sb.weaknesses().join("; ");
+        assert!(w.contains("processes are limited per user"), "{w}");
+        return;
+    }
+    // The budget is this program's: another one beside it still forks.
+    let one = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('ok')\n";
+    std::thread::scope(|scope| {
+        let bombing = scope.spawn(|| run_and_capture(&sb, bomb));
+        std::thread::sleep(Duration::from_millis(500));
+        let r = sb.run_program(one, &stdio_cases(&[("", "ok\n")])).unwrap();
+        assert!(r.passed(), "{r:?}");
+        bombing.join().unwrap();
+    });
+}
