@@ -332,6 +332,10 @@ pub struct Sandbox {
     base: Arc<BaseDir>,
 }
 
+/// How long bubblewrap and the interpreter may take to start a program
+/// before its wall-clock limit starts (runner.py's start marker).
+const SETUP: Duration = Duration::from_secs(10);
+
 /// The sandbox user, `nobody`.
 pub const NOBODY: u32 = 65534;
 
@@ -613,6 +617,7 @@ impl Sandbox {
             "mode": mode,
             "fn_name": fn_name,
             "timeout_ms": self.config.timeout.as_millis() as u64,
+            "setup_ms": SETUP.as_millis() as u64,
             "uid": self.user,
             "cap": self.config.max_output_bytes,
             "solution": "solution.py",
@@ -621,6 +626,7 @@ impl Sandbox {
         });
         let limits = process::Limits {
             wall: self.config.timeout,
+            setup: SETUP,
             cpu_seconds: self
                 .config
                 .cpu_seconds

@@ -25,9 +25,13 @@ pub const REPORT_FD: i32 = 3;
 /// Limits applied to the supervisor and everything it starts.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// The supervisor enforces this itself; the host kills the supervisor's
-    /// group only if it has not finished [`BACKSTOP`] later.
+    /// The supervisor enforces this itself, from when the program's code
+    /// starts; the host kills the supervisor's group only if it has not
+    /// finished [`BACKSTOP`] after `setup + wall`.
     pub wall: Duration,
+    /// The longest the sandbox may take to start the program (bubblewrap,
+    /// the interpreter), on top of `wall`.
+    pub setup: Duration,
     pub cpu_seconds: u64,
     pub address_space_bytes: u64,
     pub file_size_bytes: u64,
@@ -193,7 +197,9 @@ pub fn run(
         wait_for_exit_unreaped(pid);
         let _ = exit_tx.send(());
     });
-    let backstop = exit_rx.recv_timeout(limits.wall + BACKSTOP).is_err();
+    let backstop = exit_rx
+        .recv_timeout(limits.setup + limits.wall + BACKSTOP)
+        .is_err();
     // The supervisor has killed the program's processes itself; this only
     // matters when the backstop fired.
     // SAFETY: plain system call; pid is our unreaped child's group id.

@@ -32,6 +32,12 @@ REPORT_FD = 3
 # Where the program's process finds its result pipe inside the bubblewrap
 # sandbox.
 RESULT_FD = 4
+# The first byte on the result pipe, written by this runner just before the
+# solution's code runs: the wall-clock limit counts from it, so the time
+# bubblewrap and the interpreter take to start (long on a loaded machine)
+# is not the program's. The program cannot hold it back: none of its code
+# has run yet.
+STARTED = b"\x01"
 
 
 def main(config):
@@ -41,6 +47,7 @@ def main(config):
     import time
 
     timeout = config["timeout_ms"] / 1000.0
+    setup = config["setup_ms"] / 1000.0
     cap = config["cap"]
     if config.get("exec") is None:
         # Loaded here once so the program's process starts with them.
@@ -53,9 +60,26 @@ def main(config):
         program(config, write_end)  # never returns
     os.close(write_end)
 
-    deadline = time.monotonic() + timeout
+    # Until the program's code starts, the setup allowance too.
+    deadline = time.monotonic() + setup + timeout
     pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    chunks, size, truncated = [], 0, False
+    received = {"chunks": [], "size": 0, "truncated": False, "started": False}
+
+    def take(data):
+        """Keeps what the program's process handed over, up to `cap`
+        bytes; the start marker sets the deadline."""
+        nonlocal deadline
+        if not received["started"]:
+            received["started"] = True
+            if data.startswith(STARTED):
+                deadline = time.monotonic() + timeout
+                data = data[len(STARTED) :]
+        size = received["size"]
+        if size < cap:
+            received["chunks"].append(data[: cap - size])
+        received["truncated"] = received["truncated"] or size + len(data) > cap
+        received["size"] = size + len(data)
+
     status, timed_out = None, False
     reading = True
     while status is None:
@@ -71,14 +95,10 @@ def main(config):
         ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.005))
         if reading and read_end in ready:
             data = os.read(read_end, 65536)
-            if not data:
-                reading = False
-            elif size < cap:
-                chunks.append(data[: cap - size])
-                truncated = truncated or size + len(data) > cap
-                size += len(data)
+            if data:
+                take(data)
             else:
-                truncated = True
+                reading = False
         done, status_value = os.waitpid(pid, os.WNOHANG)
         if done:
             status = status_value
@@ -88,10 +108,8 @@ def main(config):
         data = os.read(read_end, 65536)
         if not data:
             break
-        if size < cap:
-            chunks.append(data[: cap - size])
-        truncated = truncated or size + len(data) > cap
-        size += len(data)
+        take(data)
+    chunks, truncated = received["chunks"], received["truncated"]
 
     report = {"result": b"".join(chunks).decode("utf-8", "replace"), "result_truncated": truncated}
     if timed_out:
@@ -198,6 +216,7 @@ def program(config, result_fd):
         sys.stderr.write("marlhf sandbox setup failed: %s: %s\n" % (type(error).__name__, error))
         sys.stderr.flush()
         os._exit(EXIT_SETUP_FAILED)
+    os.write(result_fd, STARTED)
     run_then_exit(lambda: run_solution(config["mode"], config.get("fn_name"), result_fd, config["solution"]))
 
 
@@ -216,6 +235,7 @@ def program_role(config):
         limit = config["max_processes"]
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
         load_prelude()
+        os.write(RESULT_FD, STARTED)
         return run_solution(config["mode"], config.get("fn_name"), RESULT_FD, config["solution"])
 
     run_then_exit(run)
