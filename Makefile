@@ -55,6 +55,20 @@ build:
 
 $(BIN)/marlhf-%: build ;
 
+# The pass@k sandbox runs each generated program under bubblewrap (bwrap:
+# mount, PID, network, IPC and user namespaces). As root on Debian/Ubuntu a
+# missing bwrap is installed; otherwise one line says what to install.
+.PHONY: bwrap
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing bubblewrap (the pass@k sandbox)"; \
+	    { apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } >/dev/null \
+	      || { echo "make: cannot install bubblewrap with apt-get; the pass@k sandbox needs it" >&2; exit 1; }; \
+	  else \
+	    echo "make: bubblewrap (bwrap) is missing; the pass@k sandbox needs it: install the package bubblewrap (e.g. sudo apt-get install bubblewrap)" >&2; exit 1; \
+	  fi; }
+
 # ---------------------------------------------------------------- prepare
 # A task with raw data prepares it; a task that makes its own data (stories)
 # sets DATA_FILES and PREPARE_COMMAND in its pipelines/<task>.mk.
@@ -127,7 +141,7 @@ pipeline: $(PIPELINE_GOALS)
 # read the workplace's data in ../shared are #[ignore = "needs ../shared"],
 # so a plain `cargo test` lists them as ignored; make runs them too, and a
 # missing file fails them.
-test:
+test: bwrap
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace -- --include-ignored
 

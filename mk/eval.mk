@@ -110,7 +110,7 @@ $(EVAL_DIR)/judgements.parquet: $(EVAL_DIR)/responses.parquet $(eval_judge_deps)
 	$(BIN)/marlhf-eval judge --responses $< --a $(EVAL_JUDGE_A) $(addprefix --b ,$(EVAL_JUDGE_B)) \
 	  --out $@ $(eval_judge_args)
 
-$(EVAL_DIR)/passk.parquet: $(EVAL_DIR)/responses.parquet $(EVAL_PROMPTS) | $(BIN)/marlhf-eval
+$(EVAL_DIR)/passk.parquet: $(EVAL_DIR)/responses.parquet $(EVAL_PROMPTS) | $(BIN)/marlhf-eval bwrap
 	@echo "==> eval: pass@k"
 	$(BIN)/marlhf-eval passk --responses $< --prompts $(EVAL_PROMPTS) --k $(EVAL_K) --out $@ \
 	  --timeout $(EVAL_PASSK_TIMEOUT) --memory-mb $(EVAL_PASSK_MEMORY_MB)

@@ -213,16 +213,25 @@ struct PasskArgs {
     /// /usr/local/bin:/usr/bin:/bin when PATH's is not)
     #[arg(long, default_value = "python3")]
     python: PathBuf,
-    /// Without root, run the programs as yourself (they can read your files
-    /// and your processes' environment); refused otherwise
+    /// Without root, run the programs as yourself (inside namespaces that
+    /// hide your files and processes); refused otherwise
     #[arg(long, env = "MARLHF_SANDBOX_SAME_USER")]
     sandbox_same_user: bool,
+    /// Where bubblewrap cannot give each program namespaces of its own, run
+    /// programs without them, one at a time (they can then read every file
+    /// their user can, the tests' answers included); refused otherwise
+    #[arg(long, env = "MARLHF_SANDBOX_WITHOUT_NAMESPACES")]
+    sandbox_without_namespaces: bool,
     /// Seconds per test (wall clock)
     #[arg(long, default_value_t = 4.0)]
     timeout: f64,
-    /// Memory limit per program in MiB
+    /// Memory limit per program (its processes together, tmpfs files
+    /// included) in MiB
     #[arg(long, default_value_t = 1024)]
     memory_mb: u64,
+    /// Size of each program's private /tmp, /var/tmp and /dev/shm in MiB
+    #[arg(long, default_value_t = 64)]
+    tmp_mb: u64,
     /// Programs run at once (0: one per CPU)
     #[arg(long, default_value_t = 0)]
     jobs: usize,
@@ -427,14 +436,30 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
         s.add(
             &format!("{} vs {}", row.policy_a, row.policy_b),
             format!(
-                "win {} / tie {} / lose {} / unparseable {} of {} ({:.1}% wins, judge: {})",
+                "win {} / tie {} / lose {} / unparseable {} of {} ({:.1}% wins, judge: {}){}",
                 w.win,
                 w.tie,
                 w.lose,
                 w.unparseable,
                 w.n,
                 100.0 * w.win_rate(),
-                row.judge
+                row.judge,
+                if w.error > 0 {
+                    format!("; {} failed requests", w.error)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    if let Some(j) = &r.journal {
+        s.add(
+            "journal",
+            format!(
+                "{}: {} asked now, {} from earlier runs",
+                j.path.display(),
+                j.asked,
+                j.reused
             ),
         );
     }
@@ -458,8 +483,10 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
         out: a.out,
         python: a.python,
         allow_same_user: a.sandbox_same_user,
+        allow_without_namespaces: a.sandbox_without_namespaces,
         timeout: Duration::from_secs_f64(a.timeout),
         memory_bytes: a.memory_mb << 20,
+        tmp_bytes: a.tmp_mb << 20,
         jobs,
     };
     let mut s = Summary::new("eval passk");
@@ -481,7 +508,26 @@ fn run_passk(a: PasskArgs) -> anyhow::Result<()> {
                 },
                 r.network
             ),
+        )
+        .add(
+            "isolation",
+            format!(
+                "{}; {}; {} at once",
+                if r.isolation.namespaces {
+                    "namespaces per test (bubblewrap)"
+                } else {
+                    "no namespaces (--sandbox-without-namespaces)"
+                },
+                match r.isolation.cgroup {
+                    Some(v) => format!("memory and processes per program (cgroup {v:?})"),
+                    None => "memory per process, processes per user (no cgroup)".to_string(),
+                },
+                r.jobs
+            ),
         );
+    for line in &r.weaknesses {
+        s.add("sandbox limit", line);
+    }
     if let Some(note) = &r.python_note {
         s.add("interpreter", note);
     }

@@ -447,6 +447,8 @@ fn passk_runs_programs_and_reports_pass_at_k() {
         "4",
         // Needed without root only; as root programs always run as nobody.
         "--sandbox-same-user",
+        // Needed only where bubblewrap cannot make namespaces.
+        "--sandbox-without-namespaces",
         "--out",
         &p(&out),
     ]);
@@ -515,4 +517,326 @@ fn passk_runs_programs_and_reports_pass_at_k() {
         "{}",
         e.stderr
     );
+}
+
+/// A judge endpoint for the stage: answers every question with choice "A"
+/// in the dialogue template's JSON, quoting the request's Authorization
+/// header and leaving out `created`; counts the requests; at request
+/// `kill_at` (1-based; 0: never) kills process `victim` instead of
+/// answering; answers a question whose text holds `broken` with a page
+/// that is no completion; under `/deny/` refuses the key with 401, quoting
+/// it.
+struct FakeJudge {
+    base: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    kill_at: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    victim: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    broken: std::sync::Arc<std::sync::Mutex<String>>,
+    server: std::sync::Arc<tiny_http::Server>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeJudge {
+    fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let mut judge = FakeJudge {
+            base,
+            requests: Default::default(),
+            kill_at: Default::default(),
+            victim: Default::default(),
+            broken: Default::default(),
+            server: server.clone(),
+            worker: None,
+        };
+        let (requests, kill_at, victim, broken) = (
+            judge.requests.clone(),
+            judge.kill_at.clone(),
+            judge.victim.clone(),
+            judge.broken.clone(),
+        );
+        judge.worker = Some(std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                if kill_at.load(Ordering::SeqCst) == n {
+                    // SAFETY: plain system call on the test's own child.
+                    unsafe {
+                        libc::kill(victim.load(Ordering::SeqCst), libc::SIGKILL);
+                    }
+                    continue;
+                }
+                let auth = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.as_str().to_string())
+                    .unwrap_or_default();
+                let broken = broken.lock().unwrap().clone();
+                let (status, text) = if request.url().starts_with("/deny/") {
+                    let message = format!("Incorrect API key provided: {auth}");
+                    (
+                        401,
+                        serde_json::json!({"error": {"message": message}}).to_string(),
+                    )
+                } else if !broken.is_empty() && body.contains(&broken) {
+                    (200, format!("<html>busy, {auth}</html>"))
+                } else {
+                    let content = format!(
+                        "{{\"comparison\": \"A is better (asked with {auth})\", \"choice\": \"A\"}}"
+                    );
+                    let answer = serde_json::json!({
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": "judge",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
+                    });
+                    (200, answer.to_string())
+                };
+                let _ = request
+                    .respond(tiny_http::Response::from_string(text).with_status_code(status));
+            }
+        }));
+        judge
+    }
+
+    fn asked(&self) -> usize {
+        self.requests.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeJudge {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Issue 21, items 5 and 6: an HTTP judge killed halfway keeps the answers
+/// it was given, and the rerun asks only for the rest; one reply that is no
+/// completion becomes that pair's `error` row (asked again by the next run)
+/// instead of ending the run; completions without `created` are read; the
+/// API key, which the server quotes everywhere, appears in no message, no
+/// file and no report.
+#[test]
+fn http_judge_resumes_and_never_shows_the_key() {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let tmp = TempDir::new("eval-http-judge");
+    let key = "sk-marlhf-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
+    let rows: Vec<ResponseRow> = (0..6u64)
+        .flat_map(|i| {
+            ["a", "b"]
+                .into_iter()
+                .enumerate()
+                .map(move |(k, policy)| ResponseRow {
+                    id: 2 * i + k as u64,
+                    prompt_id: i,
+                    policy: policy.into(),
+                    sample: 0,
+                    prompt: format!("\n\nHuman: question {i}?\n\nAssistant:"),
+                    response: format!(" answer {policy} {i}"),
+                    response_tokens: vec![1],
+                    score: 0.0,
+                    finished: true,
+                    gold: None,
+                })
+        })
+        .collect();
+    let responses = tmp.path().join("responses.parquet");
+    write_responses(&responses, &rows).unwrap();
+    let fake = FakeJudge::start();
+    let out = tmp.path().join("eval/judgements.parquet");
+    let journal = tmp.path().join("eval/judgements.journal.jsonl");
+    let command = |route: &str, out: &Path| {
+        let mut c = Command::new(EXE);
+        c.args([
+            "judge",
+            "--responses",
+            &p(&responses),
+            "--a",
+            "a",
+            "--b",
+            "b",
+            "--judge",
+            "http",
+            "--base-url",
+            &format!("{}/{route}/v1", fake.base),
+            "--model",
+            "judge",
+            "--api-key-env",
+            "MARLHF_TEST_JUDGE_KEY",
+            "--task",
+            "hh-rlhf",
+            "--sample",
+            "6",
+            "--retries",
+            "0",
+            "--timeout",
+            "20",
+            "--out",
+            &p(out),
+        ])
+        .env("MARLHF_TEST_JUDGE_KEY", key)
+        .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut stderrs = String::new();
+    let mut finish = |mut child: std::process::Child| {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        stderrs.push_str(&err);
+        (status, err)
+    };
+
+    // Killed at the third request: two answers were given and kept.
+    fake.kill_at.store(3, Ordering::SeqCst);
+    let child = command("ok", &out).spawn().unwrap();
+    fake.victim.store(child.id() as i32, Ordering::SeqCst);
+    let (status, _) = finish(child);
+    assert!(!status.success());
+    assert_eq!(fake.asked(), 3);
+    assert!(!out.exists());
+    let kept = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(kept.lines().count(), 2, "{kept}");
+
+    // The rerun asks only for the other four; one of them gets a page.
+    fake.kill_at.store(0, Ordering::SeqCst);
+    *fake.broken.lock().unwrap() = "question 4?".into();
+    let (status, err) = finish(command("ok", &out).spawn().unwrap());
+    assert!(status.success(), "{err}");
+    assert_eq!(fake.asked(), 4);
+    let js = read_judgements(&out).unwrap();
+    assert_eq!(js.len(), 6);
+    let errors: Vec<u64> = js
+        .iter()
+        .filter(|j| j.verdict.as_str() == "error")
+        .map(|j| j.prompt_id)
+        .collect();
+    assert_eq!(errors, vec![4]);
+    for j in js.iter().filter(|j| j.prompt_id != 4) {
+        // "A" is the response shown first.
+        let want = if j.a_shown_first { "win" } else { "lose" };
+        assert_eq!(j.verdict.as_str(), want, "{j:?}");
+        assert_eq!(j.choice.as_deref(), Some("A"));
+    }
+    assert!(err.contains("1 of 6 requests failed"), "{err}");
+    assert!(err.contains("2 from earlier runs"), "{err}");
+
+    // The next run asks for that one alone.
+    fake.broken.lock().unwrap().clear();
+    let (status, err) = finish(command("ok", &out).spawn().unwrap());
+    assert!(status.success(), "{err}");
+    assert_eq!(fake.asked(), 1);
+    let js = read_judgements(&out).unwrap();
+    assert!(js.iter().all(|j| j.verdict.as_str() != "error"), "{js:?}");
+    let report = tmp.path().join("eval/report.md");
+    eval(&["report", "--judgements", &p(&out), "--out", &p(&report)]).ok();
+
+    // A refused key stops the run at once: one line, no output.
+    let denied = tmp.path().join("denied/judgements.parquet");
+    let (status, err) = finish(command("deny", &denied).spawn().unwrap());
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(fake.asked(), 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(!denied.exists());
+
+    // The key, nowhere: not in a message, the journal, a row or the report.
+    let piece = &key[..12];
+    let raws: String = js.iter().map(|j| j.raw.as_str()).collect();
+    assert!(raws.contains("Bearer [redacted]"), "{raws}");
+    for (what, text) in [
+        ("stderr", stderrs.clone()),
+        ("journal", std::fs::read_to_string(&journal).unwrap()),
+        ("raw column", raws),
+        ("report", std::fs::read_to_string(&report).unwrap()),
+    ] {
+        assert!(!text.contains(piece), "the key is in the {what}: {text}");
+    }
+}
+
+/// Issue 21, item 2: a program that calls kill(-1, SIGKILL) in a loop
+/// beside three correct ones. Each test has its own PID namespace, so it
+/// kills nothing of theirs: pass@1 is 3/4 at --jobs 1 and at --jobs 4.
+#[test]
+fn a_saboteur_cannot_change_pass_at_k_with_more_jobs() {
+    let tmp = TempDir::new("eval-saboteur");
+    let prompts = tmp.path().join("eval_prompts.parquet");
+    write_prompts(
+        &prompts,
+        &[PromptRow {
+            id: 1,
+            prompt: "Add two numbers.".into(),
+            reference: None,
+            subreddit: None,
+            tests: Some(r#"{"inputs": ["1 2\n"], "outputs": ["3\n"]}"#.into()),
+        }],
+    )
+    .unwrap();
+    let saboteur = "import os, time\nend = time.time() + 2.5\nwhile time.time() < end:\n    try:\n        os.kill(-1, 9)\n    except OSError:\n        pass\n    time.sleep(0.002)\nprint(0)\n";
+    let correct = "import time\ntime.sleep(1)\nprint(sum(map(int, input().split())))\n";
+    let rows: Vec<ResponseRow> = [saboteur, correct, correct, correct]
+        .iter()
+        .enumerate()
+        .map(|(i, code)| ResponseRow {
+            id: i as u64,
+            prompt_id: 1,
+            policy: "sft".into(),
+            sample: i as u32,
+            prompt: String::new(),
+            response: code.to_string(),
+            response_tokens: vec![1],
+            score: 0.0,
+            finished: true,
+            gold: None,
+        })
+        .collect();
+    let responses = tmp.path().join("responses.parquet");
+    write_responses(&responses, &rows).unwrap();
+    let passk = |jobs: &str, out: &Path| {
+        eval(&[
+            "passk",
+            "--responses",
+            &p(&responses),
+            "--prompts",
+            &p(&prompts),
+            "--k",
+            "1",
+            "--timeout",
+            "6",
+            "--jobs",
+            jobs,
+            "--sandbox-same-user",
+            "--out",
+            &p(out),
+        ])
+    };
+    let four = tmp.path().join("passk-4.parquet");
+    let e = passk("4", &four);
+    if !e.success {
+        // No namespaces here: refused (a same-user kill(-1) without them
+        // would reach this test itself, so it is not run).
+        let line = e.error_line();
+        assert!(line.contains("bubblewrap"), "{line}");
+        assert!(!four.exists());
+        return;
+    }
+    assert!(e.stderr.contains("namespaces per test"), "{}", e.stderr);
+    assert!(e.stderr.contains("4 at once"), "{}", e.stderr);
+    let one = tmp.path().join("passk-1.parquet");
+    passk("1", &one).ok();
+    for out in [&one, &four] {
+        let passed: Vec<bool> = read_passk(out).unwrap().iter().map(|r| r.passed).collect();
+        assert_eq!(passed, vec![false, true, true, true], "{}", out.display());
+    }
 }

@@ -94,12 +94,14 @@ struct AccuracyArgs {
     /// Pairs per forward pass
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Longest prompt in tokens (longer ones keep their end)
-    #[arg(long, default_value_t = 256)]
-    max_prompt_tokens: usize,
-    /// Longest completion in tokens (longer ones are cut)
-    #[arg(long, default_value_t = 128)]
-    max_completion_tokens: usize,
+    /// Longest prompt in tokens, longer ones keep their end [default: what
+    /// the reward model was trained with (its trainer_state.json), else 256]
+    #[arg(long)]
+    max_prompt_tokens: Option<usize>,
+    /// Longest completion in tokens, longer ones are cut [default: what the
+    /// reward model was trained with, else 128]
+    #[arg(long)]
+    max_completion_tokens: Option<usize>,
     /// Use only the first N pairs
     #[arg(long)]
     limit: Option<usize>,
@@ -160,6 +162,13 @@ fn main() {
                 &Bars,
             )?;
             s.add("checkpoint", a.checkpoint.display())
+                .add(
+                    "length limits",
+                    format!(
+                        "prompt {} + completion {} tokens ({})",
+                        r.limits.0, r.limits.1, r.limits.2
+                    ),
+                )
                 .add("data", &r.lengths);
             for (reason, n) in &r.unsplit {
                 s.add("raw rows not split", format!("{n} ({reason})"));

@@ -337,6 +337,13 @@ fn pairwise_accuracy_counts_ties_apart() {
         "2",
     ]);
     assert!(exit.success, "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains(
+            "prompt 128 + completion 128 tokens (default, fitted to the model's 256 positions)"
+        ),
+        "{}",
+        exit.stderr
+    );
     let t = read_table(&out).unwrap();
     let c = Columns::new(&out, &t);
     let ids = c.u64("id").unwrap();
@@ -349,8 +356,10 @@ fn pairwise_accuracy_counts_ties_apart() {
     let tok = &ck.tokenizer;
     let (mut correct, mut wrong) = (0, 0);
     for (i, r) in rows.iter().enumerate() {
+        // The default limits, 256 + 128, fitted to the fixture's 256
+        // positions: 128 + 128.
         let seq = |t: &str| {
-            let mut p = tok.encode_prompt(&r.prompt, 256).unwrap().ids;
+            let mut p = tok.encode_prompt(&r.prompt, 128).unwrap().ids;
             p.extend(tok.encode_completion(t, 128).unwrap().ids);
             p
         };
@@ -427,4 +436,79 @@ fn pairwise_accuracy_on_a_raw_hh_rlhf_file() {
         .iter()
         .all(|v| ["chosen", "rejected", "tie"].contains(&v.as_str())));
     assert!(exit.stderr.contains("pairs scored"), "{}", exit.stderr);
+}
+
+/// Issue 21, item 8: without length flags, a reward model is scored with
+/// the limits it was trained with (its trainer_state.json), not 256 + 128;
+/// each flag still overrides its own limit.
+#[test]
+#[ignore = "needs ../shared"]
+fn rm_accuracy_takes_the_reward_models_own_length_limits() {
+    let tmp = TempDir::new("score-rm-limits");
+    let rm = reward_model(tmp.path());
+    let settings = serde_json::json!({
+        "stage": "rm",
+        "step": 4,
+        "total_steps": 4,
+        "seed": 1,
+        "optimizer": {"lr": 0.001, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.0},
+        "finished": true,
+        "settings": {"max_prompt_tokens": "12", "max_completion_tokens": "6"}
+    });
+    std::fs::write(rm.join("trainer_state.json"), settings.to_string()).unwrap();
+    // The completions differ only far beyond their sixth token.
+    let words = "one two three four five six seven eight nine ten eleven twelve";
+    let pairs = tmp.path().join("pairs.parquet");
+    write_pairs(
+        &pairs,
+        &[PairRow {
+            id: 1,
+            prompt: format!("Human: count {words} please\n\nAssistant:"),
+            chosen: format!(" {words} thirteen"),
+            rejected: format!(" {words} fourteen"),
+        }],
+    )
+    .unwrap();
+    let (rm_dir, pairs_file) = (s(&rm), s(&pairs));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "rm-accuracy",
+            "--checkpoint",
+            rm_dir.as_str(),
+            "--pairs",
+            pairs_file.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let exit = score(&args);
+        assert!(exit.success, "{}", exit.stderr);
+        exit.stderr
+    };
+    let recorded = run(&[]);
+    assert!(
+        recorded.contains("prompt 12 + completion 6 tokens (trainer_state.json)"),
+        "{recorded}"
+    );
+    // Cut at 6 tokens the two completions are the same: a tie.
+    assert!(recorded.contains("0 / 0 / 1"), "{recorded}");
+    let longer = run(&["--max-completion-tokens", "64"]);
+    assert!(
+        longer.contains("prompt 12 + completion 64 tokens (trainer_state.json / flag)"),
+        "{longer}"
+    );
+    assert!(!longer.contains("0 / 0 / 1"), "{longer}");
+    // Limits beyond the model's positions are one line, not a crash.
+    let e = score(&[
+        "rm-accuracy",
+        "--checkpoint",
+        &s(&rm),
+        "--pairs",
+        &s(&pairs),
+        "--max-prompt-tokens",
+        "100000",
+    ]);
+    assert!(
+        e.error_line().contains("exceed the model's"),
+        "{}",
+        e.stderr
+    );
 }

@@ -209,3 +209,64 @@ fn bad_input_is_one_line_and_writes_nothing() {
     );
     assert!(!out.exists());
 }
+
+/// Issue 21, item 8: a token id beyond the actor's vocabulary, or a NaN
+/// or an infinity in a rollout, is refused here in one line naming the
+/// file, row and column, not an iteration later by the update.
+#[test]
+fn out_of_vocabulary_and_non_finite_rollouts_are_refused() {
+    use marlhf_data::tables::Table;
+    let dir = TempDir::new("segment-refuse");
+    let tok = dir.path().join("tokenizer.json");
+    write_tokenizer(&tok).unwrap();
+    let actor = dir.path().join("actor");
+    marlhf_testkit::ppo::write_checkpoint(&actor, &tok, 3, false, 0.0).unwrap();
+    let mut rows = vec![
+        synthetic_rollout(1, 0, 3, 4, 5),
+        synthetic_rollout(2, 0, 3, 4, 5),
+    ];
+    rows[1].response_tokens[2] = 100_000;
+    let path = dir.path().join("rollouts.parquet");
+    write_rollouts(&path, &rows).unwrap();
+    let out = dir.path().join("s.parquet");
+    for tokenizer in [&actor, &tok] {
+        let exit = segment(
+            &path,
+            &out,
+            "fixed:2",
+            &["--tokenizer", &tokenizer.display().to_string()],
+        );
+        let line = exit.error_line();
+        assert!(
+            line.contains(&format!(
+                "{}: row 2, column \"response_tokens\": token id 100000",
+                path.display()
+            )),
+            "{line}"
+        );
+        assert!(!out.exists());
+    }
+    // A NaN value, in a file another writer made (ours refuses to).
+    rows[1].response_tokens[2] = 7;
+    let batch = RolloutRow::to_batch(&path, &rows).unwrap();
+    let at = batch.schema().index_of("values").unwrap();
+    let mut columns = batch.columns().to_vec();
+    let mut values: Vec<Vec<f32>> = rows.iter().map(|r| r.values.clone()).collect();
+    values[1][3] = f32::NAN;
+    columns[at] = marlhf_data::parquet_io::list_array::<arrow::datatypes::Float32Type>(
+        &values.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    let bad = arrow::array::RecordBatch::try_new(batch.schema(), columns).unwrap();
+    marlhf_data::write_table(&path, &bad).unwrap();
+    let line = segment(&path, &out, "fixed:2", &[])
+        .error_line()
+        .to_string();
+    assert_eq!(
+        line,
+        format!(
+            "error: {}: row 2, column \"values\": is NaN at response token 3",
+            path.display()
+        )
+    );
+    assert!(!out.exists());
+}

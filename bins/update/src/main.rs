@@ -199,6 +199,12 @@ fn main() {
     let args = Args::parse();
     marlhf_model::checkpoint::set_allow_partial(args.allow_partial);
     marlhf_cli::stage_main("update", || {
+        marlhf_cli::distinct_outputs(&[
+            ("--out-actor", &args.out_actor),
+            ("--out-critic", &args.out_critic),
+            ("--advantages", &args.advantages),
+            ("--metrics", &args.metrics),
+        ])?;
         let ppo = args.ppo();
         let device = marlhf_model::device::parse(&args.device)?;
         let cfg = UpdateConfig {

@@ -480,3 +480,41 @@ fn token_ids_and_lengths_are_checked_against_the_models() {
     );
     assert_nothing_written(&p);
 }
+
+/// Issue 21, item 8: `--out-actor` equal to `--out-critic` (or to another
+/// output) is refused before anything is read, not after the whole update.
+#[test]
+fn the_same_output_for_actor_and_critic_is_refused_first() {
+    let run = marlhf_testkit::TempDir::new("update-same-out");
+    let out = run.path().join("iter-001/model");
+    let s = |p: &Path| p.display().to_string();
+    // The inputs do not exist: the refusal must come before reading them.
+    let missing = run.path().join("missing");
+    let e = run_stage(
+        EXE,
+        &[
+            "--rollouts",
+            &s(&missing.join("rollouts.parquet")),
+            "--segments",
+            &s(&missing.join("segments.parquet")),
+            "--actor",
+            &s(&missing.join("actor")),
+            "--critic",
+            &s(&missing.join("critic")),
+            "--out-actor",
+            &s(&out),
+            "--out-critic",
+            &s(&run.path().join("iter-001/./model")),
+            "--advantages",
+            &s(&run.path().join("advantages.parquet")),
+            "--metrics",
+            &s(&run.path().join("metrics.parquet")),
+        ],
+    );
+    let line = e.error_line();
+    assert!(
+        line.contains("--out-actor and --out-critic are the same path"),
+        "{line}"
+    );
+    assert!(!run.path().join("iter-001").exists());
+}

@@ -106,6 +106,61 @@ where
     }
 }
 
+/// Refuses, before any work, two outputs of one stage that name the same
+/// file or directory (`flags` pairs a flag with its path): the second
+/// write would replace the first, after the whole stage had run. Paths are
+/// compared made absolute, `.` and `..` resolved and the existing part's
+/// symbolic links followed.
+pub fn distinct_outputs(flags: &[(&str, &std::path::Path)]) -> anyhow::Result<()> {
+    let resolved: Vec<std::path::PathBuf> = flags.iter().map(|(_, p)| resolve(p)).collect();
+    for i in 0..flags.len() {
+        for j in 0..i {
+            if resolved[i] == resolved[j] {
+                anyhow::bail!(
+                    "{} and {} are the same path ({}): each output needs its own",
+                    flags[j].0,
+                    flags[i].0,
+                    flags[i].1.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` absolute, with `.` and `..` resolved lexically below its deepest
+/// existing ancestor, which is canonicalised (symbolic links followed).
+fn resolve(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::{Component, PathBuf};
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut lexical = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    let mut base = lexical.clone();
+    let mut rest = Vec::new();
+    while !base.exists() {
+        match (base.file_name().map(|n| n.to_os_string()), base.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                base = parent.to_path_buf();
+            }
+            _ => return lexical,
+        }
+    }
+    let mut out = base.canonicalize().unwrap_or(base);
+    for name in rest.into_iter().rev() {
+        out.push(name);
+    }
+    out
+}
+
 /// The cause chain of an error joined into one line: `outer: inner: root`.
 /// A backtrace some library wrote into a message is dropped.
 pub fn one_line(e: &anyhow::Error) -> String {
@@ -236,6 +291,32 @@ mod tests {
         // A number followed by a colon inside a message is not a frame.
         let e = anyhow::anyhow!("row 3: 2: odd");
         assert_eq!(one_line(&e), "row 3: 2: odd");
+    }
+
+    #[test]
+    fn the_same_output_twice_is_refused() {
+        let dir = std::env::temp_dir();
+        let a = dir.join("marlhf-cli-out/actor");
+        let b = dir.join("marlhf-cli-out/./x/../actor");
+        let err = distinct_outputs(&[
+            ("--out-actor", &a),
+            ("--out-critic", &b),
+            ("--metrics", &dir.join("m.parquet")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--out-actor and --out-critic are the same path"),
+            "{err}"
+        );
+        // Through a symbolic link to an existing directory.
+        let link = dir.join(format!("marlhf-cli-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = distinct_outputs(&[("--a", &dir.join("o")), ("--b", &link.join("o"))]);
+        std::fs::remove_file(&link).unwrap();
+        assert!(err.is_err());
+        distinct_outputs(&[("--a", &a), ("--b", &dir.join("marlhf-cli-out/critic"))]).unwrap();
     }
 
     #[test]

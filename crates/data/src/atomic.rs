@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{DataError, Result};
 
@@ -70,11 +71,59 @@ fn remove_stale(path: &Path) {
             .find_map(|kind| rest.strip_prefix(kind))
             .and_then(|pid| pid.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            if pid != std::process::id() && !may_still_write(pid, modified) {
                 remove_any(&entry.path());
             }
         }
     }
+}
+
+/// Whether process `pid` may still be writing a temporary it named after
+/// itself, last modified at `modified`. Not when `/proc/<pid>` is gone, nor
+/// when it is a zombie (state `Z` or `X`: a killed writer whose parent has
+/// not reaped it, which in a container whose init does not reap is
+/// forever), nor when it started after the temporary was last modified
+/// (its pid was reused by another process: a writer creates its temporary
+/// after it starts). Linux's `/proc`; elsewhere every pid counts as live.
+pub fn may_still_write(pid: u32, modified: Option<SystemTime>) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return !Path::new("/proc/self/stat").exists();
+    };
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces or parentheses itself.
+    let fields: Vec<&str> = match stat.rfind(')') {
+        Some(end) => stat[end + 1..].split_whitespace().collect(),
+        None => return true,
+    };
+    if matches!(fields.first(), Some(&("Z" | "X" | "x"))) {
+        return false;
+    }
+    match (modified, fields.get(19), boot_time()) {
+        (Some(modified), Some(ticks), Some(boot)) => match ticks.parse::<u64>() {
+            // Start times are in USER_HZ (100 on every Linux architecture)
+            // since boot; the boot time is in whole seconds, and a clock
+            // step moves it, hence the slack.
+            Ok(ticks) => {
+                let started = boot + Duration::from_millis(ticks * 10);
+                started <= modified + Duration::from_secs(2)
+            }
+            Err(_) => true,
+        },
+        _ => true,
+    }
+}
+
+/// The wall-clock time the system booted (`btime` of `/proc/stat`).
+fn boot_time() -> Option<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn sync_file(path: &Path) -> Result<()> {
@@ -366,6 +415,57 @@ mod tests {
             listing(dir.path()),
             vec![".actor.tmp-1", ".critic.tmp-999999999", "actor"]
         );
+    }
+
+    /// Issue 21, item 7: a writer killed while its parent does not reap it
+    /// stays a zombie, and `/proc/<pid>` exists for it; its temporary is
+    /// stale all the same. So is one whose pid now belongs to a process
+    /// that started after the temporary was written.
+    #[test]
+    fn a_zombie_or_reused_pids_temporaries_are_removed() {
+        let dir = TempDir::new("atomic-zombie");
+        let path = dir.path().join("actor");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped: once it exits it is a zombie.
+        let state = || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while state() != "Z" {
+            assert!(std::time::Instant::now() < deadline, "no zombie");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let zombie = dir.path().join(format!(".actor.tmp-{pid}"));
+        fs::create_dir_all(zombie.join("sub")).unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!may_still_write(pid, Some(SystemTime::now())));
+        // pid 1 runs, but started long after 1971: not the writer of a
+        // temporary last modified then.
+        let reused = dir.path().join(".actor.old-1");
+        fs::write(&reused, b"x").unwrap();
+        let long_ago = UNIX_EPOCH + Duration::from_secs(365 * 86400);
+        fs::File::options()
+            .write(true)
+            .open(&reused)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        // A live writer's fresh temporary stays.
+        let live = dir.path().join(".actor.tmp-1");
+        fs::write(&live, b"x").unwrap();
+        assert!(may_still_write(1, Some(SystemTime::now())));
+        write_dir(&path, |tmp| -> Result<()> {
+            fs::write(tmp.join("model.safetensors"), b"new").map_err(|e| io_err(tmp, "w", e))
+        })
+        .unwrap();
+        assert_eq!(listing(dir.path()), vec![".actor.tmp-1", "actor"]);
+        child.wait().unwrap();
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
                 lose: 31,
                 unparseable: 2,
                 n: 100,
+                error: 0,
             },
         }],
         curves: vec![

@@ -83,6 +83,7 @@ pub struct Usage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatChoice {
+    #[serde(default)]
     pub index: u32,
     pub message: ChatMessage,
     /// Optional on the way in: some compatible servers omit it.
@@ -91,11 +92,17 @@ pub struct ChatChoice {
 }
 
 /// `POST /v1/chat/completions` response (`object: "chat.completion"`).
+/// Only `choices` is required on the way in: several compatible servers
+/// omit `created` (or `id`, `object`, `model`), which a judge never reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionResponse {
+    #[serde(default)]
     pub id: String,
+    #[serde(default)]
     pub object: String,
+    #[serde(default)]
     pub created: u64,
+    #[serde(default)]
     pub model: String,
     pub choices: Vec<ChatChoice>,
     #[serde(default)]
@@ -118,7 +125,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub message: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
     pub param: Option<String>,

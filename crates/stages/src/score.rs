@@ -236,11 +236,46 @@ pub struct AccuracyOptions {
     /// Per-pair scores as Parquet, when given.
     pub out: Option<PathBuf>,
     pub batch_size: usize,
-    pub max_prompt_tokens: usize,
-    pub max_completion_tokens: usize,
+    /// `None`: the limit the reward model was trained with (its
+    /// `trainer_state.json`), else [`DEFAULT_RM_LIMITS`].
+    pub max_prompt_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
     pub limit: Option<usize>,
     pub device: Device,
     pub dtype: DType,
+}
+
+/// Prompt and completion limits for a reward model that records none (one
+/// trained elsewhere).
+pub const DEFAULT_RM_LIMITS: (usize, usize) = (256, 128);
+
+/// The prompt and completion limits to score with: each flag given, else
+/// what the checkpoint's trainer state records (the reward model is scored
+/// on what it was trained on), else [`DEFAULT_RM_LIMITS`]; and where they
+/// came from.
+pub fn rm_limits(
+    checkpoint: &Path,
+    prompt: Option<usize>,
+    completion: Option<usize>,
+) -> Result<(usize, usize, String)> {
+    let recorded = crate::trainer::read_state(checkpoint)?.map(|st| {
+        let get = |key: &str| st.settings.get(key).and_then(|v| v.parse::<usize>().ok());
+        (get("max_prompt_tokens"), get("max_completion_tokens"))
+    });
+    let (rec_p, rec_c) = recorded.unwrap_or((None, None));
+    let from = |given: Option<usize>, rec: Option<usize>, default: usize| match (given, rec) {
+        (Some(v), _) => (v, "flag"),
+        (None, Some(v)) => (v, "trainer_state.json"),
+        (None, None) => (default, "default"),
+    };
+    let (p, p_from) = from(prompt, rec_p, DEFAULT_RM_LIMITS.0);
+    let (c, c_from) = from(completion, rec_c, DEFAULT_RM_LIMITS.1);
+    let source = if p_from == c_from {
+        p_from.to_string()
+    } else {
+        format!("{p_from} / {c_from}")
+    };
+    Ok((p, c, source))
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +292,9 @@ pub struct AccuracyReport {
     pub lengths: LengthReport,
     /// Raw rows that could not be split into prompt and completions.
     pub unsplit: Vec<(String, usize)>,
+    /// The prompt and completion limits used, and where they came from
+    /// (`flag`, `trainer_state.json`, `default`).
+    pub limits: (usize, usize, String),
 }
 
 impl AccuracyReport {
@@ -313,9 +351,29 @@ pub fn pairwise_accuracy(
             opts.checkpoint.display()
         );
     }
+    let (mut max_prompt, mut max_completion, mut source) = rm_limits(
+        &opts.checkpoint,
+        opts.max_prompt_tokens,
+        opts.max_completion_tokens,
+    )?;
+    let max_pos = ck.model.config.max_position_embeddings;
+    if max_prompt + max_completion > max_pos && !source.contains("flag") {
+        // Defaults made for no model in particular: fitted to this one's
+        // positions, the completion first (the score is read at its end).
+        max_completion = max_completion.min(max_pos / 2);
+        max_prompt = max_prompt.min(max_pos - max_completion);
+        source = format!("{source}, fitted to the model's {max_pos} positions");
+    }
+    if max_prompt + max_completion > max_pos {
+        bail!(
+            "{}: prompts of {max_prompt} + completions of {max_completion} tokens ({source}) exceed the model's {max_pos} positions; lower --max-prompt-tokens or --max-completion-tokens",
+            opts.checkpoint.display()
+        );
+    }
     let tok = &ck.tokenizer;
     let mut report = AccuracyReport {
         unsplit,
+        limits: (max_prompt, max_completion, source),
         ..Default::default()
     };
     let mut pairs = Vec::with_capacity(rows.len());
@@ -327,8 +385,8 @@ pub fn pairwise_accuracy(
                 r.id,
                 &r.prompt,
                 text,
-                opts.max_prompt_tokens,
-                opts.max_completion_tokens,
+                max_prompt,
+                max_completion,
                 lengths,
             )
         };

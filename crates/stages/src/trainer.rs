@@ -160,7 +160,10 @@ fn save_checkpoint(
     } else {
         cfg.out.join(format!("{PARTIAL_PREFIX}{}", state.step))
     };
-    atomic::write_dir(&dir, |tmp: &Path| -> Result<()> {
+    // A partial checkpoint goes inside `out`, which the write creates; a
+    // failed first save (a full disk) must not leave it behind empty.
+    let made_out = !state.finished && !cfg.out.exists();
+    let written = atomic::write_dir(&dir, |tmp: &Path| -> Result<()> {
         save_into(tmp, &model.config, &model.params, tokenizer_json)?;
         opt.save(&tmp.join(STATE_TENSORS))?;
         std::fs::write(
@@ -169,7 +172,11 @@ fn save_checkpoint(
         )?;
         write_metrics(&tmp.join(METRICS), metrics)?;
         Ok(())
-    })?;
+    });
+    if written.is_err() && made_out {
+        let _ = std::fs::remove_dir(&cfg.out);
+    }
+    written?;
     if !state.finished {
         while let Some((step, old)) = latest_partial_before(&cfg.out, state.step)? {
             std::fs::remove_dir_all(&old)
@@ -485,15 +492,21 @@ pub fn fit<O: Objective>(
             None,
         ),
     };
-    let stopped = |what: String, last_saved: &Option<PathBuf>| -> anyhow::Error {
-        anyhow::anyhow!(
+    // Why training stopped, as the context of its cause (so the cause's
+    // chain is printed once, without the echoes `{:#}` would repeat).
+    let stopped = |what: String, cause: Option<anyhow::Error>, last_saved: &Option<PathBuf>| {
+        let line = format!(
             "{}: {what} — stopped; {}",
             cfg.stage,
             match last_saved {
                 Some(dir) => format!("the last saved checkpoint, {}, is intact", dir.display()),
                 None => format!("nothing was saved in {}", cfg.out.display()),
             }
-        )
+        );
+        match cause {
+            Some(e) => e.context(line),
+            None => anyhow::anyhow!(line),
+        }
     };
     let state_at = |step: u64| TrainerState {
         stage: cfg.stage.clone(),
@@ -518,7 +531,7 @@ pub fn fit<O: Objective>(
             let dir = match &last_saved {
                 Some(dir) if saved_at(dir) == Some(step) => dir.clone(),
                 _ => save_checkpoint(cfg, model, tokenizer_json, &opt, &state_at(step), &metrics)
-                    .map_err(|e| stopped(format!("step {step}: {e:#}"), &last_saved))?,
+                    .map_err(|e| stopped(format!("step {step}"), Some(e), &last_saved))?,
             };
             paused_in = Some(dir);
             break;
@@ -542,6 +555,7 @@ pub fn fit<O: Objective>(
             if !l.is_finite() {
                 return Err(stopped(
                     format!("loss is {l} at step {}", step + 1),
+                    None,
                     &last_saved,
                 ));
             }
@@ -558,7 +572,7 @@ pub fn fit<O: Objective>(
         let lr = cosine_lr(cfg.lr, step, warmup, total, cfg.min_lr_ratio);
         let st = opt
             .step(&vars, &store, lr, cfg.max_grad_norm)
-            .map_err(|e| stopped(format!("step {}: {e:#}", step + 1), &last_saved))?;
+            .map_err(|e| stopped(format!("step {}", step + 1), Some(e), &last_saved))?;
         units_done += units;
         let secs = t0.elapsed().as_secs_f64();
         let mut values = vec![
@@ -591,7 +605,7 @@ pub fn fit<O: Objective>(
                 &state_at(step + 1),
                 &metrics,
             )
-            .map_err(|e| stopped(format!("step {}: {e:#}", step + 1), &last_saved))?;
+            .map_err(|e| stopped(format!("step {}", step + 1), Some(e), &last_saved))?;
             last_saved = Some(dir);
         }
     }

@@ -356,11 +356,13 @@ fn non_finite_weights_are_never_saved() {
     let mut o = sft_opts(&data, &out, 5);
     o.train.lr = f64::NAN;
     o.train.save_every = 1;
-    let err = sft::run(&o, &Silent)
-        .err()
-        .expect("training must stop")
-        .to_string();
-    assert!(err.contains("not finite"), "{err}");
+    let err = sft::run(&o, &Silent).err().expect("training must stop");
+    // The stop, then its cause.
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("stopped") && err.contains("not finite"),
+        "{err}"
+    );
     // Whatever exists is finite.
     let mut checked = 0;
     for entry in marlhf_testkit::files_under(&out) {

@@ -30,7 +30,12 @@ pub enum Verdict {
     Win,
     Tie,
     Lose,
+    /// The judge answered, but no choice could be read from its answer.
     Unparseable,
+    /// No answer: the request failed (retries ran out, the server's reply
+    /// was not a completion). Not a judgement: counted apart, and asked
+    /// again when the judge runs again.
+    Error,
 }
 
 impl Verdict {
@@ -40,6 +45,7 @@ impl Verdict {
             Self::Tie => "tie",
             Self::Lose => "lose",
             Self::Unparseable => "unparseable",
+            Self::Error => "error",
         }
     }
 }
@@ -58,9 +64,10 @@ impl FromStr for Verdict {
             "tie" => Self::Tie,
             "lose" => Self::Lose,
             "unparseable" => Self::Unparseable,
-            other => {
-                anyhow::bail!("unknown verdict {other:?}: expected win, tie, lose or unparseable")
-            }
+            "error" => Self::Error,
+            other => anyhow::bail!(
+                "unknown verdict {other:?}: expected win, tie, lose, unparseable or error"
+            ),
         })
     }
 }
@@ -97,12 +104,13 @@ pub struct JudgementRow {
     pub judge: String,
     /// Policy A's response was presented first (as "A").
     pub a_shown_first: bool,
-    /// Stored as `win`, `tie`, `lose` or `unparseable`.
+    /// Stored as `win`, `tie`, `lose`, `unparseable` or `error`.
     pub verdict: Verdict,
     /// What the judge picked among the responses as presented: `A`, `B`,
-    /// `E` (equal), or null when unparseable.
+    /// `E` (equal), or null when unparseable or an error.
     pub choice: Option<String>,
-    /// The judge's answer, verbatim.
+    /// The judge's answer (any API key's value redacted), or for an `error`
+    /// row why the request failed.
     pub raw: String,
 }
 
@@ -353,7 +361,7 @@ impl Table for JudgementRow {
                         path,
                         i + 1,
                         "verdict",
-                        format!("{v:?} is not one of win, tie, lose, unparseable"),
+                        format!("{v:?} is not one of win, tie, lose, unparseable, error"),
                     )
                 })
             })
@@ -551,6 +559,16 @@ mod tests {
                 choice: None,
                 raw: "hmm".into(),
             },
+            JudgementRow {
+                prompt_id: 3,
+                policy_a: "ma-ppo".into(),
+                policy_b: "ppo".into(),
+                judge: "gpt-4o".into(),
+                a_shown_first: true,
+                verdict: Verdict::Error,
+                choice: None,
+                raw: "HTTP 503: overloaded".into(),
+            },
         ];
         let path = dir.path().join("j.parquet");
         write_judgements(&path, &rows).unwrap();
@@ -559,13 +577,15 @@ mod tests {
         let good = JudgementRow::to_batch(&path, &rows).unwrap();
         let at = good.schema().index_of("verdict").unwrap();
         let mut columns = good.columns().to_vec();
-        columns[at] = Arc::new(arrow::array::StringArray::from(vec!["win", "draw"]));
+        columns[at] = Arc::new(arrow::array::StringArray::from(vec![
+            "win", "draw", "error",
+        ]));
         let bad = RecordBatch::try_new(good.schema(), columns).unwrap();
         crate::write_table(&path, &bad).unwrap();
         let err = read_judgements(&path).unwrap_err().to_string();
         assert!(
             err.ends_with(
-                "row 2, column \"verdict\": \"draw\" is not one of win, tie, lose, unparseable"
+                "row 2, column \"verdict\": \"draw\" is not one of win, tie, lose, unparseable, error"
             ),
             "{err}"
         );

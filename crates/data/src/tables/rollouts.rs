@@ -68,6 +68,30 @@ fn check(path: &Path, rows: &[RolloutRow]) -> Result<()> {
                 ),
             ));
         }
+        // A NaN or infinity in a log-prob, value or score would turn every
+        // loss of the update into NaN; refused where it is read.
+        for (column, values) in [
+            ("logprobs", &row.logprobs),
+            ("ref_logprobs", &row.ref_logprobs),
+            ("values", &row.values),
+        ] {
+            if let Some(t) = values.iter().position(|v| !v.is_finite()) {
+                return Err(DataError::cell(
+                    path,
+                    i + 1,
+                    column,
+                    format!("is {} at response token {t}", values[t]),
+                ));
+            }
+        }
+        if !row.score.is_finite() {
+            return Err(DataError::cell(
+                path,
+                i + 1,
+                "score",
+                format!("is {}; a reward-model score is a finite number", row.score),
+            ));
+        }
         if !(row.temperature.is_finite() && row.temperature >= 0.0) {
             return Err(DataError::cell(
                 path,
@@ -260,5 +284,59 @@ pub(crate) mod tests {
             err.to_string(),
             "/nonexistent/r.parquet: row 2, column \"ref_logprobs\": has 2 values but response_tokens has 3"
         );
+    }
+
+    /// Issue 21, item 8: a NaN or an infinity in a rollout is refused where
+    /// it is read (segment, update), with its row and column.
+    #[test]
+    fn non_finite_numbers_are_refused_by_row_and_column() {
+        let fine = [rollout(0, 3), rollout(1, 3)];
+        let table = |f: &dyn Fn(&mut RolloutRow)| {
+            let mut b = RolloutRow::to_batch(Path::new("x"), &fine).unwrap();
+            let mut bad = fine.clone();
+            f(&mut bad[1]);
+            // Each column from the bad rows, written without the check.
+            let columns: Vec<_> = b
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, field)| {
+                    let lists = |g: fn(&RolloutRow) -> &Vec<f32>| {
+                        list_array::<Float32Type>(
+                            &bad.iter().map(|r| g(r).as_slice()).collect::<Vec<_>>(),
+                        )
+                    };
+                    match field.name().as_str() {
+                        "logprobs" => lists(|r| &r.logprobs),
+                        "ref_logprobs" => lists(|r| &r.ref_logprobs),
+                        "values" => lists(|r| &r.values),
+                        "score" => f32_array(bad.iter().map(|r| r.score)),
+                        _ => b.column(i).clone(),
+                    }
+                })
+                .collect();
+            b = RecordBatch::try_new(b.schema(), columns).unwrap();
+            read_error::<RolloutRow>(b).to_string()
+        };
+        assert_eq!(
+            table(&|r| r.ref_logprobs[2] = f32::NAN),
+            "row 2, column \"ref_logprobs\": is NaN at response token 2"
+        );
+        assert_eq!(
+            table(&|r| r.values[0] = f32::INFINITY),
+            "row 2, column \"values\": is inf at response token 0"
+        );
+        assert_eq!(
+            table(&|r| r.logprobs[1] = f32::NEG_INFINITY),
+            "row 2, column \"logprobs\": is -inf at response token 1"
+        );
+        assert_eq!(
+            table(&|r| r.score = f32::NAN),
+            "row 2, column \"score\": is NaN; a reward-model score is a finite number"
+        );
+        let mut nan = fine.clone();
+        nan[0].values[1] = f32::NAN;
+        assert!(write_rollouts(Path::new("/nonexistent/r.parquet"), &nan).is_err());
     }
 }

@@ -24,6 +24,21 @@ pub struct SegmentRow {
 
 fn check(path: &Path, rows: &[SegmentRow]) -> Result<()> {
     check_unique_ids(path, "id", &rows.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    // One file, one termination condition: rows labelled with another are
+    // another run's, and a mix would train on two conditions at once.
+    if let Some(first) = rows.first() {
+        if let Some(i) = rows.iter().position(|r| r.termination != first.termination) {
+            return Err(DataError::cell(
+                path,
+                i + 1,
+                "termination",
+                format!(
+                    "{:?} differs from row 1's {:?}: a segments file holds one termination condition",
+                    rows[i].termination, first.termination
+                ),
+            ));
+        }
+    }
     for (i, row) in rows.iter().enumerate() {
         let bad = |msg: String| Err(DataError::cell(path, i + 1, "starts", msg));
         if let Some(&first) = row.starts.first() {
@@ -132,5 +147,30 @@ mod tests {
         );
         let err = read_error::<SegmentRow>(raw(&[seg(0, vec![0, 4, 2])]));
         assert!(err.to_string().contains("but 2 follows 4"));
+    }
+
+    /// Issue 21, item 8: rows labelled with another termination condition
+    /// are another run's.
+    #[test]
+    fn one_termination_per_file() {
+        let mut other = seg(2, vec![0, 1]);
+        other.termination = "fixed:1".into();
+        let b = SegmentRow::to_batch(Path::new("x"), &[seg(0, vec![0]), seg(1, vec![0])]).unwrap();
+        let mut cols = b.columns().to_vec();
+        cols[1] = std::sync::Arc::new(arrow::array::StringArray::from(vec!["fixed:5", "fixed:1"]));
+        let err = read_error::<SegmentRow>(RecordBatch::try_new(b.schema(), cols).unwrap());
+        assert_eq!(
+            err.to_string(),
+            "row 2, column \"termination\": \"fixed:1\" differs from row 1's \"fixed:5\": a segments file holds one termination condition"
+        );
+        let err = write_segments(
+            Path::new("/nonexistent/s.parquet"),
+            &[seg(0, vec![0]), other],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("row 2, column \"termination\""),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! an order drawn from a seeded RNG (cancelling the judge's position bias),
 //! and its A/B/E answer is mapped back to a [`Verdict`] from X's side.
 //! Answers that cannot be read are counted as [`Verdict::Unparseable`],
-//! never dropped. Code (APPS) is scored with pass@k instead.
+//! never dropped; a request that fails for one pair (retries ran out, the
+//! reply is not a completion) is that pair's [`Verdict::Error`], not the
+//! end of the run. Code (APPS) is scored with pass@k instead.
 
 mod parse;
 pub mod templates;
@@ -17,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{api_key_from_env, ChatClient, ClientConfig};
+use crate::client::{api_key_from_env, ChatClient, ClientConfig, RequestError};
 use crate::protocol::{ChatMessage, ChatRequest};
 
 pub use parse::parse_choice;
@@ -93,6 +95,14 @@ pub struct JudgeAnswer {
 /// Anything that compares two responses: an LLM over HTTP, a reward model.
 pub trait Judge: Send + Sync {
     fn judge(&self, req: &JudgeRequest) -> Result<JudgeAnswer>;
+
+    /// Whether `error`, returned by [`Judge::judge`], concerns that one
+    /// pair (it becomes the pair's [`Verdict::Error`] and judging goes on)
+    /// rather than every pair (a wrong key, model or URL; a broken local
+    /// judge), which stops the run.
+    fn fails_only_this_pair(&self, _error: &anyhow::Error) -> bool {
+        false
+    }
 }
 
 pub use marlhf_data::Verdict;
@@ -129,7 +139,9 @@ pub struct Judgement {
     pub raw: String,
 }
 
-/// Verdict counts from X's side; `n` includes unparseable answers.
+/// Verdict counts from X's side; `n` counts the answered pairs, unparseable
+/// answers included. Failed requests (`error`) are no answer about the
+/// responses: counted apart, not in `n`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WinRate {
     pub win: usize,
@@ -137,6 +149,8 @@ pub struct WinRate {
     pub lose: usize,
     pub unparseable: usize,
     pub n: usize,
+    #[serde(default)]
+    pub error: usize,
 }
 
 impl WinRate {
@@ -146,6 +160,10 @@ impl WinRate {
             Verdict::Tie => self.tie += 1,
             Verdict::Lose => self.lose += 1,
             Verdict::Unparseable => self.unparseable += 1,
+            Verdict::Error => {
+                self.error += 1;
+                return;
+            }
         }
         self.n += 1;
     }
@@ -217,9 +235,25 @@ pub fn judge_pairs_with_progress(
             response_a: a.clone(),
             response_b: b.clone(),
         };
-        let answer = judge
-            .judge(&request)
-            .with_context(|| format!("judging prompt {} (pair {i})", pair.prompt_id))?;
+        let answer = match judge.judge(&request) {
+            Ok(answer) => answer,
+            Err(e) if judge.fails_only_this_pair(&e) => {
+                rate.add(Verdict::Error);
+                judgements.push(Judgement {
+                    prompt_id: pair.prompt_id,
+                    x_shown_first,
+                    verdict: Verdict::Error,
+                    choice: None,
+                    raw: format!("{e:#}"),
+                });
+                progress(i + 1);
+                continue;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("judging prompt {} (pair {i})", pair.prompt_id))
+            }
+        };
         let verdict = verdict_from_choice(answer.choice, x_shown_first);
         rate.add(verdict);
         judgements.push(Judgement {
@@ -277,7 +311,7 @@ impl HttpJudge {
         if api_key.is_none() && config.base_url.contains("api.openai.com") {
             bail!(
                 "the judge at {} needs an API key: set the environment variable {}",
-                config.base_url,
+                crate::client::redact_url(&config.base_url),
                 config.api_key_env
             );
         }
@@ -294,6 +328,18 @@ impl HttpJudge {
             model: config.model,
             max_tokens: config.max_tokens,
         })
+    }
+
+    /// What identifies the answer to `req`: the endpoint (credentials
+    /// removed) and the whole request body (model, messages with the
+    /// responses in their presented order, length, temperature). A journal
+    /// of answers is keyed by it.
+    pub fn request_identity(&self, req: &JudgeRequest) -> String {
+        format!(
+            "{}\n{}",
+            self.client.redact(&self.client.config().base_url),
+            serde_json::to_string(&self.request_for(req)).expect("a request serialises")
+        )
     }
 
     /// The chat request sent for `req`.
@@ -315,12 +361,26 @@ impl Judge for HttpJudge {
     fn judge(&self, req: &JudgeRequest) -> Result<JudgeAnswer> {
         let response = self.client.chat(&self.request_for(req))?;
         let Some(raw) = response.content() else {
-            bail!("the judge answered with no choices");
+            return Err(anyhow::Error::new(RequestError {
+                status: None,
+                message: "the judge answered with no choices".to_string(),
+            }));
         };
+        // An answer may quote the request's key (a proxy's echo): the
+        // answer goes into files and reports, the key must not.
         Ok(JudgeAnswer {
-            raw: raw.to_string(),
+            raw: self.client.redact(raw),
             choice: parse_choice(req.task, raw),
         })
+    }
+
+    /// A failed request of one pair (retries ran out, a reply that is not
+    /// a completion, a 400 about this prompt) is that pair's; a refused
+    /// key, an unknown model or URL would fail every pair.
+    fn fails_only_this_pair(&self, error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<RequestError>()
+            .is_some_and(|e| !e.is_configuration())
     }
 }
 
@@ -400,7 +460,8 @@ mod tests {
                 tie: 0,
                 lose: 0,
                 unparseable: 0,
-                n: 64
+                n: 64,
+                error: 0,
             }
         );
         let firsts = judgements.iter().filter(|j| j.x_shown_first).count();
@@ -452,7 +513,8 @@ mod tests {
                 tie: 1,
                 lose: 2,
                 unparseable: 1,
-                n: 5
+                n: 5,
+                error: 0,
             }
         );
         assert_eq!(first[3].verdict, Verdict::Unparseable);

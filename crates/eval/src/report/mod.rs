@@ -215,6 +215,13 @@ pub fn render_markdown(
         );
         md.push_str(&pairwise_table(&input.pairwise));
         md.push('\n');
+        let failed: usize = input.pairwise.iter().map(|r| r.rate.error).sum();
+        if failed > 0 {
+            let _ = writeln!(
+                md,
+                "{failed} judge request(s) failed (verdict `error` in the judgements file) and are left out of n; running the judge again asks only for them.\n"
+            );
+        }
     }
     if !input.pass_at_k.is_empty() {
         md.push_str("## pass@k\n\n");

@@ -38,6 +38,7 @@ fn sample_input() -> ReportInput {
                 lose: 1,
                 unparseable: 1,
                 n: 10,
+                error: 0,
             },
         }],
         curves: vec![

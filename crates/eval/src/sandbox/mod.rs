@@ -6,8 +6,24 @@
 //! in a fresh directory with an environment of PATH only, in a new session,
 //! under RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NPROC and no
 //! core dumps. The supervisor forks the program's process, which gives up
-//! the report channel and the user before any of the program's code runs
-//! (see runner.py for the protocol).
+//! the report channel, joins the test's control groups and gives up the
+//! user before any of the program's code runs, then runs the program inside
+//! bubblewrap's namespaces (see runner.py for the protocol).
+//!
+//! Isolation ([`Sandbox::isolation`]): each test's program runs in mount,
+//! PID, network, IPC, UTS and user namespaces of its own ([`bwrap`]): it
+//! sees the interpreter's system directories read-only, its own solution,
+//! and private size-limited tmpfs mounts at /tmp, /var/tmp and /dev/shm —
+//! not the repository, the runs, the data with the tests' answers, /root,
+//! or any socket file; it cannot signal another test's processes or the
+//! host's. Where bubblewrap is missing or cannot create namespaces,
+//! [`Sandbox::new`] refuses unless [`SandboxConfig::allow_without_namespaces`].
+//!
+//! Budgets: one memory budget (tmpfs pages included) and one process
+//! budget per program, as a control group per test ([`cgroup`]), the
+//! process budget also as RLIMIT_NPROC inside the program's user namespace;
+//! where no cgroup can be written memory is limited per process
+//! (RLIMIT_AS), and [`Sandbox::weaknesses`] says so.
 //!
 //! Privileges: untrusted code never runs as the host's user. As root, the
 //! program runs as `nobody` (uid/gid 65534) with no supplementary groups;
@@ -15,13 +31,14 @@
 //! /root is not; the same name on [`SANDBOX_PATH`] is tried next), or
 //! [`Sandbox::new`] refuses. As any other user the sandbox cannot change
 //! user and refuses unless [`SandboxConfig::allow_same_user`] says to run
-//! programs as the caller anyway. [`Sandbox::drops_privileges`] says which.
+//! programs as the caller anyway (inside the namespaces, which hide the
+//! caller's files and processes). [`Sandbox::drops_privileges`] says which.
 //!
 //! Secrets: the supervisor and the program get PATH and nothing else of the
-//! host's environment; every other process's `/proc/<pid>/environ` is
-//! private to its owner, so `nobody` cannot read the host's (where an API
-//! key may live). Test directories are private to `nobody`, under a parent
-//! that only root can list, so concurrent tests cannot find each other's.
+//! host's environment; the program's PID namespace shows no other process,
+//! and without namespaces every other process's `/proc/<pid>/environ` is
+//! private to its owner. Test directories are private to `nobody`, under a
+//! parent that only root can list.
 //!
 //! Results: the exit status, signal or timeout and the return value of a
 //! call-based problem reach the host on a pipe that only the supervisor
@@ -31,14 +48,17 @@
 //! Processes: the supervisor is a child subreaper, so every process the
 //! program starts stays its descendant, also after setsid() or a double
 //! fork; when the program ends or its wall-clock limit passes, the
-//! supervisor kills them all. The host kills the supervisor's process group
-//! if it overruns its own deadline.
+//! supervisor kills them all (and the PID namespace dies with its first
+//! process). The host kills the supervisor's process group if it overruns
+//! its own deadline, and empties the test's cgroup.
 //!
 //! Network: the program's Python has its socket constructors and resolvers
-//! replaced by ones that raise `PermissionError`. As root the supervisor also
-//! gets an empty network namespace, a real boundary;
+//! replaced by ones that raise `PermissionError`, and it runs in an empty
+//! network namespace (without bubblewrap: as root, the supervisor's own);
 //! [`Sandbox::network_isolation`] says which applies.
 
+pub mod bwrap;
+pub mod cgroup;
 mod compare;
 mod process;
 
@@ -50,8 +70,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use bwrap::Bwrap;
+pub use cgroup::Version as CgroupVersion;
+use cgroup::{Budget, Cgroups};
 pub use compare::{stdout_matches, value_matches};
 pub use process::SANDBOX_PATH;
 
@@ -217,18 +240,34 @@ pub struct SandboxConfig {
     /// name, the same name on [`SANDBOX_PATH`] is the fallback.
     pub python: PathBuf,
     /// Without root the sandbox cannot run programs as another user; this
-    /// runs them as the caller instead (they can then read the caller's
-    /// files and the environment of the caller's other processes).
+    /// runs them as the caller instead (inside the namespaces, which hide
+    /// the caller's files and processes; without them, the programs can
+    /// read the caller's files and the environment of its processes).
     pub allow_same_user: bool,
+    /// Where bubblewrap is missing or cannot create namespaces, run the
+    /// programs without them instead of refusing: they can then read every
+    /// file their user can (the tests' answers included), signal other
+    /// programs of the same user and reach unix sockets.
+    pub allow_without_namespaces: bool,
+    /// The bubblewrap binary: a name (looked up on PATH, then on
+    /// [`SANDBOX_PATH`]) or a path.
+    pub bwrap: PathBuf,
     /// Wall-clock limit per test.
     pub timeout: Duration,
     /// RLIMIT_CPU per test; `None` is the wall-clock limit rounded up plus 1 s.
     pub cpu_seconds: Option<u64>,
-    /// RLIMIT_AS: address space, which bounds memory.
+    /// Memory of the program's processes together (the cgroup's limit,
+    /// tmpfs files included), and of each one (RLIMIT_AS, address space).
     pub memory_bytes: u64,
     /// RLIMIT_FSIZE: largest file the program may write.
     pub file_size_bytes: u64,
-    /// RLIMIT_NPROC (counts all processes of the user the program runs as).
+    /// Size of each private tmpfs (/tmp, /var/tmp, /dev/shm).
+    pub tmp_bytes: u64,
+    /// Processes the program may run at once: the cgroup's `pids.max` and
+    /// RLIMIT_NPROC inside the program's user namespace (where it counts
+    /// the program's processes alone); without namespaces and cgroup,
+    /// RLIMIT_NPROC, which counts every process of the user the program
+    /// runs as (all concurrent programs together).
     pub max_processes: u64,
     /// Output beyond this many bytes is dropped and the test fails.
     pub max_output_bytes: usize,
@@ -241,10 +280,13 @@ impl Default for SandboxConfig {
         Self {
             python: PathBuf::from("python3"),
             allow_same_user: false,
+            allow_without_namespaces: false,
+            bwrap: PathBuf::from("bwrap"),
             timeout: Duration::from_secs(4),
             cpu_seconds: None,
             memory_bytes: 1 << 30,
             file_size_bytes: 16 << 20,
+            tmp_bytes: 64 << 20,
             max_processes: 64,
             max_output_bytes: 16 << 20,
             stop_at_first_failure: false,
@@ -262,8 +304,20 @@ pub enum NetworkIsolation {
     GuardOnly,
 }
 
+/// What holds programs apart from the host and from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isolation {
+    /// Each test in namespaces of its own (bubblewrap): its own files only,
+    /// its own processes only, no network, no host socket.
+    pub namespaces: bool,
+    /// The cgroup hierarchy holding each program's memory and process
+    /// budget; `None`: per-process and per-user rlimits only.
+    pub cgroup: Option<CgroupVersion>,
+}
+
 /// A configured sandbox. Cheap to share across threads (`&Sandbox` is
-/// `Sync`): each test gets its own directory and processes.
+/// `Sync`): each test gets its own directory, processes, namespaces and
+/// cgroup.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     config: SandboxConfig,
@@ -272,8 +326,15 @@ pub struct Sandbox {
     user: Option<u32>,
     net_namespace: bool,
     note: Option<String>,
+    bwrap: Option<Arc<Bwrap>>,
+    cgroups: Option<Arc<Cgroups>>,
+    weaknesses: Vec<String>,
     base: Arc<BaseDir>,
 }
+
+/// How long bubblewrap and the interpreter may take to start a program
+/// before its wall-clock limit starts (runner.py's start marker).
+const SETUP: Duration = Duration::from_secs(10);
 
 /// The sandbox user, `nobody`.
 pub const NOBODY: u32 = 65534;
@@ -309,12 +370,17 @@ impl Sandbox {
             }
         }
         let base = Arc::new(BaseDir::new()?);
+        let bwrap = Bwrap::find(&config.bwrap, &python, config.tmp_bytes);
+        let cgroups = Cgroups::discover();
         let mut sandbox = Self {
             config,
             python,
             user,
-            net_namespace: root,
+            net_namespace: false,
             note,
+            bwrap: None,
+            cgroups: None,
+            weaknesses: Vec::new(),
             base,
         };
         let probe = TestCases {
@@ -322,11 +388,85 @@ impl Sandbox {
             outputs: vec![Value::from("ok\n")],
             fn_name: None,
         };
-        let works = |sb: &Sandbox| -> Result<TestResult> { sb.run_test(PROBE, &probe, 0) };
-        if sandbox.net_namespace && !works(&sandbox).is_ok_and(|r| r.outcome == Outcome::Pass) {
-            sandbox.net_namespace = false;
+        // Why the probe failed, or None when it passed.
+        let fails = |sb: &Sandbox| -> Option<String> {
+            match sb.run_test(PROBE, &probe, 0) {
+                Ok(r) if r.outcome == Outcome::Pass => None,
+                Ok(r) => Some(format!("{}: {}", r.outcome, r.detail)),
+                Err(e) => Some(format!("{e:#}")),
+            }
+        };
+        // Each layer is tried on its own, so one that cannot work here is
+        // named, not blamed on another.
+        let why_no_namespaces = match bwrap {
+            Ok(b) => {
+                sandbox.bwrap = Some(Arc::new(b));
+                let why = fails(&sandbox);
+                if why.is_some() {
+                    sandbox.bwrap = None;
+                }
+                why.map(|w| {
+                    format!(
+                        "{} cannot set up namespaces here ({w})",
+                        sandbox.config.bwrap.display()
+                    )
+                })
+            }
+            Err(why) => Some(why),
+        };
+        if let Some(why) = &why_no_namespaces {
+            if !sandbox.config.allow_without_namespaces {
+                bail!(
+                    "the pass@k sandbox runs programs in namespaces of their own (bubblewrap), and cannot here: {why}; install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; it needs unprivileged user namespaces), or pass --sandbox-without-namespaces to run programs where they can read every file their user can, the tests' answers included"
+                );
+            }
+            sandbox.weaknesses.push(format!(
+                "no namespaces ({why}): programs can read every file their user can (the tests' answers included), reach unix sockets and signal other programs of their user, so they run one at a time"
+            ));
         }
-        let r = works(&sandbox).context("the pass@k sandbox cannot start")?;
+        let why_no_cgroups = match cgroups {
+            Ok(c) => {
+                sandbox.cgroups = Some(Arc::new(c));
+                let why = fails(&sandbox);
+                if why.is_some() {
+                    sandbox.cgroups = None;
+                }
+                why.map(|w| format!("a test cannot join its cgroup: {w}"))
+            }
+            Err(why) => Some(why),
+        };
+        if let Some(why) = why_no_cgroups {
+            let processes = if sandbox.bwrap.is_some() {
+                format!(
+                    "processes stay per program ({} at once, counted in its user namespace)",
+                    sandbox.config.max_processes
+                )
+            } else {
+                let user = match user {
+                    Some(_) => "nobody",
+                    None => "the caller",
+                };
+                format!(
+                    "processes are limited per user ({} more running as {user}, every concurrent program together)",
+                    sandbox.config.max_processes
+                )
+            };
+            sandbox.weaknesses.push(format!(
+                "no cgroup ({why}): memory is limited per process ({} MiB of address space each, not for the program's processes together); {processes}",
+                sandbox.config.memory_bytes >> 20
+            ));
+        }
+        if sandbox.bwrap.is_none() && root {
+            // Without bubblewrap, root can still give the supervisor an
+            // empty network namespace.
+            sandbox.net_namespace = true;
+            if fails(&sandbox).is_some() {
+                sandbox.net_namespace = false;
+            }
+        }
+        let r = sandbox
+            .run_test(PROBE, &probe, 0)
+            .context("the pass@k sandbox cannot start")?;
         if r.outcome != Outcome::Pass {
             bail!(
                 "the pass@k sandbox does not work with {}: a trivial program ended with {} ({})",
@@ -359,11 +499,24 @@ impl Sandbox {
     }
 
     pub fn network_isolation(&self) -> NetworkIsolation {
-        if self.net_namespace {
+        if self.net_namespace || self.bwrap.is_some() {
             NetworkIsolation::NamespaceAndGuard
         } else {
             NetworkIsolation::GuardOnly
         }
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        Isolation {
+            namespaces: self.bwrap.is_some(),
+            cgroup: self.cgroups.as_ref().map(|c| c.version()),
+        }
+    }
+
+    /// One line per protection this sandbox cannot give here (no
+    /// namespaces, no cgroup), saying what follows; empty when all hold.
+    pub fn weaknesses(&self) -> &[String] {
+        &self.weaknesses
     }
 
     /// Runs `code` on every test of `tests`. Errors only when the sandbox
@@ -400,13 +553,25 @@ impl Sandbox {
             None => ("stdio", text_of(input).unwrap_or_default()),
             Some(_) => ("call", input.to_string()),
         };
-        let mut args = vec![
-            mode.to_string(),
-            self.config.timeout.as_millis().to_string(),
-            self.user.map_or("-".to_string(), |u| u.to_string()),
-            self.config.max_output_bytes.to_string(),
-        ];
-        args.extend(tests.fn_name.clone());
+        let (done, ending) = self.execute(code, mode, tests.fn_name.as_deref(), &stdin)?;
+        classify(
+            &done,
+            expected,
+            tests.fn_name.is_some(),
+            self.config.timeout,
+            ending,
+        )
+    }
+
+    /// Runs `code` once through the whole sandbox with `stdin`, in `mode`
+    /// (`stdio` or `call` of `fn_name`): how it ended, before classifying.
+    fn execute(
+        &self,
+        code: &str,
+        mode: &str,
+        fn_name: Option<&str>,
+        stdin: &str,
+    ) -> Result<(process::Finished, Ending)> {
         let dir = self.base.test_dir(self.user)?;
         let solution = dir.path().join("solution.py");
         fs::write(&solution, code)
@@ -415,21 +580,79 @@ impl Sandbox {
             std::os::unix::fs::chown(&solution, Some(uid), Some(uid))
                 .with_context(|| format!("cannot chown {}", solution.display()))?;
         }
+        let group = match &self.cgroups {
+            Some(c) => Some(
+                c.test_group(Budget {
+                    memory_bytes: self.config.memory_bytes,
+                    processes: self.config.max_processes + bwrap::OWN_PROCESSES,
+                })
+                .context("cannot create the test's cgroup")?,
+            ),
+            None => None,
+        };
+        let exec = self.bwrap.as_ref().map(|b| {
+            let inner = json!({
+                "role": "program",
+                "mode": mode,
+                "fn_name": fn_name,
+                "solution": format!("{}/solution.py", bwrap::SOLUTION_DIR),
+                // Counted in the program's own user namespace: its init,
+                // the runner and whatever the program starts.
+                "max_processes": self.config.max_processes + bwrap::OWN_PROCESSES,
+            });
+            let python = self.python.to_string_lossy().into_owned();
+            b.command(
+                dir.path(),
+                &[
+                    python,
+                    "-I".into(),
+                    "-S".into(),
+                    "-c".into(),
+                    RUNNER.into(),
+                    inner.to_string(),
+                ],
+            )
+        });
+        let config = json!({
+            "mode": mode,
+            "fn_name": fn_name,
+            "timeout_ms": self.config.timeout.as_millis() as u64,
+            "setup_ms": SETUP.as_millis() as u64,
+            "uid": self.user,
+            "cap": self.config.max_output_bytes,
+            "solution": "solution.py",
+            "cgroups": group.as_ref().map(|g| g.procs_files()).unwrap_or_default(),
+            "exec": exec,
+        });
         let limits = process::Limits {
             wall: self.config.timeout,
+            setup: SETUP,
             cpu_seconds: self
                 .config
                 .cpu_seconds
                 .unwrap_or_else(|| self.config.timeout.as_secs_f64().ceil() as u64 + 1),
             address_space_bytes: self.config.memory_bytes,
             file_size_bytes: self.config.file_size_bytes,
-            processes: self.config.max_processes,
+            // RLIMIT_NPROC counts every task of a user. Under bubblewrap the
+            // program sets it inside its user namespace, where the count
+            // is its own processes' (since Linux 5.14), and the pids
+            // cgroup bounds it too: the per-user count stays unlimited so
+            // one program's fork bomb cannot starve the others. Without
+            // either, the per-user count is all there is: as nobody, the
+            // budget; as the caller, the caller's tasks now plus the budget.
+            processes: if group.is_some() || self.bwrap.is_some() {
+                None
+            } else if self.user.is_some() {
+                Some(self.config.max_processes + bwrap::OWN_PROCESSES)
+            } else {
+                Some(tasks_of_caller() + self.config.max_processes)
+            },
             output_bytes: self.config.max_output_bytes,
         };
         let done = process::run(
             &self.python,
             RUNNER,
-            &args,
+            &[config.to_string()],
             dir.path(),
             stdin.as_bytes(),
             &limits,
@@ -437,13 +660,55 @@ impl Sandbox {
                 net_namespace: self.net_namespace,
             },
         )?;
-        classify(
-            &done,
-            expected,
-            tests.fn_name.is_some(),
-            self.config.timeout,
-        )
+        let oom = group.as_ref().is_some_and(|g| g.oom_killed());
+        drop(group);
+        Ok((
+            done,
+            Ending {
+                through_bwrap: self.bwrap.is_some(),
+                oom,
+            },
+        ))
     }
+}
+
+/// The tasks (threads included, as RLIMIT_NPROC counts them) the caller's
+/// real user runs now.
+fn tasks_of_caller() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut tasks = 0;
+    for entry in entries.flatten() {
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        };
+        let mine = field("Uid:").is_some_and(|ids| ids.first() == Some(&uid.as_str()));
+        if mine {
+            tasks += field("Threads:")
+                .and_then(|v| v.first().and_then(|n| n.parse::<u64>().ok()))
+                .unwrap_or(1);
+        }
+    }
+    tasks
+}
+
+/// What the host knows about how the program's process ended beyond the
+/// supervisor's report.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ending {
+    /// bubblewrap passes a signal's death on as exit status 128 + signal.
+    through_bwrap: bool,
+    /// The kernel killed a process of the test's cgroup for memory.
+    oom: bool,
 }
 
 /// The supervisor's report (runner.py writes one JSON line on fd 3).
@@ -470,6 +735,7 @@ fn classify(
     expected: &Value,
     call: bool,
     timeout: Duration,
+    ending: Ending,
 ) -> Result<TestResult> {
     let stderr = String::from_utf8_lossy(&done.stderr);
     let stdout = String::from_utf8_lossy(&done.stdout);
@@ -518,20 +784,33 @@ fn classify(
                 format!("wall-clock limit {timeout:?} exceeded"),
             )
         }
-        Some("signaled") => {
-            let sig = report.signal.unwrap_or(0);
-            if sig == libc::SIGXCPU {
-                return result(Outcome::Timeout, "CPU time limit exceeded".to_string());
-            }
-            return result(
-                Outcome::RuntimeError,
-                format!("killed by signal {sig}{}", last_line(&stderr)),
-            );
-        }
-        Some("exited") => {}
+        Some("signaled") | Some("exited") => {}
         other => bail!("the pass@k sandbox sent a report without a known status: {other:?}"),
     }
     let code = report.code.unwrap_or(-1);
+    // bubblewrap's init exits with 128 + the signal that killed the
+    // program (a program could exit with such a status itself and be
+    // called killed: either way it failed).
+    let signal = match report.status.as_deref() {
+        Some("signaled") => Some(report.signal.unwrap_or(0)),
+        _ if ending.through_bwrap && (129..=128 + 64).contains(&code) => Some(code as i32 - 128),
+        _ => None,
+    };
+    if let Some(sig) = signal {
+        if sig == libc::SIGXCPU {
+            return result(Outcome::Timeout, "CPU time limit exceeded".to_string());
+        }
+        if ending.oom {
+            return result(
+                Outcome::RuntimeError,
+                "memory limit exceeded (the program's processes together)".to_string(),
+            );
+        }
+        return result(
+            Outcome::RuntimeError,
+            format!("killed by signal {sig}{}", last_line(&stderr)),
+        );
+    }
     if code == EXIT_COMPILE_ERROR {
         if let Some(Value::String(message)) = handed_field("compile_error") {
             return result(Outcome::CompileError, message.clone());
@@ -737,7 +1016,8 @@ fn remove_stale_bases(base: &Path) {
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            if !marlhf_data::atomic::may_still_write(pid, modified) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }

@@ -1,8 +1,8 @@
 //! Starting the sandbox's supervisor (`runner.py`): a new session, resource
 //! limits and the child-subreaper flag set between fork and exec, an
-//! optional empty network namespace, the report channel on file descriptor
-//! 3, piped stdio drained by threads, and a backstop deadline in case the
-//! supervisor itself stops answering.
+//! optional empty network namespace (without bubblewrap), the report
+//! channel on file descriptor 3, piped stdio drained by threads, and a
+//! backstop deadline in case the supervisor itself stops answering.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -25,13 +25,18 @@ pub const REPORT_FD: i32 = 3;
 /// Limits applied to the supervisor and everything it starts.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// The supervisor enforces this itself; the host kills the supervisor's
-    /// group only if it has not finished [`BACKSTOP`] later.
+    /// The supervisor enforces this itself, from when the program's code
+    /// starts; the host kills the supervisor's group only if it has not
+    /// finished [`BACKSTOP`] after `setup + wall`.
     pub wall: Duration,
+    /// The longest the sandbox may take to start the program (bubblewrap,
+    /// the interpreter), on top of `wall`.
+    pub setup: Duration,
     pub cpu_seconds: u64,
     pub address_space_bytes: u64,
     pub file_size_bytes: u64,
-    pub processes: u64,
+    /// RLIMIT_NPROC; `None`: unlimited (a pids cgroup bounds the program).
+    pub processes: Option<u64>,
     pub output_bytes: usize,
 }
 
@@ -102,7 +107,11 @@ pub fn run(
         ),
         // Ignored for root (CAP_SYS_RESOURCE), so it binds the program once
         // it runs as the sandbox user; bounds fork bombs.
-        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
+        (
+            libc::RLIMIT_NPROC,
+            limits.processes.unwrap_or(libc::RLIM_INFINITY),
+            limits.processes.unwrap_or(libc::RLIM_INFINITY),
+        ),
         (libc::RLIMIT_CORE, 0, 0),
     ];
     let net_namespace = isolation.net_namespace;
@@ -188,7 +197,9 @@ pub fn run(
         wait_for_exit_unreaped(pid);
         let _ = exit_tx.send(());
     });
-    let backstop = exit_rx.recv_timeout(limits.wall + BACKSTOP).is_err();
+    let backstop = exit_rx
+        .recv_timeout(limits.setup + limits.wall + BACKSTOP)
+        .is_err();
     // The supervisor has killed the program's processes itself; this only
     // matters when the backstop fired.
     // SAFETY: plain system call; pid is our unreaped child's group id.

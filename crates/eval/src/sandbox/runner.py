@@ -1,58 +1,85 @@
 # The marlhf sandbox, Python side. Run as
 #
-#     python3 -I -S -c <this file> MODE TIMEOUT_MS UID RESULT_CAP [FN_NAME]
+#     python3 -I -S -c <this file> CONFIG
 #
-# in a fresh directory holding `solution.py`, with file descriptor 3 open
-# for writing: the report channel to the host.
+# with CONFIG a JSON object, in a fresh directory holding the solution, with
+# file descriptor 3 open for writing: the report channel to the host.
 #
 # Two processes. This one, the supervisor, runs as the host's user (root when
 # the host is root) and never executes untrusted code: it forks the program's
 # process, waits for it with the wall-clock limit, kills every process the
 # program left behind, and writes one JSON line on fd 3 saying how the
 # program ended and what it returned. The program's process closes fd 3,
-# drops to UID (unless "-"), and only then compiles and runs the solution.
-# It hands its return value (call-based problems) or a compile error to the
+# joins the test's control groups (its memory and process budget), drops to
+# CONFIG["uid"] (unless null), and only then runs the solution: in this
+# process, or, when CONFIG["exec"] is given, by executing that command (the
+# bubblewrap sandbox, with this file's "program" role inside it). It hands
+# its return value (call-based problems) or a compile error to the
 # supervisor through a pipe of its own; what it prints is only its output.
 #
 # Why it holds: the program cannot reach fd 3 (closed before any of its code
-# runs; the supervisor runs as another user, so /proc/<supervisor>/fd and
-# ptrace are closed to it), so the exit status, signal, timeout and the
-# labelling of the return value are the supervisor's, never the program's.
-# The host makes this process a child subreaper, so every descendant the
-# program starts - also one that calls setsid() or double-forks - becomes
-# this process's child when its parent dies, and is killed here.
+# runs; the supervisor runs as another user, or outside the program's PID
+# namespace, so /proc/<supervisor>/fd, signals and ptrace are closed to
+# it), so the exit status, signal, timeout and the labelling of the return
+# value are the supervisor's, never the program's. The host makes this
+# process a child subreaper, so every descendant the program starts - also
+# one that calls setsid() or double-forks - becomes this process's child
+# when its parent dies, and is killed here.
 import os
 import sys
 
 REPORT_FD = 3
+# Where the program's process finds its result pipe inside the bubblewrap
+# sandbox.
+RESULT_FD = 4
+# The first byte on the result pipe, written by this runner just before the
+# solution's code runs: the wall-clock limit counts from it, so the time
+# bubblewrap and the interpreter take to start (long on a loaded machine)
+# is not the program's. The program cannot hold it back: none of its code
+# has run yet.
+STARTED = b"\x01"
 
 
-def main():
+def main(config):
     import json
     import select
     import signal
     import time
 
-    mode, timeout_ms, uid, cap = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    fn_name = sys.argv[5] if mode == "call" else None
-    timeout = int(timeout_ms) / 1000.0
-    uid = None if uid == "-" else int(uid)
-    cap = int(cap)
-    # Loaded here once so the program's process starts with them.
-    for name in PRELUDE_MODULES:
-        __import__(name)
-    refuse_network()
+    timeout = config["timeout_ms"] / 1000.0
+    setup = config["setup_ms"] / 1000.0
+    cap = config["cap"]
+    if config.get("exec") is None:
+        # Loaded here once so the program's process starts with them.
+        load_prelude()
 
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        program(mode, fn_name, uid, write_end)  # never returns
+        program(config, write_end)  # never returns
     os.close(write_end)
 
-    deadline = time.monotonic() + timeout
+    # Until the program's code starts, the setup allowance too.
+    deadline = time.monotonic() + setup + timeout
     pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    chunks, size, truncated = [], 0, False
+    received = {"chunks": [], "size": 0, "truncated": False, "started": False}
+
+    def take(data):
+        """Keeps what the program's process handed over, up to `cap`
+        bytes; the start marker sets the deadline."""
+        nonlocal deadline
+        if not received["started"]:
+            received["started"] = True
+            if data.startswith(STARTED):
+                deadline = time.monotonic() + timeout
+                data = data[len(STARTED) :]
+        size = received["size"]
+        if size < cap:
+            received["chunks"].append(data[: cap - size])
+        received["truncated"] = received["truncated"] or size + len(data) > cap
+        received["size"] = size + len(data)
+
     status, timed_out = None, False
     reading = True
     while status is None:
@@ -68,14 +95,10 @@ def main():
         ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.005))
         if reading and read_end in ready:
             data = os.read(read_end, 65536)
-            if not data:
-                reading = False
-            elif size < cap:
-                chunks.append(data[: cap - size])
-                truncated = truncated or size + len(data) > cap
-                size += len(data)
+            if data:
+                take(data)
             else:
-                truncated = True
+                reading = False
         done, status_value = os.waitpid(pid, os.WNOHANG)
         if done:
             status = status_value
@@ -85,10 +108,8 @@ def main():
         data = os.read(read_end, 65536)
         if not data:
             break
-        if size < cap:
-            chunks.append(data[: cap - size])
-        truncated = truncated or size + len(data) > cap
-        size += len(data)
+        take(data)
+    chunks, truncated = received["chunks"], received["truncated"]
 
     report = {"result": b"".join(chunks).decode("utf-8", "replace"), "result_truncated": truncated}
     if timed_out:
@@ -160,19 +181,73 @@ EXIT_COMPILE_ERROR = 3
 EXIT_SETUP_FAILED = 70
 
 
-def program(mode, fn_name, uid, result_fd):
-    """The program's process: give up the report channel and the user, then
-    run the solution. Never returns."""
-    status = EXIT_SETUP_FAILED
+def load_prelude():
+    for name in PRELUDE_MODULES:
+        __import__(name)
+    refuse_network()
+
+
+def program(config, result_fd):
+    """The program's process: give up the report channel, join the test's
+    control groups, give up the user, then run the solution (here, or in
+    the command CONFIG["exec"] names). Never returns."""
     try:
         os.close(REPORT_FD)
+        # Before dropping root: the groups' files are root's.
+        for procs in config.get("cgroups", []):
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+        uid = config.get("uid")
         if uid is not None:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
             if os.getuid() != uid or os.geteuid() != uid:
-                os._exit(EXIT_SETUP_FAILED)
-        status = run_solution(mode, fn_name, result_fd)
+                raise PermissionError("still uid %d after setuid(%d)" % (os.getuid(), uid))
+        command = config.get("exec")
+        if command is not None:
+            # The result pipe at the number the command's runner expects;
+            # every other descriptor of this process closes on exec.
+            if result_fd != RESULT_FD:
+                os.dup2(result_fd, RESULT_FD)
+                os.close(result_fd)
+            os.execv(command[0], command)
+    except BaseException as error:
+        sys.stderr.write("marlhf sandbox setup failed: %s: %s\n" % (type(error).__name__, error))
+        sys.stderr.flush()
+        os._exit(EXIT_SETUP_FAILED)
+    os.write(result_fd, STARTED)
+    run_then_exit(lambda: run_solution(config["mode"], config.get("fn_name"), result_fd, config["solution"]))
+
+
+def program_role(config):
+    """Inside the bubblewrap sandbox: run the solution, with the result pipe
+    on RESULT_FD. Never returns."""
+
+    def run():
+        import resource
+
+        # bubblewrap's --chdir sets PWD; the program gets PATH only.
+        os.environ.pop("PWD", None)
+        # In this user namespace RLIMIT_NPROC counts this program's
+        # processes alone (Linux >= 5.14): its budget, whoever else runs
+        # as the same user.
+        limit = config["max_processes"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        load_prelude()
+        os.write(RESULT_FD, STARTED)
+        return run_solution(config["mode"], config.get("fn_name"), RESULT_FD, config["solution"])
+
+    run_then_exit(run)
+
+
+def run_then_exit(run):
+    """Runs the solution through `run` and exits with its status: a
+    SystemExit's code, 1 after an uncaught exception (its traceback on
+    stderr). Never returns."""
+    status = EXIT_SETUP_FAILED
+    try:
+        status = run()
     except SystemExit as done:
         status = exit_code(done.code)
     except BaseException:
@@ -198,7 +273,7 @@ def exit_code(code):
     return 1
 
 
-def run_solution(mode, fn_name, result_fd):
+def run_solution(mode, fn_name, result_fd, solution):
     import builtins
     import io
     import json
@@ -207,7 +282,7 @@ def run_solution(mode, fn_name, result_fd):
     # quit(); solutions call them freely.
     builtins.exit = sys.exit
     builtins.quit = sys.exit
-    with open("solution.py", encoding="utf-8", errors="replace") as handle:
+    with open(solution, encoding="utf-8", errors="replace") as handle:
         source = handle.read()
     try:
         code = compile(source, "solution.py", "exec")
@@ -297,14 +372,21 @@ def refuse_network():
                 setattr(module, name, refuse)
 
 
-try:
-    main()
-except BaseException as error:  # a fault of the sandbox itself, never the program's
-    import json as _json
+def start():
+    import json
 
+    config = json.loads(sys.argv[1])
+    if config.get("role") == "program":
+        program_role(config)
     try:
-        kill_descendants()
-    except BaseException:
-        pass
-    os.write(REPORT_FD, (_json.dumps({"harness_error": "%s: %s" % (type(error).__name__, error)}) + "\n").encode())
-    os._exit(EXIT_SETUP_FAILED)
+        main(config)
+    except BaseException as error:  # a fault of the sandbox itself, never the program's
+        try:
+            kill_descendants()
+        except BaseException:
+            pass
+        os.write(REPORT_FD, (json.dumps({"harness_error": "%s: %s" % (type(error).__name__, error)}) + "\n").encode())
+        os._exit(EXIT_SETUP_FAILED)
+
+
+start()

@@ -14,8 +14,39 @@ fn config(timeout_ms: u64) -> SandboxConfig {
     SandboxConfig {
         timeout: Duration::from_millis(timeout_ms),
         allow_same_user: true,
+        // Where namespaces cannot be made, the tests of everything else
+        // still run; the isolation tests check the refusal instead.
+        allow_without_namespaces: true,
         ..SandboxConfig::default()
     }
+}
+
+/// Where this machine cannot give a test its own namespaces: the strict
+/// sandbox (the stage's default) refuses in one line naming bubblewrap.
+/// Returns whether the namespaces are there (the isolation tests run).
+fn namespaces_or_refusal(sb: &Sandbox) -> bool {
+    if sb.isolation().namespaces {
+        assert!(sb.weaknesses().iter().all(|w| !w.contains("no namespaces")));
+        assert_eq!(sb.network_isolation(), NetworkIsolation::NamespaceAndGuard);
+        return true;
+    }
+    let strict = SandboxConfig {
+        allow_without_namespaces: false,
+        ..sb.config().clone()
+    };
+    let err = Sandbox::new(strict).unwrap_err().to_string();
+    assert!(
+        err.contains("bubblewrap") && err.contains("--sandbox-without-namespaces"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        sb.weaknesses().iter().any(|w| w.contains("no namespaces")),
+        "{:?}",
+        sb.weaknesses()
+    );
+    eprintln!("no namespaces here: {err}");
+    false
 }
 
 fn is_root() -> bool {
@@ -162,102 +193,83 @@ impl Drop for Scratch {
     }
 }
 
+/// A tag no other process on the host has in its command line: the
+/// programs below exec `sleep TAG`, so the host can find their processes
+/// whatever PID namespace they are in.
+fn sleep_tag() -> String {
+    format!("30.{:012}", rand::random::<u64>() % 1_000_000_000_000)
+}
+
+/// The live (not zombie) processes running `sleep tag`.
+fn processes_tagged(tag: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() >= 2 && args[1] == tag.as_bytes() && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Issue 13, item 3: a timed-out program's processes all die with it: a
 /// forked child, and a grandchild that called setsid() and would outlive a
 /// kill of the process group.
 #[test]
 fn timeout_kills_every_process_the_program_started() {
-    let sb = sandbox(800);
-    let scratch = Scratch::new("setsid");
-    let marker = scratch.0.join("outlived");
+    let sb = sandbox(1500);
+    let tag = sleep_tag();
     let code = format!(
-        r#"import os, sys, time
-pids = [os.getpid()]
+        r#"import os, time
 child = os.fork()
 if child == 0:
-    grandchild = os.fork()
-    if grandchild == 0:
+    if os.fork() == 0:
         os.setsid()
-        time.sleep(3.0)
-        open({marker:?}, 'w').write('x')
-        os._exit(0)
+        os.execv('/bin/sleep', ['sleep', {tag:?}])
     while True:
         pass
-r, w = os.pipe()
 if os.fork() == 0:
     os.setsid()
-    os.write(w, str(os.getpid()).encode())
-    while True:
-        time.sleep(0.01)
-pids += [child, int(os.read(r, 32))]
-sys.stdout.write(' '.join(map(str, pids)) + '\n')
-sys.stdout.flush()
+    os.execv('/bin/sleep', ['sleep', {tag:?}])
 while True:
     pass
-"#,
-        marker = marker.display().to_string()
+"#
     );
     let tests = stdio_cases(&[("", "never")]);
     let started = Instant::now();
-    let r = sb.run_test(&code, &tests, 0).unwrap();
+    let (r, seen) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| sb.run_test(&code, &tests, 0).unwrap());
+        // The tagged processes exist while the program runs: the check
+        // below could not pass by looking in the wrong place.
+        let mut seen = 0;
+        while !run.is_finished() {
+            seen = seen.max(processes_tagged(&tag).len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (run.join().unwrap(), seen)
+    });
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(seen, 2, "both setsid() descendants ran");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
-
-    // The pids are those of the host's pid namespace: ask the program again
-    // through a sandbox whose stdout we can read.
-    let printed = run_and_capture(&sb, &code);
-    let pids: Vec<i32> = printed
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 3, "{printed:?}");
-    for pid in &pids {
-        assert!(!alive(*pid), "process {pid} outlived its test");
-    }
-    // The setsid() grandchild would have written the marker after 3 s: far
-    // past the 0.8 s limit, so a loaded machine's slow kill is no failure.
-    std::thread::sleep(Duration::from_millis(3300));
-    assert!(!marker.exists(), "a setsid() descendant outlived its test");
+    assert_eq!(
+        processes_tagged(&tag),
+        Vec::<i32>::new(),
+        "outlived its test"
+    );
 }
 
-/// Runs `code` as a stdio program through the sandbox's process layer and
-/// returns what it printed (the test API only returns outcomes).
+/// Runs `code` as a stdio program through the whole sandbox and returns
+/// what it printed (the test API only returns outcomes).
 fn run_and_capture(sb: &Sandbox, code: &str) -> String {
-    let dir = sb.base.test_dir(sb.user).unwrap();
-    let solution = dir.path().join("solution.py");
-    fs::write(&solution, code).unwrap();
-    if let Some(uid) = sb.user {
-        std::os::unix::fs::chown(&solution, Some(uid), Some(uid)).unwrap();
-    }
-    let args: Vec<String> = vec![
-        "stdio".into(),
-        sb.config.timeout.as_millis().to_string(),
-        sb.user.map_or("-".into(), |u| u.to_string()),
-        "65536".into(),
-    ];
-    let done = process::run(
-        &sb.python,
-        RUNNER,
-        &args,
-        dir.path(),
-        b"",
-        &process::Limits {
-            wall: sb.config.timeout,
-            cpu_seconds: 5,
-            address_space_bytes: 1 << 30,
-            file_size_bytes: 1 << 20,
-            processes: 64,
-            output_bytes: 1 << 20,
-        },
-        process::Isolation {
-            net_namespace: sb.net_namespace,
-        },
-    )
-    .unwrap();
+    let (done, _) = sb.execute(code, "stdio", None, "").unwrap();
     assert!(!done.backstop);
     String::from_utf8_lossy(&done.stdout).into_owned()
 }
@@ -266,18 +278,16 @@ fn run_and_capture(sb: &Sandbox, code: &str) -> String {
 #[test]
 fn a_finished_program_leaves_no_process_behind() {
     let sb = sandbox(4000);
-    let scratch = Scratch::new("daemon");
-    let marker = scratch.0.join("outlived");
+    let tag = sleep_tag();
     let code = format!(
-        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(0.8)\n        open({:?}, 'w').write('x')\n    os._exit(0)\nprint('done')\n",
-        marker.display().to_string()
+        "import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execv('/bin/sleep', ['sleep', {tag:?}])\n    os._exit(0)\nos.wait()\nimport time\ntime.sleep(0.3)\nprint('done')\n"
     );
     let tests = stdio_cases(&[("", "done\n")]);
     let r = sb.run_program(&code, &tests).unwrap();
     assert!(r.passed(), "{r:?}");
-    std::thread::sleep(Duration::from_millis(1200));
-    assert!(
-        !marker.exists(),
+    assert_eq!(
+        processes_tagged(&tag),
+        Vec::<i32>::new(),
         "a daemonised descendant outlived its test"
     );
 }
@@ -563,12 +573,12 @@ fn an_interpreter_nobody_cannot_run_is_replaced_or_refused() {
 #[test]
 fn network_isolation_is_reported() {
     let sb = sandbox(4000);
-    if !is_root() {
+    assert_eq!(sb.drops_privileges(), is_root());
+    if !is_root() && !sb.isolation().namespaces {
+        // Without root only bubblewrap's user namespace can make one.
         assert_eq!(sb.network_isolation(), NetworkIsolation::GuardOnly);
-        assert!(!sb.drops_privileges());
         return;
     }
-    assert!(sb.drops_privileges());
     if sb.network_isolation() == NetworkIsolation::NamespaceAndGuard {
         // /proc/net follows the reader's namespace: only a loopback device.
         let code = "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))\n";
@@ -577,4 +587,380 @@ fn network_isolation_is_reported() {
             .unwrap();
         assert!(r.passed(), "{r:?}");
     }
+}
+
+/// Issue 21, item 1: a program that finds its test's answer in a file it
+/// can read passes every test. Here the answers lie in a world-readable
+/// file on the host (as `../shared/data/apps/*.jsonl` does); the program
+/// also tries the repository and /root.
+#[test]
+fn a_program_cannot_read_the_answers_or_the_repository() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = sandbox(4000);
+    if !namespaces_or_refusal(&sb) {
+        return;
+    }
+    let scratch = Scratch::new("answers");
+    let answers = scratch.0.join("answers.json");
+    fs::write(&answers, r#"{"1 2\n": "3\n", "5 5\n": "10\n"}"#).unwrap();
+    fs::set_permissions(&answers, fs::Permissions::from_mode(0o644)).unwrap();
+    let cheat = format!(
+        "import json, sys\nprint(json.load(open({:?}))[sys.stdin.read()], end='')\n",
+        answers.display().to_string()
+    );
+    let tests = stdio_cases(&[("1 2\n", "3\n"), ("5 5\n", "10\n")]);
+    let r = sb.run_program(&cheat, &tests).unwrap();
+    assert!(!r.passed(), "the cheat read the answers: {r:?}");
+    assert_eq!(r.tests[0].outcome, Outcome::RuntimeError, "{r:?}");
+    assert!(r.tests[0].detail.contains("FileNotFoundError"), "{r:?}");
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    assert!(repo.exists());
+    let probe = format!(
+        r#"import os
+seen = []
+for path in [{answers:?}, {repo:?}, '/root', '/home', '/work', '/run', '/var/run']:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            open(path, 'rb').read(1)
+        seen.append(path)
+    except OSError:
+        pass
+print(' '.join(sorted(os.listdir('/'))) + ';' + ' '.join(seen))
+"#,
+        answers = answers.display().to_string(),
+        repo = repo.display().to_string()
+    );
+    let printed = run_and_capture(&sb, &probe);
+    let (listing, seen) = printed.trim_end().split_once(';').unwrap();
+    assert_eq!(seen, "", "the program could read: {printed}");
+    // What a root may hold: the mount points the sandbox makes, the system
+    // directories, the interpreter's own prefix.
+    let mut allowed: Vec<String> = [
+        "bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "proc", "dev", "tmp",
+        "var", "sandbox",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for dir in bwrap::interpreter_dirs(sb.python()).unwrap() {
+        allowed.extend(
+            dir.components()
+                .nth(1)
+                .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+        );
+    }
+    for entry in listing.split(' ') {
+        assert!(
+            allowed.iter().any(|a| a == entry),
+            "/{entry} is visible: {printed}"
+        );
+    }
+    assert!(listing.contains("sandbox"), "{printed}");
+}
+
+/// Issue 21, item 1, with the workplace's real APPS data: a program that
+/// looks its input up in the APPS file (every test's expected output is in
+/// it) and prints the stored answer.
+#[test]
+#[ignore = "needs ../shared"]
+fn a_program_cannot_look_up_apps_answers() {
+    let apps = marlhf_testkit::shared("data/apps/train_subset.jsonl");
+    let first = fs::read_to_string(&apps)
+        .unwrap_or_else(|e| panic!("{}: {e}", apps.display()))
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let problem: Value = serde_json::from_str(&first).unwrap();
+    let tests = TestCases::from_json(problem["input_output"].as_str().unwrap()).unwrap();
+    let cheat = format!(
+        r#"import json, sys
+data = sys.stdin.read()
+for line in open({apps:?}):
+    io = json.loads(json.loads(line)['input_output'])
+    for i, o in zip(io['inputs'], io['outputs']):
+        if i == data:
+            print(o, end='')
+            sys.exit(0)
+"#,
+        apps = apps.display().to_string()
+    );
+    let sb = sandbox(8000);
+    if !namespaces_or_refusal(&sb) {
+        return;
+    }
+    let r = sb.run_program(&cheat, &tests).unwrap();
+    assert!(!r.passed(), "the cheat read the APPS answers: {r:?}");
+    assert!(r.tests[0].detail.contains("FileNotFoundError"), "{r:?}");
+    // The honest solution of the same problem passes.
+    assert!(sb.run_program(APPS_1_SOLUTION, &tests).unwrap().passed());
+}
+
+/// Issue 21, item 2: a program that calls kill(-1, SIGKILL) kills only its
+/// own processes: not a program of another test running at the same time,
+/// not a process of its user on the host.
+#[test]
+fn kill_minus_one_reaches_only_the_programs_own_processes() {
+    let sb = sandbox(8000);
+    if !namespaces_or_refusal(&sb) {
+        // Without namespaces a same-user kill(-1) would kill this test.
+        return;
+    }
+    let mut host = std::process::Command::new("sleep");
+    host.arg("30");
+    if is_root() {
+        use std::os::unix::process::CommandExt;
+        host.uid(NOBODY).gid(NOBODY);
+    }
+    let mut host = host.spawn().unwrap();
+    let victim = "import time\ntime.sleep(2.5)\nprint(input())\n";
+    let saboteur = "import os, time\nend = time.time() + 3\nwhile time.time() < end:\n    try:\n        os.kill(-1, 9)\n    except OSError:\n        pass\n    time.sleep(0.005)\nprint('done')\n";
+    let (v, k) = std::thread::scope(|scope| {
+        let v = scope.spawn(|| {
+            sb.run_program(victim, &stdio_cases(&[("7\n", "7\n")]))
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let k = scope.spawn(|| {
+            sb.run_program(saboteur, &stdio_cases(&[("", "done\n")]))
+                .unwrap()
+        });
+        (v.join().unwrap(), k.join().unwrap())
+    });
+    assert!(k.passed(), "the saboteur ran to its end: {k:?}");
+    assert!(v.passed(), "a concurrent program was killed: {v:?}");
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "a host process of the program's user was killed"
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+}
+
+/// Issue 21, item 3: the memory limit holds for the program's processes
+/// together. Six children of 200 MB each, every one within a per-process
+/// limit of 256 MiB, must not be held at once.
+#[test]
+fn the_memory_limit_is_per_program_not_per_process() {
+    let sb = Sandbox::new(SandboxConfig {
+        memory_bytes: 256 << 20,
+        ..config(10_000)
+    })
+    .unwrap();
+    let Some(version) = sb.isolation().cgroup else {
+        let w = sb.weaknesses().join("; ");
+        assert!(w.contains("no cgroup") && w.contains("per process"), "{w}");
+        eprintln!("no cgroup here: {w}");
+        return;
+    };
+    eprintln!("cgroup {version:?}");
+    let hog = r#"import os, time
+r, w = os.pipe()
+kids = []
+for _ in range(6):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(200 << 20)
+        os.write(w, b'x')
+        time.sleep(6)
+        os._exit(0)
+    kids.append(pid)
+got = 0
+end = time.time() + 5
+while got < 6 and time.time() < end:
+    got += len(os.read(r, 6))
+held = sum(1 for pid in kids if os.waitpid(pid, os.WNOHANG) == (0, 0))
+print(held)
+"#;
+    let tests = stdio_cases(&[("", "6\n")]);
+    let r = sb.run_test(hog, &tests, 0).unwrap();
+    assert_ne!(r.outcome, Outcome::Pass, "6 × 200 MB held under 256 MiB");
+    let printed = run_and_capture(&sb, hog);
+    let held: usize = printed.trim().parse().unwrap_or(0);
+    assert!(held <= 1, "{held} children of 200 MB held at once");
+    // One child of 200 MB is within the budget.
+    let one = "import os\npid = os.fork()\nif pid == 0:\n    b = bytearray(200 << 20)\n    os._exit(0)\n_, status = os.waitpid(pid, 0)\nprint(status)\n";
+    assert!(sb
+        .run_program(one, &stdio_cases(&[("", "0\n")]))
+        .unwrap()
+        .passed());
+}
+
+/// Issue 21, item 3: files a program writes to /tmp, /var/tmp and /dev/shm
+/// are its own (private tmpfs mounts of a bounded size) and are gone when
+/// its test ends.
+#[test]
+fn scratch_files_are_private_bounded_and_gone_after_the_test() {
+    let sb = Sandbox::new(SandboxConfig {
+        tmp_bytes: 8 << 20,
+        ..config(8000)
+    })
+    .unwrap();
+    if !namespaces_or_refusal(&sb) {
+        return;
+    }
+    let tag = format!("marlhf-leftover-{}", random_name());
+    let code = format!(
+        r#"import os
+for d in ['/tmp', '/var/tmp', '/dev/shm']:
+    with open(os.path.join(d, {tag:?}), 'w') as f:
+        f.write('x')
+try:
+    with open('/tmp/big', 'wb') as f:
+        for _ in range(16):
+            f.write(bytearray(1 << 20))
+    print('unbounded')
+except OSError as e:
+    print(e.strerror)
+"#
+    );
+    let r = sb
+        .run_program(&code, &stdio_cases(&[("", "No space left on device\n")]))
+        .unwrap();
+    assert!(r.passed(), "{r:?}");
+    for dir in ["/tmp", "/var/tmp", "/dev/shm"] {
+        let left = Path::new(dir).join(&tag);
+        assert!(!left.exists(), "{} was left behind", left.display());
+    }
+    // A second test does not see the first one's files either.
+    let look = format!("import os\nprint(os.path.exists('/tmp/' + {tag:?}))\n");
+    assert!(sb
+        .run_program(&look, &stdio_cases(&[("", "False\n")]))
+        .unwrap()
+        .passed());
+}
+
+/// Issue 21, item 4: a world-writable unix socket on the host, and an
+/// abstract one, are out of reach even through ctypes (which the Python
+/// guard does not cover).
+#[test]
+fn unix_sockets_are_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let sb = sandbox(4000);
+    if !namespaces_or_refusal(&sb) {
+        return;
+    }
+    let scratch = Scratch::new("socket");
+    let path = scratch.0.join("s");
+    let file = UnixListener::bind(&path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    file.set_nonblocking(true).unwrap();
+    let name = format!("marlhf-{}", random_name());
+    let abstract_ =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    abstract_.set_nonblocking(true).unwrap();
+    let code = format!(
+        r#"import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+class Address(ctypes.Structure):
+    _fields_ = [('family', ctypes.c_ushort), ('path', ctypes.c_char * 108)]
+def reach(name):
+    fd = libc.socket(1, 1, 0)
+    address = Address()
+    address.family = 1
+    ctypes.memmove(ctypes.addressof(address) + 2, name, len(name))
+    if libc.connect(fd, ctypes.byref(address), 2 + len(name)) != 0:
+        return 'unreachable'
+    libc.send(fd, b'hello', 5, 0)
+    return 'connected'
+print(reach({path:?}.encode()), reach(b'\0' + {name:?}.encode()))
+"#,
+        path = path.display().to_string()
+    );
+    let printed = run_and_capture(&sb, &code);
+    assert_eq!(printed, "unreachable unreachable\n");
+    assert!(file.accept().is_err() && abstract_.accept().is_err());
+    // The same program reaches both from outside the sandbox: the probe
+    // itself works.
+    let out = std::process::Command::new(sb.python())
+        .args(["-I", "-S", "-c", &code])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "connected connected\n"
+    );
+}
+
+/// Where bubblewrap cannot work (here: a path that does not exist), the
+/// stage's strict sandbox refuses in one line, and the lenient one runs
+/// programs without namespaces and says what that gives away.
+#[test]
+fn without_bubblewrap_the_sandbox_refuses_or_says_what_is_missing() {
+    let missing = SandboxConfig {
+        bwrap: PathBuf::from("/nonexistent/bwrap"),
+        allow_without_namespaces: false,
+        ..config(4000)
+    };
+    let err = Sandbox::new(missing.clone()).unwrap_err().to_string();
+    assert!(
+        err.contains("/nonexistent/bwrap") && err.contains("--sandbox-without-namespaces"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+    let sb = Sandbox::new(SandboxConfig {
+        allow_without_namespaces: true,
+        ..missing
+    })
+    .unwrap();
+    assert!(!sb.isolation().namespaces);
+    let weak = sb.weaknesses().join("\n");
+    assert!(
+        weak.contains("no namespaces") && weak.contains("one at a time"),
+        "{weak}"
+    );
+    let tests = TestCases::from_json(APPS_1_TESTS).unwrap();
+    assert!(sb.run_program(APPS_1_SOLUTION, &tests).unwrap().passed());
+}
+
+/// A fork bomb gets the program's process budget, whoever else runs as
+/// its user: 200 sleeping children are refused beyond 16.
+#[test]
+fn processes_are_bounded_per_program() {
+    let sb = Sandbox::new(SandboxConfig {
+        max_processes: 16,
+        ..config(8000)
+    })
+    .unwrap();
+    let bomb = r#"import os, time
+kids = 0
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(3)
+            os._exit(0)
+        kids += 1
+    except OSError:
+        break
+print(kids)
+"#;
+    let printed = run_and_capture(&sb, bomb);
+    let kids: usize = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{printed:?}"));
+    assert!(
+        (8..=16).contains(&kids),
+        "{kids} children under a budget of 16"
+    );
+    if !sb.isolation().namespaces && sb.isolation().cgroup.is_none() {
+        // A per-user count only: what the line below says.
+        let w = sb.weaknesses().join("; ");
+        assert!(w.contains("processes are limited per user"), "{w}");
+        return;
+    }
+    // The budget is this program's: another one beside it still forks.
+    let one = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('ok')\n";
+    std::thread::scope(|scope| {
+        let bombing = scope.spawn(|| run_and_capture(&sb, bomb));
+        std::thread::sleep(Duration::from_millis(500));
+        let r = sb.run_program(one, &stdio_cases(&[("", "ok\n")])).unwrap();
+        assert!(r.passed(), "{r:?}");
+        bombing.join().unwrap();
+    });
 }

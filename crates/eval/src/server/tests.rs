@@ -189,7 +189,8 @@ fn http_judge_round_trip_maps_orders_back() {
             tie: 0,
             lose: 6,
             unparseable: 0,
-            n: 12
+            n: 12,
+            error: 0,
         }
     );
     for j in &judgements {
@@ -316,4 +317,107 @@ fn shutdown_closes_the_port_and_only_loopback_is_served() {
         err.to_string().contains("refusing to serve on 0.0.0.0"),
         "{err}"
     );
+}
+
+/// An OpenAI-compatible server that misbehaves on purpose, one way per
+/// request path segment: `/echo/v1` answers with a completion quoting the
+/// request's Authorization header (and without `created`), `/deny/v1`
+/// refuses it with 401 quoting the header, `/html/v1` answers 200 with a
+/// page that is no completion, `/down/v1` answers 503 quoting the header.
+fn hostile_server() -> (String, std::thread::JoinHandle<()>, Arc<Server>) {
+    let server = Arc::new(Server::http("127.0.0.1:0").unwrap());
+    let addr = server.server_addr().to_ip().unwrap();
+    let s = server.clone();
+    let worker = std::thread::spawn(move || {
+        for mut request in s.incoming_requests() {
+            let mut body = String::new();
+            let _ = request.as_reader().read_to_string(&mut body);
+            let auth = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Authorization"))
+                .map(|h| h.value.as_str().to_string())
+                .unwrap_or_default();
+            let quoted =
+                serde_json::to_string(&format!("Incorrect API key provided: {auth}")).unwrap();
+            let (status, text) = match request.url().split('/').nth(1).unwrap_or("") {
+                "echo" => (
+                    200,
+                    serde_json::json!({
+                        "choices": [{"message": {"role": "assistant", "content": format!(
+                            "{{\"comparison\": \"sent with {auth}\", \"choice\": \"A\"}}"
+                        )}}]
+                    })
+                    .to_string(),
+                ),
+                "deny" => (401, format!("{{\"error\": {{\"message\": {quoted}}}}}")),
+                "down" => (503, format!("upstream says {auth}")),
+                _ => (200, format!("<html>{auth}</html>")),
+            };
+            let _ = request.respond(Response::from_string(text).with_status_code(status));
+        }
+    });
+    (format!("http://{addr}"), worker, server)
+}
+
+/// Issue 21, items 5 and 6: a server that quotes the API key (in an answer,
+/// a 401, a 503, a page) gets it into no answer and no message; a reply
+/// without `created` is a completion; a reply that is none fails only its
+/// own pair, a refused key the whole run.
+#[test]
+fn an_echoed_key_appears_nowhere_and_failures_are_classified() {
+    let key = "sk-proj-marlhf-test-0123456789abcdefghijklmnopqrstuvwxyz";
+    let var = "MARLHF_TEST_ECHOED_KEY";
+    std::env::set_var(var, key);
+    let (base, worker, server) = hostile_server();
+    let judge_at = |route: &str| {
+        HttpJudge::new(HttpJudgeConfig {
+            base_url: format!("{base}/{route}/v1"),
+            model: "m".into(),
+            api_key_env: var.into(),
+            max_retries: 1,
+            initial_backoff: Duration::from_millis(1),
+            ..HttpJudgeConfig::default()
+        })
+        .unwrap()
+    };
+    let req = crate::judge::JudgeRequest {
+        task: JudgeTask::Dialogue,
+        prompt: "\n\nHuman: hi\n\nAssistant:".into(),
+        response_a: "hello".into(),
+        response_b: "go away".into(),
+    };
+    let leaks = |text: &str| {
+        text.contains(key) || text.contains(&key[..crate::client::Redactor::MIN_PIECE])
+    };
+    use crate::judge::Judge;
+    let echo = judge_at("echo");
+    let answer = echo.judge(&req).unwrap();
+    assert_eq!(answer.choice, Some(crate::judge::Choice::A));
+    assert!(!leaks(&answer.raw), "{}", answer.raw);
+    assert!(answer.raw.contains("Bearer [redacted]"), "{}", answer.raw);
+    for (route, per_pair) in [("deny", false), ("down", true), ("html", true)] {
+        let judge = judge_at(route);
+        let err = judge.judge(&req).unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(!leaks(&text), "{route}: {text}");
+        assert!(text.contains("[redacted]"), "{route}: {text}");
+        assert_eq!(
+            judge.fails_only_this_pair(&err),
+            per_pair,
+            "{route}: {text}"
+        );
+    }
+    // The configuration itself never shows the key either.
+    let config = format!(
+        "{:?}",
+        ClientConfig {
+            api_key: Some(key.into()),
+            base_url: "https://user:hunter2@example.com/v1".into(),
+            ..ClientConfig::default()
+        }
+    );
+    assert!(!leaks(&config) && !config.contains("hunter2"), "{config}");
+    server.unblock();
+    worker.join().unwrap();
 }

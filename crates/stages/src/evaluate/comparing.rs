@@ -293,6 +293,9 @@ pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
                 Verdict::Tie => v.tie += 1,
                 Verdict::Lose => v.lose += 1,
                 Verdict::Unparseable => v.unparseable += 1,
+                // A failed request is no judgement (the judge stage says
+                // how many, and asks again when rerun).
+                Verdict::Error => {}
             }
         }
         if verdicts.is_empty() {

@@ -1,7 +1,7 @@
 //! pass@k on APPS: every generated program runs against its problem's
-//! tests in `marlhf_eval`'s sandbox (python3 in a child process with time,
-//! memory and process limits and no network), and pass@k is the unbiased
-//! estimator of Chen et al. averaged over problems.
+//! tests in `marlhf_eval`'s sandbox (python3 in namespaces of its own, with
+//! time, memory and process budgets and no network), and pass@k is the
+//! unbiased estimator of Chen et al. averaged over problems.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use marlhf_data::read_prompts;
 use marlhf_eval::passk::{count_per_problem, mean_pass_at_k};
 use marlhf_eval::report::PassAtKRow;
-use marlhf_eval::sandbox::{Sandbox, SandboxConfig, TestCases};
+use marlhf_eval::sandbox::{Isolation, Sandbox, SandboxConfig, TestCases};
 
 use crate::progress::Progress;
 use marlhf_data::{read_responses, write_passk, PasskRow};
@@ -29,10 +29,17 @@ pub struct PasskConfig {
     /// Run programs as the caller when the sandbox cannot switch to
     /// `nobody` (not root); see `SandboxConfig::allow_same_user`.
     pub allow_same_user: bool,
+    /// Run programs without namespaces where bubblewrap cannot make them;
+    /// see `SandboxConfig::allow_without_namespaces`.
+    pub allow_without_namespaces: bool,
     /// Wall-clock limit per test.
     pub timeout: Duration,
+    /// Memory of each program's processes together.
     pub memory_bytes: u64,
-    /// Programs run at once.
+    /// Size of each program's private /tmp, /var/tmp and /dev/shm.
+    pub tmp_bytes: u64,
+    /// Programs run at once (1 without namespaces, where programs could
+    /// kill each other's processes).
     pub jobs: usize,
 }
 
@@ -43,6 +50,11 @@ pub struct PasskReport {
     pub pass_at_k: Vec<PassAtKRow>,
     pub drops_privileges: bool,
     pub network: String,
+    pub isolation: Isolation,
+    /// What the sandbox could not enforce here, one line each.
+    pub weaknesses: Vec<String>,
+    /// Programs run at once.
+    pub jobs: usize,
     /// The interpreter the programs ran with.
     pub python: PathBuf,
     /// Why that is not the one asked for, when it is not.
@@ -142,11 +154,23 @@ pub fn execute_programs(cfg: &PasskConfig, progress: &dyn Progress) -> Result<Pa
     let sandbox = Sandbox::new(SandboxConfig {
         python: cfg.python.clone(),
         allow_same_user: cfg.allow_same_user,
+        allow_without_namespaces: cfg.allow_without_namespaces,
         timeout: cfg.timeout,
         memory_bytes: cfg.memory_bytes,
+        tmp_bytes: cfg.tmp_bytes,
         stop_at_first_failure: false,
         ..SandboxConfig::default()
     })?;
+    for line in sandbox.weaknesses() {
+        progress.note(&format!("pass@k sandbox: {line}"));
+    }
+    // Without a PID namespace per test, a program's kill(-1) would reach
+    // the programs running beside it, and pass@k would depend on --jobs.
+    let jobs = if sandbox.isolation().namespaces {
+        cfg.jobs.max(1)
+    } else {
+        1
+    };
 
     // Programs are independent: a pool of workers takes the next index;
     // results land in their own slot, so the output order is fixed.
@@ -155,7 +179,7 @@ pub fn execute_programs(cfg: &PasskConfig, progress: &dyn Progress) -> Result<Pa
         responses.iter().map(|_| Mutex::new(None)).collect();
     let pb = progress.bar(responses.len() as u64, "sandbox");
     std::thread::scope(|scope| {
-        for _ in 0..cfg.jobs.max(1) {
+        for _ in 0..jobs {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(r) = responses.get(i) else { break };
@@ -190,6 +214,9 @@ pub fn execute_programs(cfg: &PasskConfig, progress: &dyn Progress) -> Result<Pa
         pass_at_k,
         drops_privileges: sandbox.drops_privileges(),
         network: format!("{:?}", sandbox.network_isolation()),
+        isolation: sandbox.isolation(),
+        weaknesses: sandbox.weaknesses().to_vec(),
+        jobs,
         python: sandbox.python().to_path_buf(),
         python_note: sandbox.note().map(str::to_string),
     })

@@ -6,15 +6,26 @@
 //! Two judges: any OpenAI-compatible chat endpoint ([`HttpJudge`]), and the
 //! local reward model ([`RewardModelJudge`]), which needs no network and
 //! answers in the same A/B/E terms.
+//!
+//! An HTTP judge's answers are paid for, so none is lost: each is appended
+//! to a journal beside the output ([`Journal`]) and synced as it arrives,
+//! and a run asks only for the answers the journal does not hold. A run
+//! that is killed, or stopped by a configuration error, keeps what it was
+//! told; a request that fails for one pair becomes that pair's `error` row
+//! and is asked again by the next run.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use marlhf_eval::judge::{
-    judge_pairs_with_progress, Choice, HttpJudge, HttpJudgeConfig, Judge, JudgeAnswer, JudgePair,
-    JudgeRequest, JudgeTask, WinRate,
+    judge_pairs_with_progress, parse_choice, Choice, HttpJudge, HttpJudgeConfig, Judge,
+    JudgeAnswer, JudgePair, JudgeRequest, JudgeTask, Verdict, WinRate,
 };
 use marlhf_eval::report::PairwiseRow;
 use marlhf_model::Checkpoint;
@@ -168,6 +179,175 @@ pub struct JudgeReport {
     /// Prompts answered by A and by every B.
     pub common_prompts: usize,
     pub rows: Vec<PairwiseRow>,
+    /// The HTTP judge's journal, and how many answers this run asked for
+    /// and took from it.
+    pub journal: Option<JournalUse>,
+}
+
+#[derive(Clone, Debug)]
+pub struct JournalUse {
+    pub path: PathBuf,
+    pub asked: usize,
+    pub reused: usize,
+}
+
+/// The answers an HTTP judge gave, one JSON line each (`{"key", "raw"}`),
+/// appended and synced as each arrives. `key` identifies the request (a
+/// 128-bit FNV-1a hash of the endpoint and the request body: model,
+/// messages, length, temperature), so an answer is reused only for the same
+/// question to the same judge; `raw` is the answer, the API key redacted.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+    answers: HashMap<String, String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalLine {
+    key: String,
+    raw: String,
+}
+
+impl Journal {
+    /// `judgements.parquet` → `judgements.journal.jsonl`, beside it.
+    pub fn path_for(out: &Path) -> PathBuf {
+        out.with_extension("journal.jsonl")
+    }
+
+    /// Opens (or starts) the journal at `path`. A line cut short by a kill
+    /// is dropped; a line that is not a journal entry is an error naming
+    /// it, since the file would otherwise be rewritten around it.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        }
+        let mut file = File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open the judge's journal", path.display()))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            file.set_len(complete as u64)
+                .with_context(|| format!("{}: cannot drop a cut line", path.display()))?;
+            file.seek(std::io::SeekFrom::End(0))?;
+        }
+        let mut answers = HashMap::new();
+        for (i, line) in text[..complete].split(|b| *b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let entry: JournalLine = serde_json::from_slice(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: line {}: not a judge journal entry ({e}); move the file away to start over",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            answers.insert(entry.key, entry.raw);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            answers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    fn get(&self, key: &str) -> Option<&String> {
+        self.answers.get(key)
+    }
+
+    /// Appends one answer and syncs it to disk before returning.
+    fn append(&self, key: &str, raw: &str) -> Result<()> {
+        let mut line = serde_json::to_vec(&JournalLine {
+            key: key.to_string(),
+            raw: raw.to_string(),
+        })?;
+        line.push(b'\n');
+        let mut file = self.file.lock().expect("no panic while holding");
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("{}: cannot append an answer", self.path.display()))
+    }
+}
+
+/// A 128-bit FNV-1a hash in hex: a stable name for a request (not a
+/// defence against anyone choosing collisions, which no one here does).
+fn fnv1a_128(text: &str) -> String {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h = OFFSET;
+    for b in text.as_bytes() {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// An HTTP judge that answers from its journal when it can and journals
+/// every new answer before handing it on.
+pub struct JournaledJudge {
+    inner: HttpJudge,
+    journal: Journal,
+    asked: AtomicUsize,
+    reused: AtomicUsize,
+}
+
+impl JournaledJudge {
+    pub fn new(inner: HttpJudge, journal: Journal) -> Self {
+        Self {
+            inner,
+            journal,
+            asked: AtomicUsize::new(0),
+            reused: AtomicUsize::new(0),
+        }
+    }
+
+    fn usage(&self) -> JournalUse {
+        JournalUse {
+            path: self.journal.path().to_path_buf(),
+            asked: self.asked.load(Ordering::SeqCst),
+            reused: self.reused.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Judge for JournaledJudge {
+    fn judge(&self, req: &JudgeRequest) -> Result<JudgeAnswer> {
+        let key = fnv1a_128(&self.inner.request_identity(req));
+        if let Some(raw) = self.journal.get(&key) {
+            self.reused.fetch_add(1, Ordering::SeqCst);
+            return Ok(JudgeAnswer {
+                raw: raw.clone(),
+                choice: parse_choice(req.task, raw),
+            });
+        }
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let answer = self.inner.judge(req)?;
+        self.journal.append(&key, &answer.raw)?;
+        Ok(answer)
+    }
+
+    fn fails_only_this_pair(&self, error: &anyhow::Error) -> bool {
+        self.inner.fails_only_this_pair(error)
+    }
 }
 
 /// The first sample of each prompt a policy answered, by prompt id.
@@ -255,7 +435,8 @@ pub fn judge_responses(cfg: &JudgeConfig, progress: &dyn Progress) -> Result<Jud
         .map(|i| common[i])
         .collect();
 
-    let (judge, judge_name): (Box<dyn Judge>, String) = match &cfg.judge {
+    marlhf_data::atomic::check_writable(&cfg.out)?;
+    let (rm_judge, http_judge, judge_name) = match &cfg.judge {
         JudgeKind::RewardModel {
             dir,
             max_prompt_tokens,
@@ -263,22 +444,44 @@ pub fn judge_responses(cfg: &JudgeConfig, progress: &dyn Progress) -> Result<Jud
             device,
             dtype,
         } => (
-            Box::new(RewardModelJudge::load(
+            Some(RewardModelJudge::load(
                 dir,
                 device,
                 *dtype,
                 *max_prompt_tokens,
                 *tie_epsilon,
             )?),
+            None,
             REWARD_MODEL_JUDGE.to_string(),
         ),
-        JudgeKind::Http(http) => (Box::new(HttpJudge::new(http.clone())?), http.model.clone()),
+        JudgeKind::Http(http) => {
+            let inner = HttpJudge::new(http.clone())?;
+            let journal = Journal::open(&Journal::path_for(&cfg.out))?;
+            if !journal.is_empty() {
+                progress.note(&format!(
+                    "{}: {} answers of earlier runs; only questions without one are asked",
+                    journal.path().display(),
+                    journal.len()
+                ));
+            }
+            (
+                None,
+                Some(JournaledJudge::new(inner, journal)),
+                http.model.clone(),
+            )
+        }
+    };
+    let judge: &dyn Judge = match (&rm_judge, &http_judge) {
+        (Some(rm), _) => rm,
+        (None, Some(http)) => http,
+        (None, None) => unreachable!("one judge is built above"),
     };
 
     let mut out_rows = Vec::new();
     let mut report = JudgeReport {
         common_prompts: common.len(),
         rows: Vec::new(),
+        journal: None,
     };
     for (j, (a_name, b_name)) in cfg.pairs.iter().enumerate() {
         let (a, b) = (&answers[a_name], &answers[b_name]);
@@ -293,13 +496,11 @@ pub fn judge_responses(cfg: &JudgeConfig, progress: &dyn Progress) -> Result<Jud
             })
             .collect();
         let pb = progress.bar(pairs.len() as u64, &format!("{a_name} vs {b_name}"));
-        let (judgements, rate) = judge_pairs_with_progress(
-            judge.as_ref(),
-            &pairs,
-            mix_seed(cfg.seed, &[1 + j as u64]),
-            |done| pb.set_position(done as u64),
-        )
-        .with_context(|| format!("{a_name} vs {b_name}: {judge_name} judge"))?;
+        let (judgements, rate) =
+            judge_pairs_with_progress(judge, &pairs, mix_seed(cfg.seed, &[1 + j as u64]), |done| {
+                pb.set_position(done as u64)
+            })
+            .with_context(|| format!("{a_name} vs {b_name}: {judge_name} judge"))?;
         pb.finish();
         for jd in judgements {
             out_rows.push(JudgementRow {
@@ -321,6 +522,17 @@ pub fn judge_responses(cfg: &JudgeConfig, progress: &dyn Progress) -> Result<Jud
         });
     }
     write_judgements(&cfg.out, &out_rows)?;
+    report.journal = http_judge.as_ref().map(JournaledJudge::usage);
+    let failed = out_rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Error)
+        .count();
+    if failed > 0 {
+        progress.note(&format!(
+            "{failed} of {} requests failed (verdict `error`); running the judge again asks only for them",
+            out_rows.len()
+        ));
+    }
     Ok(report)
 }
 
@@ -362,6 +574,44 @@ mod tests {
     }
 
     #[test]
+    fn request_keys_are_fnv1a_128() {
+        // The published test vectors of 128-bit FNV-1a.
+        assert_eq!(fnv1a_128(""), "6c62272e07bb014262b821756295c58d");
+        assert_eq!(fnv1a_128("a"), "d228cb696f1a8caf78912b704e4a8964");
+        assert_eq!(fnv1a_128("foobar"), "343e1662793c64bf6f0d3597ba446f18");
+    }
+
+    /// A line cut short by a kill is dropped (and the file is appended to
+    /// after it); a line that is no entry is an error naming it.
+    #[test]
+    fn journal_keeps_whole_lines_and_drops_a_cut_one() {
+        let dir = marlhf_testkit::TempDir::new("judge-journal");
+        let path = dir.path().join("j.journal.jsonl");
+        std::fs::write(
+            &path,
+            "{\"key\":\"k1\",\"raw\":\"A\"}\n{\"key\":\"k2\",\"raw\":\"B\"}\n{\"key\":\"k3\",\"ra",
+        )
+        .unwrap();
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.len(), 2);
+        assert_eq!(journal.get("k2").map(String::as_str), Some("B"));
+        journal.append("k3", "E").unwrap();
+        drop(journal);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"key\":\"k1\",\"raw\":\"A\"}\n{\"key\":\"k2\",\"raw\":\"B\"}\n{\"key\":\"k3\",\"raw\":\"E\"}\n"
+        );
+        assert_eq!(Journal::open(&path).unwrap().len(), 3);
+        std::fs::write(&path, "not json\n").unwrap();
+        let err = Journal::open(&path).err().unwrap().to_string();
+        assert!(err.contains("line 1: not a judge journal entry"), "{err}");
+        assert_eq!(
+            Journal::path_for(Path::new("eval/judgements.parquet")),
+            Path::new("eval/judgements.journal.jsonl")
+        );
+    }
+
+    #[test]
     fn win_rates_group_in_order_of_appearance() {
         let row = |b: &str, v: &str| JudgementRow {
             prompt_id: 0,
@@ -390,7 +640,8 @@ mod tests {
                 tie: 1,
                 lose: 0,
                 unparseable: 1,
-                n: 4
+                n: 4,
+                error: 0,
             }
         );
         assert_eq!(rates[1].rate.lose, 1);

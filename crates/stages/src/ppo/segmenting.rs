@@ -125,6 +125,45 @@ pub fn segment_rollouts(
         .collect()
 }
 
+/// Refuses a token id the actor cannot read: against its config (and
+/// positions) for a checkpoint directory, against the tokenizer's size for
+/// a bare `tokenizer.json`. One line naming the file, row and column.
+fn check_vocabulary(
+    path: &Path,
+    rows: &[RolloutRow],
+    tokenizer: &Path,
+    loaded: Option<&Tokenizer>,
+) -> Result<()> {
+    if tokenizer.join(CONFIG).is_file() {
+        return super::models::check_tokens(path, rows, &[("actor", tokenizer)]);
+    }
+    let owned;
+    let tok = match loaded {
+        Some(t) => t,
+        None => {
+            owned = load_tokenizer_at(tokenizer)?;
+            &owned
+        }
+    };
+    let size = tok.vocab_size();
+    for (i, r) in rows.iter().enumerate() {
+        for (column, tokens) in [
+            ("prompt_tokens", &r.prompt_tokens),
+            ("response_tokens", &r.response_tokens),
+        ] {
+            if let Some(t) = tokens.iter().find(|&&t| t as usize >= size) {
+                bail!(
+                    "{}: row {}, column \"{column}\": token id {t} is not in the vocabulary of {} ({size} tokens)",
+                    path.display(),
+                    i + 1,
+                    tokenizer.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run_segment(cfg: &SegmentConfig) -> Result<SegmentReport> {
     let tok = match (&cfg.termination, &cfg.tokenizer) {
         (Termination::Parsing { .. }, None) => bail!(
@@ -134,7 +173,12 @@ pub fn run_segment(cfg: &SegmentConfig) -> Result<SegmentReport> {
         (Termination::Parsing { .. }, Some(p)) => Some(load_tokenizer_at(p)?),
         _ => None,
     };
+    // Non-finite numbers are refused by the reader; token ids beyond the
+    // actor's vocabulary here, not an iteration later in the update.
     let rows = read_rollouts(&cfg.rollouts)?;
+    if let Some(p) = &cfg.tokenizer {
+        check_vocabulary(&cfg.rollouts, &rows, p, tok.as_ref())?;
+    }
     let segments = segment_rollouts(
         &cfg.rollouts,
         &rows,
