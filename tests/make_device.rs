@@ -30,6 +30,8 @@ fn plan(task: &str, goals: &[&str], extra: &[&str]) -> Vec<String> {
         format!("RUN={}", run.display()),
         "CARGO=true".to_string(),
         "DEVICE=cuda:7".to_string(),
+        // Fewer generated PPO rules to parse; every command kind is there.
+        "ITERS=2".to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(goals.iter().map(|s| s.to_string()));

@@ -43,7 +43,7 @@ if [ -z "$nvcc" ]; then
       die "no nvcc and no '$CUDA_PYTHON -m pip' to install one (install a CUDA toolkit, or pip; or set NVCC=/path/to/nvcc)"
     rm -rf "$CUDA_TOOLKIT_DIR"
     # shellcheck disable=SC2086 # a list of requirements
-    "$CUDA_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+    PIP_ROOT_USER_ACTION=ignore "$CUDA_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
       --target "$CUDA_TOOLKIT_DIR" $CUDA_WHEELS ||
       die "pip could not install $CUDA_WHEELS"
     [ -x "$root/bin/nvcc" ] || die "$root/bin/nvcc: not in the wheels"
@@ -65,10 +65,10 @@ export CUDARC_CUDA_VERSION=$((major * 1000 + minor * 10)) CUDA_COMPUTE_CAP
 vendor=$CUDA_TARGET_DIR/vendor
 mkdir -p "$vendor"
 "$CUDA_PYTHON" scripts/cuda/vendor.py Cargo.lock "${CARGO_HOME:-$HOME/.cargo}" "$vendor"
-say "nvcc $major.$minor ($nvcc), PTX for compute capability $CUDA_COMPUTE_CAP and newer, into $CUDA_TARGET_DIR"
+say "nvcc $major.$minor ($nvcc), PTX for compute capability ${CUDA_COMPUTE_CAP%?}.${CUDA_COMPUTE_CAP: -1} and newer, into $CUDA_TARGET_DIR"
 
 mkdir -p "$vendor"
-vendor=$(cd "$vendor" && pwd)
+vendor=$(cd "$vendor" && pwd -P)
 # The subcommand first, then ours: arguments after `--` are the test
 # binaries'.
 [ $# -ge 1 ] || die "usage: scripts/cuda/cargo.sh SUBCOMMAND [ARGS...]"

@@ -13,7 +13,8 @@
 use std::ffi::{c_int, c_void, CString};
 
 use anyhow::{anyhow, Result};
-use candle_core::cuda_backend::cudarc::driver::{result, sys, DriverError};
+use candle_core::cuda_backend::cudarc::driver::result::{self, DriverError};
+use candle_core::cuda_backend::cudarc::driver::sys;
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Device;
 
@@ -58,12 +59,14 @@ fn loadable(names: &[String]) -> bool {
 }
 
 fn driver_advice(e: DriverError) -> String {
-    use sys::CUresult::*;
+    use sys::CUresult as R;
     match e.0 {
-        CUDA_ERROR_NO_DEVICE => {
+        R::CUDA_ERROR_NO_DEVICE => {
             "the driver sees no NVIDIA GPU (check `nvidia-smi` and CUDA_VISIBLE_DEVICES)".into()
         }
-        CUDA_ERROR_INSUFFICIENT_DRIVER | CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE => format!(
+        R::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
+        | R::CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE
+        | R::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => format!(
             "the NVIDIA driver is too old for this build's CUDA{} ({:?}): update the driver \
              (`nvidia-smi` shows the CUDA version it supports)",
             build_cuda()
