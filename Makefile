@@ -19,15 +19,21 @@ RAW ?= ../shared/data
 DEVICE ?= cpu
 SEED ?= 1234
 CARGO ?= cargo
-# `make pipeline CUDA=1 DEVICE=cuda` on a GPU machine (needs the CUDA toolkit).
+# ---------------------------------------------------------------- CUDA
+# CUDA=1: every target builds and runs the binaries with candle's CUDA
+# backend, in $(CUDA_TARGET_DIR)/release (the CPU build in target/release
+# stays as it is); `make pipeline CUDA=1 DEVICE=cuda` on a GPU machine. No
+# CUDA toolkit needed to build (mk/cuda.mk).
 CUDA ?=
+CUDA_TARGET_DIR ?= target/cuda
+# ----------------------------------------------------------------
 # Extra flags per stage, e.g. PREPARE_ARGS="--limit 500" SFT_ARGS="--max-steps 20".
 PREPARE_ARGS ?=
 SFT_ARGS ?=
 RM_ARGS ?=
 
 RUN ?= runs/$(TASK)/$(NAME)
-BIN := target/release
+BIN := $(if $(CUDA),$(CUDA_TARGET_DIR)/release,target/release)
 
 ifeq ($(wildcard pipelines/$(TASK).mk),)
 $(error unknown TASK "$(TASK)": expected one of $(basename $(notdir $(wildcard pipelines/*.mk))))
@@ -48,10 +54,15 @@ help:
 	@echo "make test                                                       run all tests"
 	@echo "make bench                                                      throughput benchmarks"
 	@echo "make bench-compare                                              the same beside PyTorch on this machine"
+	@echo "make build CUDA=1 | test-cuda | gpu-check                      the GPU build, its tests, the GPU check kit (mk/cuda.mk)"
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
 
 build:
-	@$(CARGO) build --release --workspace --bins $(if $(CUDA),--features marlhf-model/cuda)
+ifeq ($(CUDA),)
+	@$(CARGO) build --release --workspace --bins
+else
+	@$(CUDA_CARGO) $(CUDA_BUILD_ARGS)
+endif
 
 $(BIN)/marlhf-%: build ;
 
@@ -124,6 +135,7 @@ rm: $(RUN)/rm/model.safetensors
 -include mk/ppo.mk
 -include mk/eval.mk
 -include mk/compare.mk
+-include mk/cuda.mk
 
 # The whole method: vanilla PPO (n = 1) and MA-PPO (n = 5) from the same
 # SFT model and reward model, then the evaluation report. PIPELINE_GOALS is
@@ -149,7 +161,7 @@ test: bwrap
 # features of its dependencies are the workspace's and nothing recompiles
 # (`cargo run -p marlhf-bench` would resolve them for that package alone).
 bench: build
-	$(BIN)/marlhf-bench --reps $(BENCH_REPS) $(BENCH_ARGS)
+	$(BIN)/marlhf-bench --reps $(BENCH_REPS) --device $(DEVICE) $(BENCH_ARGS)
 
 # bench-compare: PyTorch + transformers in a virtual environment outside the
 # source tree, created on first use (several GB: PyPI's Linux torch wheel
@@ -171,8 +183,8 @@ $(BENCH_VENV)/.installed:
 
 bench-compare: build $(BENCH_VENV)/.installed
 	@mkdir -p target/bench
-	$(BENCH_VENV)/bin/python bench/pytorch_reference.py --reps $(BENCH_REPS) --json target/bench/pytorch.json
-	$(BIN)/marlhf-bench --reps $(BENCH_REPS) --reference target/bench/pytorch.json $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python bench/pytorch_reference.py --reps $(BENCH_REPS) --device $(DEVICE) --json target/bench/pytorch.json
+	$(BIN)/marlhf-bench --reps $(BENCH_REPS) --device $(DEVICE) --reference target/bench/pytorch.json $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -46,7 +46,8 @@ EVAL_MAX_NEW ?= $(or $(MAX_COMPLETION_TOKENS),512)
 EVAL_TEMPERATURE ?= 0.8
 EVAL_TOP_K ?= 50
 EVAL_TOP_P ?= 1.0
-EVAL_BATCH ?= 8
+# EVAL_BATCH empty: marlhf-eval's default, 8 on the CPU, 64 on a GPU.
+EVAL_BATCH ?=
 
 # judge: policy A against each policy B on EVAL_JUDGE_SAMPLE prompts
 # (the paper: 50). EVAL_JUDGE=rm (offline, the reward model) or http (any
@@ -92,7 +93,7 @@ eval_generate_args = --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--rewa
 	  --n $(EVAL_N) --samples-per-prompt $(EVAL_SAMPLES) \
 	  --max-prompt-tokens $(EVAL_MAX_PROMPT) --max-new-tokens $(EVAL_MAX_NEW) \
 	  --temperature $(EVAL_TEMPERATURE) --top-k $(EVAL_TOP_K) --top-p $(EVAL_TOP_P) \
-	  --batch-size $(EVAL_BATCH) --seed $(EVAL_SEED) --device $(DEVICE) \
+	  $(if $(EVAL_BATCH),--batch-size $(EVAL_BATCH)) --seed $(EVAL_SEED) --device $(DEVICE) \
 	  $(if $(GOLD_MODEL),--gold-model $(GOLD_MODEL))
 # How the judge is set up (here and in mk/compare.mk).
 eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) \

@@ -57,7 +57,8 @@ SEEDS ?= $(PPO_SEED) $(shell expr $(PPO_SEED) + 1) $(shell expr $(PPO_SEED) + 2)
 # rollout: prompts per iteration, sequences per batch; prompt + response
 # must fit the SFT model's positions.
 PPO_ROLLOUT_BATCH ?= 64
-PPO_BATCH ?= 8
+# PPO_BATCH empty: marlhf-rollout's default, 8 on the CPU, 64 on a GPU.
+PPO_BATCH ?=
 PPO_MAX_PROMPT ?= $(or $(MAX_PROMPT_TOKENS),512)
 PPO_MAX_NEW ?= $(or $(MAX_COMPLETION_TOKENS),512)
 # Sampling (empty: marlhf-rollout's defaults). PPO_LOGPROB_TEMPERATURE=1
@@ -126,7 +127,7 @@ $(call ppo_iter,$(1),$(2),$(3))/rollouts.parquet: $(if $(filter 0,$(3)),$(PPO_SF
 	$(BIN)/marlhf-rollout --prompts $(PPO_PROMPTS) \
 	  --actor $(call ppo_actor,$(1),$(2),$(3)) --reference $(PPO_SFT) \
 	  --critic $(call ppo_critic,$(1),$(2),$(3)) --reward-model $(PPO_RM) \
-	  --out $$@ --iteration $(3) --rollout-batch $$(PPO_ROLLOUT_BATCH) --batch-size $$(PPO_BATCH) \
+	  --out $$@ --iteration $(3) --rollout-batch $$(PPO_ROLLOUT_BATCH) $$(call ppo_opt,--batch-size,$$(PPO_BATCH)) \
 	  --max-prompt-tokens $$(PPO_MAX_PROMPT) --max-new-tokens $$(PPO_MAX_NEW) \
 	  $$(call ppo_opt,--temperature,$$(PPO_TEMPERATURE)) $$(call ppo_opt,--top-k,$$(PPO_TOP_K)) \
 	  $$(call ppo_opt,--top-p,$$(PPO_TOP_P)) $$(call ppo_opt,--logprob-temperature,$$(PPO_LOGPROB_TEMPERATURE)) \

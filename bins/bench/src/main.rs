@@ -1,24 +1,29 @@
 //! `marlhf-bench`: training, sampling and rollout throughput of the tiny
 //! Llama configuration (hidden 256, 4 layers, 8 heads, vocab 8192, MLP 688)
-//! on the CPU, with the machine's GEMM rate measured first so that training
-//! reads as a fraction of it. Given `--reference` (the JSON written by
-//! bench/pytorch_reference.py, `make bench-compare`), it prints PyTorch's
-//! figures from the same machine beside marlhf's, with the ratios.
+//! on the CPU or a GPU, with the device's GEMM rate measured first so that
+//! training reads as a fraction of it; with `--gemma`, a training step and
+//! sampling of a Gemma-2B-shaped model (its published config, random
+//! weights). Given `--reference` (the JSON written by
+//! bench/pytorch_reference.py, `make bench-compare` and the GPU check), it
+//! prints PyTorch's figures from the same machine beside marlhf's, with the
+//! ratios. `--parity DIR` instead checks log-probabilities against
+//! transformers' references on the device (parity.rs).
 
 #![forbid(unsafe_code)]
 
 mod flops;
+mod parity;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use marlhf_model::adamw::{AdamW, AdamWConfig};
 use marlhf_model::generate::{generate, SamplingConfig};
 use marlhf_model::lm::Scored;
-use marlhf_model::{Model, ModelConfig, Params};
+use marlhf_model::{device, Model, ModelConfig, Params};
 use serde_json::{json, Value};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -26,9 +31,9 @@ use serde_json::{json, Value};
 static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Measure the GEMM rate, training tokens/s (batch 8×256, forward,
-/// backward and AdamW), sampling new tokens/s (128 new tokens at batch 1
-/// and 16) and a PPO rollout stage (16 prompts, 128 new tokens, four
-/// scoring passes).
+/// backward and AdamW), sampling new tokens/s (128 new tokens at batch 1,
+/// 16 and 64) and a PPO rollout stage (16 prompts, 128 new tokens, four
+/// scoring passes); on a GPU with the peak memory each used.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -46,6 +51,34 @@ struct Cli {
     /// Where to write this run's figures as JSON
     #[arg(long, default_value = "target/bench/marlhf.json")]
     json: PathBuf,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16.
+    /// Trained models keep f32 master weights, as the stages do
+    #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
+    dtype: String,
+    /// Also a Gemma-2B-shaped model (google/gemma-2b's config, random
+    /// weights): a training step of 4×512 tokens and sampling at batch 1,
+    /// 16 and 64, in --dtype
+    #[arg(long)]
+    gemma: bool,
+    /// Gemma: layers (18 in Gemma-2B; fewer for a CPU dry run)
+    #[arg(long, default_value_t = 18)]
+    gemma_layers: usize,
+    /// Gemma: vocabulary (256000 in Gemma-2B; smaller for a CPU dry run)
+    #[arg(long, default_value_t = 256000)]
+    gemma_vocab: usize,
+    /// Gemma: hidden size, the MLP 8 times as wide (2048 in Gemma-2B;
+    /// smaller for a CPU dry run)
+    #[arg(long, default_value_t = 2048)]
+    gemma_hidden: usize,
+    /// Check log-probabilities against the transformers references of the
+    /// Hugging Face fixtures in this directory (each subdirectory with a
+    /// reference.json) on --device in f32, bf16 and f16, instead of
+    /// measuring speed; writes the table to --json
+    #[arg(long)]
+    parity: Option<PathBuf>,
 }
 
 const VOCAB: usize = 8192;
@@ -57,26 +90,106 @@ const TRAIN_ROWS: usize = 8;
 const TRAIN_LEN: usize = 256;
 const NEW_TOKENS: usize = 128;
 const ROLLOUT_ROWS: usize = 16;
-const GEMM_N: usize = 2048;
+const SAMPLE_BATCHES: [usize; 3] = [1, 16, 64];
+const GEMMA_TRAIN_ROWS: usize = 4;
+const GEMMA_TRAIN_LEN: usize = 512;
 
-const GEMM: &str = "gemm 2048^3 f32";
 const TRAIN: &str = "train 8x256 (fwd+bwd+AdamW)";
-const SAMPLE1: &str = "sample 128 new, batch 1";
-const SAMPLE16: &str = "sample 128 new, batch 16";
 const ROLLOUT: &str = "rollout 16x128 (sample + 4 scorings)";
+const GEMMA_TRAIN: &str = "gemma-2b train 4x512 (fwd+bwd+AdamW)";
+
+/// The GEMM of the peak figure: 2048³ on the CPU, 8192³ on a GPU (a
+/// 2048³ product is over before a GPU is busy), in the compute dtype.
+fn gemm_n(dev: &Device) -> usize {
+    if dev.is_cpu() {
+        2048
+    } else {
+        8192
+    }
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "other",
+    }
+}
+
+fn gemm_name(dev: &Device, dt: DType) -> String {
+    let n = gemm_n(dev);
+    format!("gemm {n}^3 {}", dtype_name(dt))
+}
+
+fn sample_name(batch: usize) -> String {
+    format!("sample 128 new, batch {batch}")
+}
+
+fn gemma_sample_name(batch: usize) -> String {
+    format!("gemma-2b sample 128 new, batch {batch}")
+}
 
 fn config() -> ModelConfig {
     ModelConfig::tiny_llama(VOCAB, HIDDEN, LAYERS, HEADS, MLP)
 }
 
-fn model(seed: u64) -> Result<Model> {
-    let cfg = config();
-    let params = Params::init(&cfg, seed, &Device::Cpu)?;
-    Model::new(cfg, params)
+/// google/gemma-2b's published config.json (the parameter count is checked
+/// in crates/model/tests/sizes.rs), with its layers, vocabulary and width
+/// optionally cut for a dry run.
+fn gemma_config(layers: usize, vocab: usize, hidden: usize) -> Result<ModelConfig> {
+    let mlp = 8 * hidden;
+    ModelConfig::from_json(&format!(
+        r#"{{"architectures":["GemmaForCausalLM"],"model_type":"gemma","vocab_size":{vocab},
+        "hidden_size":{hidden},"intermediate_size":{mlp},"num_hidden_layers":{layers},
+        "num_attention_heads":8,"num_key_value_heads":1,"head_dim":256,
+        "max_position_embeddings":8192,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+        "rope_scaling":null,"attention_bias":false,"attention_dropout":0.0,
+        "hidden_act":"gelu","bos_token_id":2,"eos_token_id":1,"pad_token_id":0,
+        "initializer_range":0.02,"torch_dtype":"bfloat16","use_cache":true,
+        "transformers_version":"4.38.0.dev0"}}"#
+    ))
+}
+
+/// Where and how the measurements run.
+struct Setup {
+    dev: Device,
+    dtype: DType,
+}
+
+impl Setup {
+    /// A model with random weights: f32 master weights computing in the
+    /// dtype when `trained`, else weights held in the compute dtype (as
+    /// the stages hold frozen models).
+    fn model(&self, cfg: &ModelConfig, seed: u64, trained: bool, head: bool) -> Result<Model> {
+        let cpu = Params::init(cfg, seed, &Device::Cpu)?;
+        if head {
+            cpu.add_value_head(cfg, seed)?;
+        }
+        self.model_from(cfg, &cpu, trained)
+    }
+
+    /// [`Setup::model`] from weights made on the CPU (made once for the
+    /// Gemma shape: 2.5 billion random numbers take a while).
+    fn model_from(&self, cfg: &ModelConfig, cpu: &Params, trained: bool) -> Result<Model> {
+        let storage = if trained { DType::F32 } else { self.dtype };
+        let params = Params::empty();
+        for (name, var) in cpu.vars() {
+            params.insert(
+                &name,
+                var.as_tensor().to_dtype(storage)?.to_device(&self.dev)?,
+            )?;
+        }
+        Model::with_dtype(cfg.clone(), params, self.dtype)
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(self.dev.synchronize()?)
+    }
 }
 
 fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
-    f()?; // warm-up
+    f()?; // warm-up (and on a GPU, the driver's compilation of the PTX)
     let mut best = f64::INFINITY;
     for _ in 0..reps.max(1) {
         best = best.min(f()?);
@@ -84,48 +197,53 @@ fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
     Ok(best)
 }
 
-fn timed<F: FnMut() -> Result<()>>(mut f: F) -> Result<f64> {
+/// Seconds of `f`, the device's queued work included.
+fn timed<F: FnMut() -> Result<()>>(s: &Setup, mut f: F) -> Result<f64> {
+    s.sync()?;
     let t = Instant::now();
     f()?;
+    s.sync()?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// GFLOP/s of one f32 GEMM of 2048² by 2048² through candle's matmul, the
-/// kernel every marlhf matmul runs on: the machine's attainable peak.
-fn gemm_gflops(reps: usize) -> Result<f64> {
-    let a = Tensor::randn(0f32, 1.0, (GEMM_N, GEMM_N), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (GEMM_N, GEMM_N), &Device::Cpu)?;
+/// GFLOP/s of one n³ GEMM through candle's matmul, the kernel every marlhf
+/// matmul runs on (the `gemm` crate on the CPU, cuBLAS on a GPU): the
+/// device's attainable peak in the compute dtype.
+fn gemm_gflops(s: &Setup, reps: usize) -> Result<f64> {
+    let n = gemm_n(&s.dev);
+    let a = Tensor::randn(0f32, 1.0, (n, n), &s.dev)?.to_dtype(s.dtype)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &s.dev)?.to_dtype(s.dtype)?;
     let secs = best_of(reps, || {
-        timed(|| {
+        timed(s, || {
             a.matmul(&b)?;
             Ok(())
         })
     })?;
-    Ok(2.0 * (GEMM_N as f64).powi(3) / secs / 1e9)
+    Ok(2.0 * (n as f64).powi(3) / secs / 1e9)
 }
 
-fn train_batch() -> Scored {
-    let seqs: Vec<Vec<u32>> = (0..TRAIN_ROWS)
+fn train_batch(rows: usize, len: usize, vocab: usize) -> Scored {
+    let seqs: Vec<Vec<u32>> = (0..rows)
         .map(|r| {
-            (0..TRAIN_LEN)
-                .map(|i| ((r * 131 + i * 17) % 8000 + 3) as u32)
+            (0..len)
+                .map(|i| ((r * 131 + i * 17) % (vocab - 192) + 3) as u32)
                 .collect()
         })
         .collect();
     Scored {
         seqs,
-        starts: vec![1; TRAIN_ROWS],
+        starts: vec![1; rows],
     }
 }
 
 /// Seconds per training step: mean token NLL, backward, clipped AdamW.
-fn train_seconds(reps: usize) -> Result<f64> {
-    let m = model(1234)?;
-    let batch = train_batch();
+fn train_seconds(s: &Setup, m: &Model, rows: usize, len: usize, reps: usize) -> Result<f64> {
+    let cfg = &m.config;
+    let batch = train_batch(rows, len, cfg.vocab_size);
     let vars = m.params.vars();
     let mut opt = AdamW::new(AdamWConfig::default());
     best_of(reps, || {
-        timed(|| {
+        timed(s, || {
             let (lp, _) = m.token_logprobs(&batch)?;
             let loss = (lp.sum_all()?.neg()? / lp.elem_count() as f64)?;
             let grads = loss.backward()?;
@@ -148,12 +266,11 @@ fn sampling(seed: u64) -> SamplingConfig {
     }
 }
 
-fn sample_tokens_per_s(batch: usize, reps: usize) -> Result<f64> {
-    let m = model(1234)?;
+fn sample_tokens_per_s(s: &Setup, m: &Model, batch: usize, reps: usize) -> Result<f64> {
     let prompts: Vec<Vec<u32>> = (0..batch).map(|r| vec![1, 5 + r as u32, 9]).collect();
     let cfg = sampling(7);
     let secs = best_of(reps, || {
-        timed(|| {
+        timed(s, || {
             let out = generate(&m.llama, &prompts, &cfg)?;
             assert!(out.tokens.iter().all(|t| t.len() == NEW_TOKENS));
             Ok(())
@@ -166,17 +283,12 @@ fn sample_tokens_per_s(batch: usize, reps: usize) -> Result<f64> {
 /// actor's and the reference's log-probabilities of the new tokens (at the
 /// sampling temperature), the critic's values and the reward model's
 /// scores, as `marlhf-rollout` does. New tokens per second of the whole.
-fn rollout_tokens_per_s(reps: usize) -> Result<f64> {
-    let actor = model(1)?;
-    let reference = model(2)?;
-    let with_head = |seed: u64| -> Result<Model> {
-        let cfg = config();
-        let params = Params::init(&cfg, seed, &Device::Cpu)?;
-        params.add_value_head(&cfg, seed)?;
-        Model::new(cfg, params)
-    };
-    let critic = with_head(3)?;
-    let rm = with_head(4)?;
+fn rollout_tokens_per_s(s: &Setup, reps: usize) -> Result<f64> {
+    let cfg = config();
+    let actor = s.model(&cfg, 1, false, false)?;
+    let reference = s.model(&cfg, 2, false, false)?;
+    let critic = s.model(&cfg, 3, false, true)?;
+    let rm = s.model(&cfg, 4, false, true)?;
     // Prompts of 24 to 62 tokens (the same as the PyTorch reference).
     let prompts: Vec<Vec<u32>> = (0..ROLLOUT_ROWS)
         .map(|r| {
@@ -185,10 +297,10 @@ fn rollout_tokens_per_s(reps: usize) -> Result<f64> {
                 .collect()
         })
         .collect();
-    let cfg = sampling(7);
+    let sc = sampling(7);
     let secs = best_of(reps, || {
-        timed(|| {
-            let out = generate(&actor.llama, &prompts, &cfg)?;
+        timed(s, || {
+            let out = generate(&actor.llama, &prompts, &sc)?;
             let scored = Scored {
                 seqs: prompts
                     .iter()
@@ -198,7 +310,7 @@ fn rollout_tokens_per_s(reps: usize) -> Result<f64> {
                 starts: prompts.iter().map(Vec::len).collect(),
             };
             for m in [&actor, &reference] {
-                m.token_logprobs_at(&scored, cfg.temperature)?
+                m.token_logprobs_at(&scored, sc.temperature)?
                     .0
                     .to_vec1::<f32>()?;
             }
@@ -211,11 +323,13 @@ fn rollout_tokens_per_s(reps: usize) -> Result<f64> {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     value: f64,
     unit: &'static str,
     /// The share of the GEMM rate the work runs at, where it is matmuls.
     of_peak: Option<f64>,
+    /// The most GPU memory the measurement's tensors held, GiB.
+    memory: Option<f64>,
 }
 
 /// The CPU's model name with its family/model numbers and widest vector
@@ -251,9 +365,38 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Runs one measurement with the device's peak memory counted from its
+/// start.
+fn measure(
+    s: &Setup,
+    rows: &mut Vec<Row>,
+    name: String,
+    unit: &'static str,
+    f: impl FnOnce() -> Result<(f64, Option<f64>)>,
+) -> Result<()> {
+    device::reset_peak_memory(&s.dev);
+    let (value, of_peak) = f()?;
+    let memory = device::peak_memory_bytes(&s.dev).map(|b| b as f64 / (1u64 << 30) as f64);
+    eprintln!("  {name}: {value:.1} {unit}");
+    rows.push(Row {
+        name,
+        value,
+        unit,
+        of_peak,
+        memory,
+    });
+    Ok(())
+}
+
 fn main() {
     marlhf_cli::stage_main("bench", || {
         let cli = Cli::parse();
+        let dev = device::parse(&cli.device)?;
+        let dtype = device::dtype(&cli.dtype, &dev)?;
+        let s = Setup { dev, dtype };
+        if let Some(dir) = &cli.parity {
+            return parity::run(dir, &s.dev, &cli.json);
+        }
         let reference: Option<Value> = match &cli.reference {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -269,116 +412,110 @@ fn main() {
         };
         let wanted = |name: &str| cli.only.as_deref().is_none_or(|o| name.contains(o));
         let threads = rayon::current_num_threads();
+        let where_ = if s.dev.is_cpu() {
+            format!("{} · {threads} threads", cpu_model())
+        } else {
+            format!("{} · host {}", cli.device, cpu_model())
+        };
         eprintln!(
-            "{} · {threads} threads · 1-minute load average {} at start",
-            cpu_model(),
+            "{where_} · {} · 1-minute load average {} at start",
+            dtype_name(dtype),
             load_average()
         );
 
-        let peak = gemm_gflops(cli.reps)?;
-        let mut rows = vec![Row {
-            name: GEMM,
-            value: peak,
-            unit: "GFLOP/s",
-            of_peak: Some(1.0),
-        }];
+        let mut rows = Vec::new();
+        let gemm = gemm_name(&s.dev, dtype);
+        measure(&s, &mut rows, gemm.clone(), "GFLOP/s", || {
+            Ok((gemm_gflops(&s, cli.reps)?, Some(1.0)))
+        })?;
+        let peak = rows[0].value;
+        let tiny = config();
         if wanted(TRAIN) {
-            let secs = train_seconds(cli.reps)?;
-            let gflop = flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9;
-            rows.push(Row {
-                name: TRAIN,
-                value: (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
-                unit: "tokens/s",
-                of_peak: Some(gflop / secs / peak),
-            });
+            measure(&s, &mut rows, TRAIN.into(), "tokens/s", || {
+                let m = s.model(&tiny, 1234, true, false)?;
+                let secs = train_seconds(&s, &m, TRAIN_ROWS, TRAIN_LEN, cli.reps)?;
+                let gflop = flops::train_step(&tiny, TRAIN_ROWS, TRAIN_LEN, 1) / 1e9;
+                Ok((
+                    (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
+                    Some(gflop / secs / peak),
+                ))
+            })?;
         }
-        for (name, batch) in [(SAMPLE1, 1), (SAMPLE16, 16)] {
-            if wanted(name) {
-                rows.push(Row {
-                    name,
-                    value: sample_tokens_per_s(batch, cli.reps)?,
-                    unit: "tokens/s",
-                    of_peak: None,
-                });
+        let sample_rows: Vec<(String, usize)> = SAMPLE_BATCHES
+            .iter()
+            .map(|&b| (sample_name(b), b))
+            .filter(|(n, _)| wanted(n))
+            .collect();
+        if !sample_rows.is_empty() {
+            let m = s.model(&tiny, 1234, false, false)?;
+            for (name, batch) in sample_rows {
+                measure(&s, &mut rows, name, "tokens/s", || {
+                    Ok((sample_tokens_per_s(&s, &m, batch, cli.reps)?, None))
+                })?;
             }
         }
         if wanted(ROLLOUT) {
-            rows.push(Row {
-                name: ROLLOUT,
-                value: rollout_tokens_per_s(cli.reps)?,
-                unit: "tokens/s",
-                of_peak: None,
-            });
+            measure(&s, &mut rows, ROLLOUT.into(), "tokens/s", || {
+                Ok((rollout_tokens_per_s(&s, cli.reps)?, None))
+            })?;
+        }
+        let gemma = gemma_config(cli.gemma_layers, cli.gemma_vocab, cli.gemma_hidden)?;
+        let gemma_weights = if cli.gemma {
+            eprintln!(
+                "  gemma-2b: {} random weights on the CPU…",
+                marlhf_model::params::count(&gemma)?
+            );
+            Some(Params::init(&gemma, 1234, &Device::Cpu)?)
+        } else {
+            None
+        };
+        if let (Some(w), true) = (&gemma_weights, wanted(GEMMA_TRAIN)) {
+            measure(&s, &mut rows, GEMMA_TRAIN.into(), "tokens/s", || {
+                let m = s.model_from(&gemma, w, true)?;
+                let secs = train_seconds(&s, &m, GEMMA_TRAIN_ROWS, GEMMA_TRAIN_LEN, cli.reps)?;
+                let gflop = flops::train_step(&gemma, GEMMA_TRAIN_ROWS, GEMMA_TRAIN_LEN, 1) / 1e9;
+                Ok((
+                    (GEMMA_TRAIN_ROWS * GEMMA_TRAIN_LEN) as f64 / secs,
+                    Some(gflop / secs / peak),
+                ))
+            })?;
+        }
+        let gemma_rows: Vec<(String, usize)> = SAMPLE_BATCHES
+            .iter()
+            .map(|&b| (gemma_sample_name(b), b))
+            .filter(|(n, _)| cli.gemma && wanted(n))
+            .collect();
+        if let (Some(w), false) = (&gemma_weights, gemma_rows.is_empty()) {
+            let m = s.model_from(&gemma, w, false)?;
+            for (name, batch) in gemma_rows {
+                measure(&s, &mut rows, name, "tokens/s", || {
+                    Ok((sample_tokens_per_s(&s, &m, batch, cli.reps)?, None))
+                })?;
+            }
         }
 
-        let theirs =
-            |name: &str| -> Option<f64> { reference.as_ref()?.get("figures")?.get(name)?.as_f64() };
-        let pct = |f: Option<f64>| f.map(|f| format!("{:.0} %", 100.0 * f)).unwrap_or_default();
-        match &reference {
-            None => {
-                println!(
-                    "{:<38} {:>10} {:<9} {:>9}",
-                    "benchmark", "marlhf", "unit", "of peak"
-                );
-                for r in &rows {
-                    println!(
-                        "{:<38} {:>10.1} {:<9} {:>9}",
-                        r.name,
-                        r.value,
-                        r.unit,
-                        pct(r.of_peak)
-                    );
-                }
-            }
-            Some(reference) => {
-                let torch_peak = theirs(GEMM);
-                let gflop = flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9;
-                println!(
-                    "{:<38} {:>10} {:>9} {:>10} {:>9} {:>7} {:<9}",
-                    "benchmark", "marlhf", "of peak", "PyTorch", "of peak", "ratio", "unit"
-                );
-                for r in &rows {
-                    let t = theirs(r.name);
-                    // PyTorch's share of its own (MKL) GEMM rate.
-                    let t_peak = match (r.name, t, torch_peak) {
-                        (GEMM, Some(_), _) => Some(1.0),
-                        (TRAIN, Some(t), Some(p)) => {
-                            Some(gflop * t / (TRAIN_ROWS * TRAIN_LEN) as f64 / p)
-                        }
-                        _ => None,
-                    };
-                    println!(
-                        "{:<38} {:>10.1} {:>9} {:>10} {:>9} {:>7} {:<9}",
-                        r.name,
-                        r.value,
-                        pct(r.of_peak),
-                        t.map(|t| format!("{t:.1}")).unwrap_or_else(|| "–".into()),
-                        pct(t_peak),
-                        t.map(|t| format!("{:.2}x", r.value / t))
-                            .unwrap_or_else(|| "–".into()),
-                        r.unit
-                    );
-                }
-                let s = |k: &str| reference.get(k).and_then(Value::as_str).unwrap_or("?");
-                println!(
-                    "PyTorch {} · transformers {} · {} threads · {} (peak: each side's own 2048² f32 GEMM)",
-                    s("torch"),
-                    s("transformers"),
-                    reference.get("threads").and_then(Value::as_u64).unwrap_or(0),
-                    s("blas")
-                );
-            }
-        }
+        print_table(&rows, reference.as_ref(), &gemm, &tiny, &gemma);
 
         let mut figures = serde_json::Map::new();
+        let mut memory = serde_json::Map::new();
         for r in &rows {
-            figures.insert(r.name.to_string(), json!(r.value));
+            figures.insert(r.name.clone(), json!(r.value));
+            if let Some(m) = r.memory {
+                memory.insert(r.name.clone(), json!(m));
+            }
         }
         let out = json!({
             "figures": figures,
+            "order": rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            "memory_gib": memory,
+            "device": cli.device,
+            "dtype": dtype_name(dtype),
             "cpu": cpu_model(),
             "threads": threads,
-            "train_gflop_per_step": flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9,
+            "train_gflop_per_step": flops::train_step(&tiny, TRAIN_ROWS, TRAIN_LEN, 1) / 1e9,
+            "gemma_layers": cli.gemma_layers,
+            "gemma_vocab": cli.gemma_vocab,
+            "gemma_hidden": cli.gemma_hidden,
         });
         if let Some(dir) = cli.json.parent() {
             std::fs::create_dir_all(dir)
@@ -388,4 +525,104 @@ fn main() {
             .with_context(|| format!("{}: cannot write", cli.json.display()))?;
         Ok(())
     })
+}
+
+fn print_table(
+    rows: &[Row],
+    reference: Option<&Value>,
+    gemm: &str,
+    tiny: &ModelConfig,
+    gemma: &ModelConfig,
+) {
+    let theirs = |name: &str| -> Option<f64> { reference?.get("figures")?.get(name)?.as_f64() };
+    let their_memory =
+        |name: &str| -> Option<f64> { reference?.get("memory_gib")?.get(name)?.as_f64() };
+    let pct = |f: Option<f64>| f.map(|f| format!("{:.0} %", 100.0 * f)).unwrap_or_default();
+    let gib = |m: Option<f64>| m.map(|m| format!("{m:.2}")).unwrap_or_default();
+    let with_memory = rows.iter().any(|r| r.memory.is_some());
+    match reference {
+        None => {
+            print!(
+                "{:<42} {:>10} {:<9} {:>9}",
+                "benchmark", "marlhf", "unit", "of peak"
+            );
+            println!("{}", if with_memory { "  GPU GiB" } else { "" });
+            for r in rows {
+                print!(
+                    "{:<42} {:>10.1} {:<9} {:>9}",
+                    r.name,
+                    r.value,
+                    r.unit,
+                    pct(r.of_peak)
+                );
+                if with_memory {
+                    print!(" {:>8}", gib(r.memory));
+                }
+                println!();
+            }
+        }
+        Some(reference) => {
+            let torch_peak = theirs(gemm);
+            print!(
+                "{:<42} {:>10} {:>9} {:>10} {:>9} {:>7} {:<9}",
+                "benchmark", "marlhf", "of peak", "PyTorch", "of peak", "ratio", "unit"
+            );
+            println!(
+                "{}",
+                if with_memory {
+                    "  GPU GiB marlhf / PyTorch"
+                } else {
+                    ""
+                }
+            );
+            for r in rows {
+                let t = theirs(&r.name);
+                // PyTorch's share of its own GEMM rate.
+                let step = if r.name == TRAIN {
+                    Some(
+                        flops::train_step(tiny, TRAIN_ROWS, TRAIN_LEN, 1)
+                            / (TRAIN_ROWS * TRAIN_LEN) as f64,
+                    )
+                } else if r.name == GEMMA_TRAIN {
+                    Some(
+                        flops::train_step(gemma, GEMMA_TRAIN_ROWS, GEMMA_TRAIN_LEN, 1)
+                            / (GEMMA_TRAIN_ROWS * GEMMA_TRAIN_LEN) as f64,
+                    )
+                } else {
+                    None
+                };
+                let t_peak = match (t, torch_peak) {
+                    (Some(_), _) if r.name == gemm => Some(1.0),
+                    (Some(t), Some(p)) => step.map(|f| f * t / 1e9 / p),
+                    _ => None,
+                };
+                print!(
+                    "{:<42} {:>10.1} {:>9} {:>10} {:>9} {:>7} {:<9}",
+                    r.name,
+                    r.value,
+                    pct(r.of_peak),
+                    t.map(|t| format!("{t:.1}")).unwrap_or_else(|| "–".into()),
+                    pct(t_peak),
+                    t.map(|t| format!("{:.2}x", r.value / t))
+                        .unwrap_or_else(|| "–".into()),
+                    r.unit
+                );
+                if with_memory {
+                    print!("  {:>6} / {:<6}", gib(r.memory), gib(their_memory(&r.name)));
+                }
+                println!();
+            }
+            let s = |k: &str| reference.get(k).and_then(Value::as_str).unwrap_or("?");
+            println!(
+                "PyTorch {} · transformers {} · {} threads · {} (peak: each side's own {gemm})",
+                s("torch"),
+                s("transformers"),
+                reference
+                    .get("threads")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                s("blas")
+            );
+        }
+    }
 }

@@ -98,9 +98,10 @@ struct GenerateArgs {
     /// Nucleus sampling mass (1: off)
     #[arg(long, default_value_t = 1.0)]
     top_p: f64,
-    /// Sequences per generation and scoring batch (the samples depend on it)
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
+    /// Sequences per generation and scoring batch (the samples depend on
+    /// it) [default: 8 on the CPU, 64 on a GPU]
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Seed of the prompt sample and of the sampling
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -353,7 +354,9 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
-        batch_size: a.batch_size,
+        batch_size: a
+            .batch_size
+            .unwrap_or_else(|| marlhf_model::device::default_sampling_batch(&device)),
         dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
         device,
         gold_model: a.gold_model,
@@ -384,7 +387,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
             ),
         );
     }
-    s.print();
+    s.gpu_memory(&cfg.device).print();
     Ok(())
 }
 
@@ -463,7 +466,7 @@ fn run_judge(a: JudgeArgs) -> anyhow::Result<()> {
             ),
         );
     }
-    s.print();
+    s.gpu_memory(&device).print();
     Ok(())
 }
 

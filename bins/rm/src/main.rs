@@ -77,7 +77,7 @@ fn main() {
             s.add(k, format!("{v:.4}"));
         }
         s.add("pairs/s", format!("{:.1}", r.outcome.units_per_second));
-        s.print();
+        s.gpu_memory(&device).print();
         Ok(())
     })
 }

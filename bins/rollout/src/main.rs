@@ -47,9 +47,10 @@ struct Args {
     /// Prompts (and so rollouts) per iteration
     #[arg(long, default_value_t = 64)]
     rollout_batch: usize,
-    /// Sequences per generation and forward batch
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
+    /// Sequences per generation and forward batch [default: 8 on the CPU,
+    /// 64 on a GPU]
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Longest prompt in tokens (longer ones keep their end)
     #[arg(long, default_value_t = 512)]
     max_prompt_tokens: usize,
@@ -104,7 +105,9 @@ fn main() {
             out: args.out,
             iteration: args.iteration,
             rollout_batch: args.rollout_batch,
-            batch_size: args.batch_size,
+            batch_size: args
+                .batch_size
+                .unwrap_or_else(|| marlhf_model::device::default_sampling_batch(&device)),
             max_prompt_tokens: args.max_prompt_tokens,
             max_new_tokens: args.max_new_tokens,
             temperature: args.temperature,
@@ -165,7 +168,7 @@ fn main() {
             )
             .add("scoring", format!("{:.1}s", r.score_seconds))
             .add("written to", cfg.out.display());
-        summary.print();
+        summary.gpu_memory(&device).print();
         Ok(())
     })
 }

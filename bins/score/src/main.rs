@@ -124,7 +124,7 @@ fn main() {
                     response_column: a.response_column,
                     bos: !a.no_bos,
                     batch_size: a.batch_size,
-                    device,
+                    device: device.clone(),
                     dtype,
                 },
                 &Bars,
@@ -141,7 +141,7 @@ fn main() {
                 .add("scored tokens", r.tokens)
                 .add("mean log-prob per token", format!("{:.4}", r.mean_logprob))
                 .add("written", a.out.display());
-            s.print();
+            s.gpu_memory(&device).print();
             Ok(())
         }
         Command::RmAccuracy(a) => {
@@ -156,7 +156,7 @@ fn main() {
                     max_prompt_tokens: a.max_prompt_tokens,
                     max_completion_tokens: a.max_completion_tokens,
                     limit: a.limit,
-                    device,
+                    device: device.clone(),
                     dtype,
                 },
                 &Bars,
@@ -187,7 +187,7 @@ fn main() {
             if let Some(out) = &a.out {
                 s.add("written", out.display());
             }
-            s.print();
+            s.gpu_memory(&device).print();
             Ok(())
         }
     });

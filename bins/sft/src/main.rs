@@ -105,7 +105,7 @@ fn main() {
             s.add(k, format!("{v:.4}"));
         }
         s.add("tokens/s", format!("{:.0}", r.outcome.units_per_second));
-        s.print();
+        s.gpu_memory(&device).print();
         Ok(())
     })
 }

@@ -272,7 +272,7 @@ fn main() {
             .add("critic written to", cfg.out_critic.display())
             .add("advantages", cfg.advantages.display())
             .add("metrics", cfg.metrics.display());
-        summary.print();
+        summary.gpu_memory(&device).print();
         Ok(())
     })
 }

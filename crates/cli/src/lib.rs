@@ -245,6 +245,16 @@ impl Summary {
         self
     }
 
+    /// A `GPU memory` row when the stage ran on a GPU
+    /// (`marlhf_model::device::memory_summary`); nothing on the CPU.
+    #[cfg(feature = "stages")]
+    pub fn gpu_memory(&mut self, device: &candle_core::Device) -> &mut Self {
+        if let Some(m) = marlhf_model::device::memory_summary(device) {
+            self.add("GPU memory", m);
+        }
+        self
+    }
+
     pub fn print(&self) {
         eprint!("{}", self.render());
     }
