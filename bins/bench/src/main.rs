@@ -3,10 +3,14 @@
 //! on the CPU, with the machine's GEMM rate measured first so that training
 //! reads as a fraction of it. Given `--reference` (the JSON written by
 //! bench/pytorch_reference.py, `make bench-compare`), it prints PyTorch's
-//! figures from the same machine beside marlhf's, with the ratios.
+//! figures from the same machine beside marlhf's, with the ratios. With
+//! `--portable` it times each workload in portable mode too
+//! (`MARLHF_PORTABLE=1`), beside; `--fingerprint` instead prints hashes of
+//! a small workload's numbers, to compare machines.
 
 #![forbid(unsafe_code)]
 
+mod fingerprint;
 mod flops;
 
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use candle_core::{Device, Tensor};
 use clap::Parser;
 use marlhf_model::adamw::{AdamW, AdamWConfig};
 use marlhf_model::generate::{generate, SamplingConfig};
+use marlhf_model::kernels::blocking;
 use marlhf_model::lm::Scored;
 use marlhf_model::{Model, ModelConfig, Params};
 use serde_json::{json, Value};
@@ -46,6 +51,15 @@ struct Cli {
     /// Where to write this run's figures as JSON
     #[arg(long, default_value = "target/bench/marlhf.json")]
     json: PathBuf,
+    /// Also time training, sampling and the rollout in portable mode
+    /// (MARLHF_PORTABLE=1: GEMM depth blocks pinned to 512), each right
+    /// after this machine's blocking, with the cost
+    #[arg(long, conflicts_with = "reference")]
+    portable: bool,
+    /// Time nothing: print hashes of the numbers a small training step and
+    /// sampling run produce (equal lines on two machines: equal bytes)
+    #[arg(long, conflicts_with_all = ["reference", "portable", "only"])]
+    fingerprint: bool,
 }
 
 const VOCAB: usize = 8192;
@@ -216,10 +230,29 @@ struct Row {
     unit: &'static str,
     /// The share of the GEMM rate the work runs at, where it is matmuls.
     of_peak: Option<f64>,
+    /// The same measurement in portable mode (`--portable`).
+    portable: Option<f64>,
 }
 
-/// The CPU's model name with its family/model numbers and widest vector
-/// extension (a VM may report only "AMD EPYC").
+/// `f` under this machine's blocking and, with `--portable`, right after
+/// under portable mode's.
+fn both_modes(portable: bool, f: impl Fn() -> Result<f64>) -> Result<(f64, Option<f64>)> {
+    if !portable {
+        return Ok((f()?, None));
+    }
+    blocking::set_portable(false);
+    let machine = f()?;
+    blocking::set_portable(true);
+    let pinned = f();
+    blocking::set_portable(false);
+    Ok((machine, Some(pinned?)))
+}
+
+/// The CPU's model name with its family/model numbers and the vector
+/// extensions the kernels can use (a VM may report only "AMD EPYC"). The
+/// extensions are what this process detects at run time (what the kernels
+/// dispatch on; under an emulator, the emulated CPU's), the name is the
+/// kernel's.
 fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |key: &str| -> Option<String> {
@@ -229,19 +262,28 @@ fn cpu_model() -> String {
             .map(|(_, v)| v.trim().to_string())
     };
     let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
-    let flags = field("flags").unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let simd = if has("avx512f") {
-        "AVX-512"
-    } else if has("avx2") && has("fma") {
-        "AVX2/FMA"
-    } else {
-        "no AVX2"
-    };
+    let simd = simd();
     match (field("cpu family"), field("model")) {
         (Some(f), Some(m)) => format!("{name} (family {f}, model {m}, {simd})"),
         _ => format!("{name} ({simd})"),
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd() -> &'static str {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("fma") {
+        "AVX-512"
+    } else if has!("avx2") && has!("fma") {
+        "AVX2/FMA"
+    } else {
+        "no AVX2/FMA"
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd() -> &'static str {
+    std::env::consts::ARCH
 }
 
 fn load_average() -> String {
@@ -267,12 +309,24 @@ fn main() {
             }
             None => None,
         };
+        if cli.fingerprint {
+            println!(
+                "# {} · GEMM blocking: {}",
+                cpu_model(),
+                blocking::describe()
+            );
+            for (name, hash) in fingerprint::fingerprint()? {
+                println!("{name:<32} {hash}");
+            }
+            return Ok(());
+        }
         let wanted = |name: &str| cli.only.as_deref().is_none_or(|o| name.contains(o));
         let threads = rayon::current_num_threads();
         eprintln!(
-            "{} · {threads} threads · 1-minute load average {} at start",
+            "{} · {threads} threads · 1-minute load average {} at start · GEMM blocking: {}",
             cpu_model(),
-            load_average()
+            load_average(),
+            blocking::describe()
         );
 
         let peak = gemm_gflops(cli.reps)?;
@@ -281,33 +335,42 @@ fn main() {
             value: peak,
             unit: "GFLOP/s",
             of_peak: Some(1.0),
+            portable: None,
         }];
         if wanted(TRAIN) {
-            let secs = train_seconds(cli.reps)?;
+            let tokens = (TRAIN_ROWS * TRAIN_LEN) as f64;
+            let (value, portable) =
+                both_modes(cli.portable, || Ok(tokens / train_seconds(cli.reps)?))?;
             let gflop = flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9;
             rows.push(Row {
                 name: TRAIN,
-                value: (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
+                value,
                 unit: "tokens/s",
-                of_peak: Some(gflop / secs / peak),
+                of_peak: Some(gflop * value / tokens / peak),
+                portable,
             });
         }
         for (name, batch) in [(SAMPLE1, 1), (SAMPLE16, 16)] {
             if wanted(name) {
+                let (value, portable) =
+                    both_modes(cli.portable, || sample_tokens_per_s(batch, cli.reps))?;
                 rows.push(Row {
                     name,
-                    value: sample_tokens_per_s(batch, cli.reps)?,
+                    value,
                     unit: "tokens/s",
                     of_peak: None,
+                    portable,
                 });
             }
         }
         if wanted(ROLLOUT) {
+            let (value, portable) = both_modes(cli.portable, || rollout_tokens_per_s(cli.reps))?;
             rows.push(Row {
                 name: ROLLOUT,
-                value: rollout_tokens_per_s(cli.reps)?,
+                value,
                 unit: "tokens/s",
                 of_peak: None,
+                portable,
             });
         }
 
@@ -315,6 +378,25 @@ fn main() {
             |name: &str| -> Option<f64> { reference.as_ref()?.get("figures")?.get(name)?.as_f64() };
         let pct = |f: Option<f64>| f.map(|f| format!("{:.0} %", 100.0 * f)).unwrap_or_default();
         match &reference {
+            None if cli.portable => {
+                println!(
+                    "{:<38} {:>10} {:>10} {:>8} {:<9}",
+                    "benchmark", "marlhf", "portable", "cost", "unit"
+                );
+                for r in &rows {
+                    let (p, cost) = match r.portable {
+                        Some(p) => (
+                            format!("{p:.1}"),
+                            format!("{:.1} %", 100.0 * (1.0 - p / r.value)),
+                        ),
+                        None => ("–".into(), "–".into()),
+                    };
+                    println!(
+                        "{:<38} {:>10.1} {:>10} {:>8} {:<9}",
+                        r.name, r.value, p, cost, r.unit
+                    );
+                }
+            }
             None => {
                 println!(
                     "{:<38} {:>10} {:<9} {:>9}",
@@ -371,11 +453,17 @@ fn main() {
         }
 
         let mut figures = serde_json::Map::new();
+        let mut portable = serde_json::Map::new();
         for r in &rows {
             figures.insert(r.name.to_string(), json!(r.value));
+            if let Some(p) = r.portable {
+                portable.insert(r.name.to_string(), json!(p));
+            }
         }
         let out = json!({
             "figures": figures,
+            "portable_figures": portable,
+            "gemm_depth_block": blocking::machine_depth(),
             "cpu": cpu_model(),
             "threads": threads,
             "train_gflop_per_step": flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9,
