@@ -145,15 +145,15 @@ for g in zen4 zen5 smt; do
     fp "fp-$g-$p" under "$g"
   done
 done
-echo "==> this machine's caches at 1 and 3 threads"
+echo "==> this machine's caches at 1 and 3 threads (the 3 with candle's own pool at 2)"
 for t in 1 3; do
   for p in 0 1; do
-    export MARLHF_PORTABLE=$p RAYON_NUM_THREADS=$t
+    export MARLHF_PORTABLE=$p RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$((t == 3 ? 2 : 1))
     chain "chain-t$t-$p"
     fp "fp-t$t-$p"
   done
 done
-unset RAYON_NUM_THREADS
+unset RAYON_NUM_THREADS CANDLE_NUM_THREADS
 echo "==> the fingerprint on emulated CPUs (qemu-user, minutes each)"
 export MARLHF_PORTABLE=1
 fp fp-haswell-1 qemu-x86_64 -cpu Haswell-v4
