@@ -6,6 +6,7 @@
 #   make test                             # all tests (what CI runs)
 #   make bench                            # throughput benchmarks
 #   make bench-compare                    # the same beside PyTorch (installs it once)
+#   make repro-check                      # which CPU differences change output bytes (root, qemu-user)
 #
 # Every stage writes its outputs atomically, so a file that exists is
 # complete; make reruns a stage when an input is newer than its output.
@@ -27,6 +28,13 @@ CARGO ?= cargo
 CUDA ?=
 CUDA_TARGET_DIR ?= target/cuda
 # ----------------------------------------------------------------
+# PORTABLE=1: the same output bytes on every x86-64 CPU with AVX2 and FMA,
+# at a cost in speed (README, "Reproducibility across machines"). Give the
+# run its own NAME: finished stages are not redone when it changes.
+PORTABLE ?=
+ifneq ($(PORTABLE),)
+export MARLHF_PORTABLE := $(PORTABLE)
+endif
 # Extra flags per stage, e.g. PREPARE_ARGS="--limit 500" SFT_ARGS="--max-steps 20".
 PREPARE_ARGS ?=
 SFT_ARGS ?=
@@ -45,7 +53,7 @@ include pipelines/presets/$(PRESET).mk
 include pipelines/$(TASK).mk
 
 .DEFAULT_GOAL := help
-.PHONY: help build pipeline prepare tokenizer sft rm test bench bench-compare lint fmt clean-run
+.PHONY: help build pipeline prepare tokenizer sft rm test bench bench-compare repro-check lint fmt clean-run
 
 help:
 	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
@@ -55,6 +63,7 @@ help:
 	@echo "make bench                                                      throughput benchmarks"
 	@echo "make bench-compare                                              the same beside PyTorch on this machine"
 	@echo "make build CUDA=1 | test-cuda | gpu-check                      the GPU build, its tests, the GPU check kit (mk/cuda.mk)"
+	@echo "make repro-check                                                which CPU differences change output bytes"
 	@echo "outputs: $(RUN)/  (inspect any Parquet file with $(BIN)/marlhf-inspect FILE)"
 
 build:
@@ -185,6 +194,14 @@ bench-compare: build $(BENCH_VENV)/.installed
 	@mkdir -p target/bench
 	$(BENCH_VENV)/bin/python bench/pytorch_reference.py --reps $(BENCH_REPS) --device $(DEVICE) --json target/bench/pytorch.json
 	$(BIN)/marlhf-bench --reps $(BENCH_REPS) --device $(DEVICE) --reference target/bench/pytorch.json $(BENCH_ARGS)
+
+# repro-check: the stages and a fingerprint workload under emulated CPUs
+# (other L1 caches, other instruction sets) in both arithmetic modes,
+# compared byte for byte (DESIGN.md, "Reproducibility across machines").
+# Needs root and qemu-user (installed with apt-get when missing); a few
+# minutes natively plus a few per emulated CPU.
+repro-check: build
+	scripts/repro-check.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,9 +8,13 @@
 //! prints PyTorch's figures from the same machine beside marlhf's, with the
 //! ratios. `--parity DIR` instead checks log-probabilities against
 //! transformers' references on the device (parity.rs).
+//! With `--portable` (CPU) it times each workload in portable mode too
+//! (`MARLHF_PORTABLE=1`), beside; `--fingerprint` instead prints hashes of
+//! a small workload's numbers, to compare machines.
 
 #![forbid(unsafe_code)]
 
+mod fingerprint;
 mod flops;
 mod parity;
 
@@ -22,6 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use marlhf_model::adamw::{AdamW, AdamWConfig};
 use marlhf_model::generate::{generate, SamplingConfig};
+use marlhf_model::kernels::blocking;
 use marlhf_model::lm::Scored;
 use marlhf_model::{device, Model, ModelConfig, Params};
 use serde_json::{json, Value};
@@ -79,6 +84,15 @@ struct Cli {
     /// measuring speed; writes the table to --json
     #[arg(long)]
     parity: Option<PathBuf>,
+    /// Also time training, sampling and the rollout in portable mode
+    /// (MARLHF_PORTABLE=1: GEMM depth blocks pinned to 512), each right
+    /// after this machine's blocking, with the cost
+    #[arg(long, conflicts_with = "reference")]
+    portable: bool,
+    /// Time nothing: print hashes of the numbers a small training step and
+    /// sampling run produce (equal lines on two machines: equal bytes)
+    #[arg(long, conflicts_with_all = ["reference", "portable", "only"])]
+    fingerprint: bool,
 }
 
 const VOCAB: usize = 8192;
@@ -155,6 +169,8 @@ fn gemma_config(layers: usize, vocab: usize, hidden: usize) -> Result<ModelConfi
 struct Setup {
     dev: Device,
     dtype: DType,
+    /// `--portable`: time each workload again in portable mode.
+    portable: bool,
 }
 
 impl Setup {
@@ -330,10 +346,15 @@ struct Row {
     of_peak: Option<f64>,
     /// The most GPU memory the measurement's tensors held, GiB.
     memory: Option<f64>,
+    /// The same measurement in portable mode (`--portable`).
+    portable: Option<f64>,
 }
 
-/// The CPU's model name with its family/model numbers and widest vector
-/// extension (a VM may report only "AMD EPYC").
+/// The CPU's model name with its family/model numbers and the vector
+/// extensions the kernels can use (a VM may report only "AMD EPYC"). The
+/// extensions are what this process detects at run time (what the kernels
+/// dispatch on; under an emulator, the emulated CPU's), the name is the
+/// kernel's.
 fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |key: &str| -> Option<String> {
@@ -343,19 +364,28 @@ fn cpu_model() -> String {
             .map(|(_, v)| v.trim().to_string())
     };
     let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
-    let flags = field("flags").unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let simd = if has("avx512f") {
-        "AVX-512"
-    } else if has("avx2") && has("fma") {
-        "AVX2/FMA"
-    } else {
-        "no AVX2"
-    };
+    let simd = simd();
     match (field("cpu family"), field("model")) {
         (Some(f), Some(m)) => format!("{name} (family {f}, model {m}, {simd})"),
         _ => format!("{name} ({simd})"),
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd() -> &'static str {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("fma") {
+        "AVX-512"
+    } else if has!("avx2") && has!("fma") {
+        "AVX2/FMA"
+    } else {
+        "no AVX2/FMA"
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd() -> &'static str {
+    std::env::consts::ARCH
 }
 
 fn load_average() -> String {
@@ -372,18 +402,31 @@ fn measure(
     rows: &mut Vec<Row>,
     name: String,
     unit: &'static str,
-    f: impl FnOnce() -> Result<(f64, Option<f64>)>,
+    f: impl Fn() -> Result<(f64, Option<f64>)>,
 ) -> Result<()> {
     device::reset_peak_memory(&s.dev);
+    blocking::set_portable(false);
     let (value, of_peak) = f()?;
     let memory = device::peak_memory_bytes(&s.dev).map(|b| b as f64 / (1u64 << 30) as f64);
     eprintln!("  {name}: {value:.1} {unit}");
+    // Portable mode right after, so that both see the same machine state.
+    let portable = if s.portable {
+        blocking::set_portable(true);
+        let pinned = f();
+        blocking::set_portable(false);
+        let p = pinned?.0;
+        eprintln!("  {name}, portable: {p:.1} {unit}");
+        Some(p)
+    } else {
+        None
+    };
     rows.push(Row {
         name,
         value,
         unit,
         of_peak,
         memory,
+        portable,
     });
     Ok(())
 }
@@ -393,7 +436,14 @@ fn main() {
         let cli = Cli::parse();
         let dev = device::parse(&cli.device)?;
         let dtype = device::dtype(&cli.dtype, &dev)?;
-        let s = Setup { dev, dtype };
+        if cli.portable && !dev.is_cpu() {
+            anyhow::bail!("--portable times the CPU's GEMM blocking; it needs --device cpu");
+        }
+        let s = Setup {
+            dev,
+            dtype,
+            portable: cli.portable,
+        };
         if let Some(dir) = &cli.parity {
             return parity::run(dir, &s.dev, &cli.json);
         }
@@ -410,6 +460,17 @@ fn main() {
             }
             None => None,
         };
+        if cli.fingerprint {
+            println!(
+                "# {} · GEMM blocking: {}",
+                cpu_model(),
+                blocking::describe()
+            );
+            for (name, hash) in fingerprint::fingerprint()? {
+                println!("{name:<32} {hash}");
+            }
+            return Ok(());
+        }
         let wanted = |name: &str| cli.only.as_deref().is_none_or(|o| name.contains(o));
         let threads = rayon::current_num_threads();
         let where_ = if s.dev.is_cpu() {
@@ -418,9 +479,10 @@ fn main() {
             format!("{} · host {}", cli.device, cpu_model())
         };
         eprintln!(
-            "{where_} · {} · 1-minute load average {} at start",
+            "{where_} · {} · 1-minute load average {} at start · GEMM blocking: {}",
             dtype_name(dtype),
-            load_average()
+            load_average(),
+            blocking::describe()
         );
 
         let mut rows = Vec::new();
@@ -498,10 +560,14 @@ fn main() {
 
         let mut figures = serde_json::Map::new();
         let mut memory = serde_json::Map::new();
+        let mut portable = serde_json::Map::new();
         for r in &rows {
             figures.insert(r.name.clone(), json!(r.value));
             if let Some(m) = r.memory {
                 memory.insert(r.name.clone(), json!(m));
+            }
+            if let Some(p) = r.portable {
+                portable.insert(r.name.clone(), json!(p));
             }
         }
         let out = json!({
@@ -510,6 +576,8 @@ fn main() {
             "memory_gib": memory,
             "device": cli.device,
             "dtype": dtype_name(dtype),
+            "portable_figures": portable,
+            "gemm_depth_block": blocking::machine_depth(),
             "cpu": cpu_model(),
             "threads": threads,
             "train_gflop_per_step": flops::train_step(&tiny, TRAIN_ROWS, TRAIN_LEN, 1) / 1e9,
@@ -540,12 +608,16 @@ fn print_table(
     let pct = |f: Option<f64>| f.map(|f| format!("{:.0} %", 100.0 * f)).unwrap_or_default();
     let gib = |m: Option<f64>| m.map(|m| format!("{m:.2}")).unwrap_or_default();
     let with_memory = rows.iter().any(|r| r.memory.is_some());
+    let with_portable = rows.iter().any(|r| r.portable.is_some());
     match reference {
         None => {
             print!(
                 "{:<42} {:>10} {:<9} {:>9}",
                 "benchmark", "marlhf", "unit", "of peak"
             );
+            if with_portable {
+                print!(" {:>10} {:>8}", "portable", "cost");
+            }
             println!("{}", if with_memory { "  GPU GiB" } else { "" });
             for r in rows {
                 print!(
@@ -555,6 +627,12 @@ fn print_table(
                     r.unit,
                     pct(r.of_peak)
                 );
+                if with_portable {
+                    match r.portable {
+                        Some(p) => print!(" {p:>10.1} {:>7.1} %", 100.0 * (1.0 - p / r.value)),
+                        None => print!(" {:>10} {:>8}", "–", "–"),
+                    }
+                }
                 if with_memory {
                     print!(" {:>8}", gib(r.memory));
                 }

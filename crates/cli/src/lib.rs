@@ -64,9 +64,24 @@ fn one_candle_thread() {
     }
 }
 
+/// Portable arithmetic (`MARLHF_PORTABLE=1`, DESIGN.md "Reproducibility
+/// across machines") for every product of this process, before any is
+/// computed; a value other than 0 or 1 is an error.
+#[cfg(feature = "model")]
+fn arithmetic_from_env() -> anyhow::Result<()> {
+    use marlhf_model::kernels::blocking;
+    blocking::set_portable(blocking::portable_from_env().map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "model"))]
+fn arithmetic_from_env() -> anyhow::Result<()> {
+    Ok(())
+}
+
 /// Runs a stage's body, after setting up the process as every stage wants
 /// it (mimalloc keeps freed memory, candle's ops on one thread, no library
-/// backtraces). On error prints `error: <cause chain>` as one line on
+/// backtraces, portable arithmetic if asked for). On error prints `error: <cause chain>` as one line on
 /// stderr and exits with status 1; a panic (a bug, never bad input) is also
 /// reduced to one line so users never face a backtrace.
 pub fn stage_main<F>(stage: &str, body: F) -> !
@@ -96,6 +111,10 @@ where
             .unwrap_or_default();
         eprintln!("error: {stage_name}: internal error{at}: {msg}");
     }));
+    let body = || {
+        arithmetic_from_env()?;
+        body()
+    };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(Ok(())) => std::process::exit(0),
         Ok(Err(e)) => {

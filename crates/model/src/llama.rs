@@ -452,7 +452,7 @@ impl Llama {
                 };
                 let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
                 let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
-                let mut scores = (q.matmul(&k.t()?)?.to_dtype(wide)? * scale)?;
+                let mut scores = (ops::matmul(&q, &k.t()?)?.to_dtype(wide)? * scale)?;
                 if let Some(cap) = self.arch.attn_softcap {
                     scores = ((scores / cap)?.tanh()? * cap)?;
                 }
@@ -461,8 +461,7 @@ impl Llama {
                     .find(|(a, _)| *a == layer.attention)
                     .unwrap_or(&biases[0]);
                 let probs = ops::softmax_last_dim(&scores.broadcast_add(&bias.1)?)?.to_dtype(dt)?;
-                probs
-                    .matmul(&v.contiguous()?)?
+                ops::matmul(&probs, &v.contiguous()?)?
                     .transpose(1, 2)?
                     .reshape((b * t, nh * hd))?
             };

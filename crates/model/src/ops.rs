@@ -15,6 +15,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::kernels::blocking::{self, Blocking};
 use crate::kernels::{self, attention as attn, Par, View};
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -473,6 +474,36 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         return y.reshape(dims);
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+/// `a · b` by candle's (batched) matmul, for the products the fused
+/// kernels do not make (the attention of a cached forward pass). In
+/// portable mode an f32 CPU product deeper than `PINNED_DEPTH` is summed
+/// over the depth blocks `kernels::gemm` pins there, one matmul per block
+/// added in order, so that it too is the same on every machine.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_in(blocking::current(), a, b)
+}
+
+fn matmul_in(mode: Blocking, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let k = a.dim(D::Minus1)?;
+    if mode == Blocking::Machine || !fused_ok(a) || k <= blocking::PINNED_DEPTH {
+        return a.matmul(b);
+    }
+    let kc = blocking::even_split(k, blocking::PINNED_DEPTH);
+    let mut y: Option<Tensor> = None;
+    for p in (0..k).step_by(kc) {
+        let kb = kc.min(k - p);
+        let part = a
+            .narrow(D::Minus1, p, kb)?
+            .contiguous()?
+            .matmul(&b.narrow(D::Minus2, p, kb)?.contiguous()?)?;
+        y = Some(match y {
+            None => part,
+            Some(y) => (y + part)?,
+        });
+    }
+    Ok(y.expect("k > PINNED_DEPTH, so at least one block"))
 }
 
 fn split_last(x: &Tensor) -> Result<(usize, usize)> {
@@ -1278,6 +1309,54 @@ mod tests {
         let a = linear(&x, &w).unwrap().to_vec2::<f32>().unwrap();
         let b = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(a, b);
+    }
+
+    /// Portable mode's batched matmul is, batch by batch, the pinned
+    /// product `kernels::gemm` makes in portable mode, bit for bit; shallow
+    /// products and the default mode are candle's matmul itself.
+    #[test]
+    fn portable_matmul_is_the_pinned_gemm() {
+        let (bt, m, k, n) = (2, 70, 1100, 80);
+        let (a, b) = (rand(&[bt, m, k], 40), rand(&[bt, k, n], 41));
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        let y = matmul_in(Blocking::Portable, &a, &b).unwrap();
+        let (av, bv) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
+        let (av, bv) = (av.to_vec1::<f32>().unwrap(), bv.to_vec1::<f32>().unwrap());
+        let mut want = vec![0f32; bt * m * n];
+        for i in 0..bt {
+            // SAFETY: `want` is a live exclusive buffer.
+            unsafe {
+                kernels::gemm_in(
+                    Blocking::Portable,
+                    m,
+                    n,
+                    k,
+                    kernels::SendPtr::new(&mut want),
+                    View::rows(i * m * n, n),
+                    false,
+                    &av,
+                    View::rows(i * m * k, k),
+                    &bv,
+                    View::rows(i * k * n, n),
+                    Par::Pool,
+                )
+            };
+        }
+        let want_bits: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(bits(&y), want_bits);
+        let machine = matmul_in(Blocking::Machine, &a, &b).unwrap();
+        assert_eq!(bits(&machine), bits(&a.matmul(&b).unwrap()));
+        let (a, b) = (rand(&[bt, m, 300], 42), rand(&[bt, 300, n], 43));
+        let shallow = matmul_in(Blocking::Portable, &a, &b).unwrap();
+        assert_eq!(bits(&shallow), bits(&a.matmul(&b).unwrap()));
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! matmul runs on, so a product computed here has candle's numbers), fused
 //! attention, and the SIMD dot products of the decode path.
 //!
+//! Every product goes through [`gemm`], which follows the depth blocking
+//! in force ([`blocking`]: this machine's, or portable mode's pinned one).
+//!
 //! These exist because the training step of a small model spends more time
 //! around its matmuls than in them when every element-wise step is a candle
 //! op: each allocates its output, and each backward accumulation allocates
@@ -10,10 +13,13 @@
 //! hand-written backward passes.
 
 pub mod attention;
+pub mod blocking;
 pub mod exp;
 pub mod packed;
 
 use candle_core::{bail, Result, Storage, Tensor};
+
+use blocking::Blocking;
 
 /// Where a matrix lies in its buffer: the offset of element (0, 0) and the
 /// strides between rows and between columns, in elements.
@@ -121,6 +127,43 @@ pub unsafe fn gemm_raw(
     bv: View,
     par: Par,
 ) {
+    gemm_in(
+        blocking::current(),
+        m,
+        n,
+        k,
+        dst,
+        dv,
+        accumulate,
+        a,
+        av,
+        b,
+        bv,
+        par,
+    )
+}
+
+/// [`gemm_raw`] under the given depth blocking: one `gemm` call, or in
+/// portable mode consecutive calls over depth blocks of at most 512, each
+/// adding into the output (the crate's own `1·dst + acc` of its blocks).
+///
+/// # Safety
+/// As [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_in(
+    blocking: Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: SendPtr,
+    dv: View,
+    accumulate: bool,
+    a: &[f32],
+    av: View,
+    b: &[f32],
+    bv: View,
+    par: Par,
+) {
     assert!(dv.end(m, n) <= dst.1, "gemm: destination out of bounds");
     assert!(av.end(m, k) <= a.len(), "gemm: left operand out of bounds");
     assert!(bv.end(k, n) <= b.len(), "gemm: right operand out of bounds");
@@ -144,28 +187,36 @@ pub unsafe fn gemm_raw(
         }
         return;
     }
-    // dst = alpha·dst + beta·a·b, dst read only when accumulating.
-    gemm::gemm(
-        m,
-        n,
-        k,
-        d,
-        dv.cs as isize,
-        dv.rs as isize,
-        accumulate,
-        a.as_ptr().add(av.off),
-        av.cs as isize,
-        av.rs as isize,
-        b.as_ptr().add(bv.off),
-        bv.cs as isize,
-        bv.rs as isize,
-        if accumulate { 1.0 } else { 0.0 },
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    let step = blocking::call_depth(blocking, m, n, k, dv, av, bv);
+    let mut p = 0;
+    while p < k {
+        let kb = step.min(k - p);
+        // Blocks after the first add into what the ones before wrote.
+        let acc = accumulate || p > 0;
+        // dst = alpha·dst + beta·a·b, dst read only when accumulating.
+        gemm::gemm(
+            m,
+            n,
+            kb,
+            d,
+            dv.cs as isize,
+            dv.rs as isize,
+            acc,
+            a.as_ptr().add(av.off + p * av.cs),
+            av.cs as isize,
+            av.rs as isize,
+            b.as_ptr().add(bv.off + p * bv.rs),
+            bv.cs as isize,
+            bv.rs as isize,
+            if acc { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        p += kb;
+    }
 }
 
 /// Runs `f` on the contiguous u32 data of a CPU tensor.
@@ -254,6 +305,153 @@ mod tests {
         );
         let twice: Vec<f32> = want.iter().map(|x| 2.0 * x).collect();
         assert_eq!(c, twice);
+    }
+
+    /// The crate's arithmetic on its cache-blocked route, written out: each
+    /// output a chain of fused multiply-adds from zero over each depth
+    /// block of ⌈k/⌈k/base⌉⌉, the blocks added into it in order. It depends
+    /// on nothing but `base`.
+    #[allow(clippy::too_many_arguments)]
+    fn blocked_chain(
+        m: usize,
+        n: usize,
+        k: usize,
+        base: usize,
+        a: &[f32],
+        av: View,
+        b: &[f32],
+        bv: View,
+    ) -> Vec<f32> {
+        let kc = blocking::even_split(k, base);
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut y = 0f32;
+                for (bi, p0) in (0..k).step_by(kc).enumerate() {
+                    let mut acc = 0f32;
+                    for p in p0..(p0 + kc).min(k) {
+                        let x = a[av.off + i * av.rs + p * av.cs];
+                        let w = b[bv.off + p * bv.rs + j * bv.cs];
+                        acc = x.mul_add(w, acc);
+                    }
+                    y = if bi == 0 { acc } else { y + acc };
+                }
+                c[i * n + j] = y;
+            }
+        }
+        c
+    }
+
+    /// Portable mode's products are the blocked chain with base 512 bit for
+    /// bit, a definition no machine parameter enters; the default mode's
+    /// are the same chain with this machine's base (so the chain is the
+    /// crate's arithmetic), and the two differ where the bases do.
+    #[test]
+    fn portable_products_are_the_pinned_chain() {
+        assert!(
+            std::arch::is_x86_feature_detected!("fma"),
+            "the crate's FMA kernels need an x86-64 CPU with FMA"
+        );
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let base = blocking::machine_depth();
+        let mut differs = 0;
+        // (m, n, k, how a and b lie): the linear layer's forward
+        // (x · wᵀ), its dx = g·w and its dw = gᵀ·x, at depths the crate
+        // keeps whole or splits.
+        for (m, n, k, layout) in [
+            (96, 80, 600, 0),
+            (70, 130, 688, 0),
+            (100, 72, 1100, 1),
+            (80, 96, 2048, 2),
+            (65, 66, 1500, 2),
+            (200, 40, 1030, 0),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let (av, bv) = match layout {
+                0 => (View::rows(0, k), View::cols(0, k)),
+                1 => (View::rows(0, k), View::rows(0, n)),
+                _ => (View::cols(0, m), View::rows(0, n)),
+            };
+            let dv = View::rows(0, n);
+            assert!(blocking::cache_blocked(m, n, k, dv, av, bv));
+            let run = |blocking| {
+                let mut c = vec![f32::NAN; m * n];
+                // SAFETY: `c` is a live exclusive buffer.
+                unsafe {
+                    gemm_in(
+                        blocking,
+                        m,
+                        n,
+                        k,
+                        SendPtr::new(&mut c),
+                        dv,
+                        false,
+                        &a,
+                        av,
+                        &b,
+                        bv,
+                        Par::Pool,
+                    )
+                };
+                c
+            };
+            let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let portable = run(Blocking::Portable);
+            let pinned = blocked_chain(m, n, k, blocking::PINNED_DEPTH, &a, av, &b, bv);
+            assert_eq!(bits(&portable), bits(&pinned), "portable {m}x{n}x{k}");
+            let machine = run(Blocking::Machine);
+            let own = blocked_chain(m, n, k, base, &a, av, &b, bv);
+            assert_eq!(bits(&machine), bits(&own), "machine {m}x{n}x{k}");
+            if bits(&machine) != bits(&portable) {
+                differs += 1;
+            }
+        }
+        // Every depth here above 512 splits differently unless this
+        // machine's base is 512 (600 and 688 stay whole with a base of
+        // 1024 and are split in two under portable mode).
+        if base == blocking::PINNED_DEPTH {
+            assert_eq!(differs, 0);
+        } else {
+            assert!(differs > 0, "base {base}: no product changed");
+        }
+    }
+
+    /// Products the crate does not block by cache size are left whole.
+    #[test]
+    fn other_routes_are_the_same_in_both_modes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        // A matrix-vector product, a ≤ 64×64 product and a horizontal one.
+        for (m, n, k) in [(300, 1, 2000), (40, 50, 1500), (2, 100, 3000)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let (dv, av, bv) = (View::rows(0, n), View::rows(0, k), View::cols(0, k));
+            assert!(!blocking::cache_blocked(m, n, k, dv, av, bv));
+            let run = |blocking| {
+                let mut c = vec![0f32; m * n];
+                // SAFETY: `c` is a live exclusive buffer.
+                unsafe {
+                    gemm_in(
+                        blocking,
+                        m,
+                        n,
+                        k,
+                        SendPtr::new(&mut c),
+                        dv,
+                        false,
+                        &a,
+                        av,
+                        &b,
+                        bv,
+                        Par::Pool,
+                    )
+                };
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(Blocking::Machine), run(Blocking::Portable));
+        }
     }
 
     #[test]

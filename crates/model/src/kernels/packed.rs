@@ -7,8 +7,9 @@
 //! most of the work. Packed once, the panels stream from memory in order.
 //! The arithmetic is the crate's own on this route (its AVX2/FMA f32
 //! microkernel): each output is a chain of fused multiply-adds along `in`
-//! from zero, over the same depth blocks (`gemm_common`'s `kernel_params`),
-//! the blocks summed into y in order. So the results are its results bit
+//! from zero, over the same depth blocks (`gemm_common`'s `kernel_params`,
+//! or portable mode's pinned ones: `blocking::packed_depth`), the blocks
+//! summed into y in order. So the results are its results bit
 //! for bit, which the tests check against `kernels::gemm`; where that
 //! route would not be taken (no FMA, one row, or at most 16×16 outputs,
 //! which the crate treats otherwise), `apply` declines and the caller uses
@@ -16,12 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::blocking::{self, Blocking, MR, NR};
 use super::SendPtr;
-
-/// Output rows per panel: the microkernel's MR (2 AVX registers of 8).
-const MR: usize = 16;
-/// Rows of x per register block: the microkernel's NR.
-const NR: usize = 6;
 
 pub struct Packed {
     out: usize,
@@ -54,24 +51,19 @@ impl Packed {
         fma_available() && rows >= 2 && self.out >= 2 && self.inp > 2 && rows * self.out > 16 * 16
     }
 
-    /// The depth block `gemm` uses for this product (after its transpose:
-    /// m = out, n = rows).
-    fn kc(&self, rows: usize) -> usize {
-        if self.out <= 64 && rows <= 64 {
-            self.inp.min(512)
-        } else {
-            gemm_common::cache::kernel_params(self.out, rows, self.inp, MR, NR, 4).kc
-        }
+    /// y [rows, out] = x [rows, inp] · wᵀ, or false (nothing written) where
+    /// [`Packed::applies`] does not hold; the depth blocks are those
+    /// `kernels::gemm` uses under the blocking in force.
+    pub fn apply(&self, rows: usize, x: &[f32], y: &mut [f32]) -> bool {
+        self.apply_in(blocking::current(), rows, x, y)
     }
 
-    /// y [rows, out] = x [rows, inp] · wᵀ, or false (nothing written) where
-    /// [`Packed::applies`] does not hold.
-    pub fn apply(&self, rows: usize, x: &[f32], y: &mut [f32]) -> bool {
+    fn apply_in(&self, blocking: Blocking, rows: usize, x: &[f32], y: &mut [f32]) -> bool {
         if !self.applies(rows) {
             return false;
         }
         assert!(x.len() >= rows * self.inp && y.len() >= rows * self.out);
-        let kc = self.kc(rows).max(1);
+        let kc = blocking::packed_depth(blocking, self.out, rows, self.inp).max(1);
         let n_panels = self.out.div_ceil(MR);
         let dst = SendPtr::new(&mut y[..rows * self.out]);
         let per_task = n_panels.div_ceil(4 * rayon::current_num_threads()).max(1);
@@ -191,66 +183,74 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{gemm, Par, View};
+    use crate::kernels::{gemm_in, Par, View};
     use rand::{Rng, SeedableRng};
 
     /// Bit for bit the product `kernels::gemm` computes (the call
     /// `ops::linear` makes), over shapes with panel and row remainders and
-    /// depths that `gemm` splits into blocks.
+    /// depths that `gemm` splits into blocks, under this machine's blocking
+    /// and portable mode's.
     #[test]
     fn packed_products_are_gemms_bit_for_bit() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let mut checked = 0;
-        for (rows, out, inp) in [
-            (16, 256, 256),
-            (16, 688, 256),
-            (16, 256, 688),
-            (7, 8192, 256),
-            (2, 200, 1400),
-            (13, 33, 100),
-            (3, 90, 3),
-            (16, 16, 64),
-            (1, 300, 64),
-        ] {
-            let x: Vec<f32> = (0..rows * inp)
-                .map(|_| rng.random_range(-1f32..1.0))
-                .collect();
-            let w: Vec<f32> = (0..out * inp)
-                .map(|_| rng.random_range(-1f32..1.0))
-                .collect();
-            let mut want = vec![0f32; rows * out];
-            gemm(
-                rows,
-                out,
-                inp,
-                &mut want,
-                View::rows(0, out),
-                false,
-                &x,
-                View::rows(0, inp),
-                &w,
-                View::cols(0, inp),
-                Par::Pool,
-            );
-            let packed = Packed::new(&w, out, inp);
-            let mut got = vec![f32::NAN; rows * out];
-            if packed.apply(rows, &x, &mut got) {
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{rows}x{out}x{inp}: differs from gemm");
-                checked += 1;
-            } else {
-                assert!(!packed.applies(rows));
-                assert!(got.iter().all(|v| v.is_nan()), "declined but wrote");
+        for blocking in [Blocking::Machine, Blocking::Portable] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let mut checked = 0;
+            for (rows, out, inp) in [
+                (16, 256, 256),
+                (16, 688, 256),
+                (16, 256, 688),
+                (7, 8192, 256),
+                (2, 200, 1400),
+                (13, 33, 100),
+                (3, 90, 3),
+                (5, 300, 2100),
+                (16, 16, 64),
+                (1, 300, 64),
+            ] {
+                let x: Vec<f32> = (0..rows * inp)
+                    .map(|_| rng.random_range(-1f32..1.0))
+                    .collect();
+                let w: Vec<f32> = (0..out * inp)
+                    .map(|_| rng.random_range(-1f32..1.0))
+                    .collect();
+                let mut want = vec![0f32; rows * out];
+                // SAFETY: `want` is a live exclusive buffer.
+                unsafe {
+                    gemm_in(
+                        blocking,
+                        rows,
+                        out,
+                        inp,
+                        SendPtr::new(&mut want),
+                        View::rows(0, out),
+                        false,
+                        &x,
+                        View::rows(0, inp),
+                        &w,
+                        View::cols(0, inp),
+                        Par::Pool,
+                    )
+                };
+                let packed = Packed::new(&w, out, inp);
+                let mut got = vec![f32::NAN; rows * out];
+                if packed.apply_in(blocking, rows, &x, &mut got) {
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{blocking:?} {rows}x{out}x{inp}: differs from gemm");
+                    checked += 1;
+                } else {
+                    assert!(!packed.applies(rows));
+                    assert!(got.iter().all(|v| v.is_nan()), "declined but wrote");
+                }
             }
-        }
-        if fma_available() {
-            assert_eq!(
-                checked, 7,
-                "the route applies to all but the last two shapes"
-            );
+            if fma_available() {
+                assert_eq!(
+                    checked, 8,
+                    "the route applies to all but the last two shapes"
+                );
+            }
         }
     }
 }
