@@ -55,7 +55,11 @@ impl Difference {
             "df –".to_string()
         };
         match self.pairing {
-            Pairing::Paired => format!("paired t-test over {} seeds, {df}", self.seeds.0),
+            Pairing::Paired => format!(
+                "paired t-test over {} seed{}, {df}",
+                self.seeds.0,
+                if self.seeds.0 == 1 { "" } else { "s" }
+            ),
             Pairing::Welch => format!(
                 "Welch t-test over {} and {} seeds, {df}",
                 self.seeds.0, self.seeds.1
