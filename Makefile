@@ -53,7 +53,7 @@ include pipelines/presets/$(PRESET).mk
 include pipelines/$(TASK).mk
 
 .DEFAULT_GOAL := help
-.PHONY: help build pipeline prepare tokenizer sft rm test bench bench-compare repro-check lint fmt clean-run
+.PHONY: help build pipeline prepare tokenizer sft rm test bench bench-compare repro-check lint fmt clean-run print-run
 
 help:
 	@echo "make pipeline TASK=hh-rlhf [PRESET=tiny|small] [NAME=default]   run every stage"
@@ -93,7 +93,7 @@ bwrap:
 # A task with raw data prepares it; a task that makes its own data (stories)
 # sets DATA_FILES and PREPARE_COMMAND in its pipelines/<task>.mk.
 RAW_FILES := $(shell find $(RAW)/$(TASK) -type f 2>/dev/null)
-DATA_FILES ?= $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet eval_prompts.parquet)
+DATA_FILES ?= $(addprefix $(RUN)/data/,sft.parquet pairs.parquet prompts.parquet validation_prompts.parquet eval_prompts.parquet)
 PREPARE_COMMAND ?= $(BIN)/marlhf-prepare --task $(TASK) --raw $(RAW) --out $(RUN)/data --seed $(SEED) $(PREPARE_ARGS)
 
 $(DATA_FILES) &: $(RAW_FILES) | $(BIN)/marlhf-prepare
@@ -212,3 +212,7 @@ fmt:
 
 clean-run:
 	rm -rf $(RUN)
+
+# The run directory these settings use (for scripts: scripts/tune-stories.sh).
+print-run:
+	@echo $(RUN)

@@ -1,45 +1,81 @@
 # The comparison: every termination condition of TERMINATIONS trained with
 # every seed of SEEDS from the same SFT model and reward model, all final
-# policies evaluated on the same prompts, and a report with 95% intervals.
+# and early-stopped policies evaluated on the same prompts, and a report
+# with 95% t-intervals over seeds, verdicts with their test and power (no
+# verdict below 5 seeds).
 #
-#   make compare TASK=hh-rlhf                         # $(RUN)/compare/report.md
-#   make compare SEEDS="1234 1235 1236 1237"          # one more seed: only its run is trained
+#   make compare TASK=hh-rlhf                         # 5 seeds: $(RUN)/compare/report.md
+#   make compare TASK=stories                         # 10 seeds
+#   make compare COMPARE_SEED_COUNT=6                 # one more seed: only its runs are trained
 #   make compare TERMINATIONS="fixed:1 fixed:5 parsing:5"
 #   make compare PPO_RECIPE=reference                 # the paper's training recipe (its own runs)
 #
 # Each run is the PPO run of mk/ppo.mk (so the pipeline's own runs, seed
-# PPO_SEED, are reused), each final policy's responses are a file of their
-# own (compare/responses/<run>.parquet), so adding a seed or a condition
-# trains and samples only what is new; the judgements (each condition's
-# policy against the baseline's of the same seed) and the report are redone.
-# The baseline is the first condition of TERMINATIONS (vanilla PPO,
-# fixed:1, by default).
+# PPO_SEED, are reused). Per run, and so cached per run: the final
+# policy's responses (compare/responses/<run>.parquet); its checkpoints at
+# COMPARE_VALIDATION_ITERS answering VALIDATION_N validation prompts
+# (compare/validation/<run>.parquet); and the early-stopped policy, the
+# checkpoint with the best mean COMPARE_SELECT_BY there, answering the
+# evaluation prompts (compare/early/<run>.parquet). Adding a seed or a
+# condition trains and samples only what is new; the judgements (each
+# condition's policy against the baseline's of the same seed) and the
+# report are redone. The baseline is the first condition of TERMINATIONS
+# (vanilla PPO, fixed:1, by default).
 #
-# From the other fragments: ppo_run, ppo_done, ppo_final_actor, ppo_dir
-# (mk/ppo.mk); eval_generate_args, eval_judge_args, eval_judge_deps,
-# eval_rm_done, EVAL_SCORE_WITH_RM, EVAL_PROMPTS (mk/eval.mk).
+# From the other fragments: ppo_run, ppo_done, ppo_final_actor, ppo_actor,
+# ppo_dir, SEEDS and COMPARE_SEED_COUNT (mk/ppo.mk); eval_generate_args,
+# eval_sampling_args, eval_judge_args, eval_judge_deps, eval_rm_done,
+# EVAL_SCORE_WITH_RM, EVAL_PROMPTS, VALIDATION_PROMPTS, VALIDATION_N
+# (mk/eval.mk).
 
 COMPARE_DIR ?= $(RUN)/$(if $(filter-out default,$(PPO_RECIPE)),compare-$(PPO_RECIPE),compare)$(if $(PPO_TAG),-$(PPO_TAG))
 COMPARE_BASELINE ?= $(firstword $(TERMINATIONS))
-# Training metrics drawn with bands; the first is read for iterations to parity.
+# Training metrics drawn with bands; the first is read for iterations to
+# parity and the budget table. The optional ones are drawn when every run's
+# metrics have them (the critic's diagnostics).
 COMPARE_CURVES ?= score_mean kl_k1_token_mean entropy
+COMPARE_OPTIONAL_CURVES ?= critic_explained_variance critic_bias advantage_position_corr
 COMPARE_TITLE ?= MA-PPO against PPO over seeds ($(TASK), recipe $(PPO_RECIPE))
 # Pairwise judging of each condition against the baseline (not for apps,
 # which has pass@k instead of a judge).
 COMPARE_JUDGE ?= $(if $(filter apps,$(TASK)),,yes)
 # A task with a gold reward: the proxy's per-pair scores on held-out pairs.
 COMPARE_RM_ACCURACY ?=
+# Early stopping: the checkpoints (policies after these iterations; by
+# default the ends of the run's four quarters) that answer the validation
+# prompts, and what the best is chosen by: score (the reward model's) or
+# gold (a task with a gold reward). Not for apps (no reward model).
+COMPARE_EARLY_STOP ?= $(if $(filter apps,$(TASK)),,yes)
+ifndef COMPARE_VALIDATION_ITERS
+COMPARE_VALIDATION_ITERS := $(shell for k in 1 2 3 4; do echo $$(( k * $(ITERS) / 4 )); done | sort -nu | grep -vx 0)
+endif
+COMPARE_SELECT_BY ?= score
 
 # $(1): condition, $(2): seed. The run's name: its directory's, dot, seed.
 cmp_group = $(notdir $(call ppo_dir,$(1)))
 cmp_name = $(call cmp_group,$(1)).$(2)
 cmp_responses = $(COMPARE_DIR)/responses/$(call cmp_name,$(1),$(2)).parquet
+cmp_validation = $(COMPARE_DIR)/validation/$(call cmp_name,$(1),$(2)).parquet
+cmp_early = $(COMPARE_DIR)/early/$(call cmp_name,$(1),$(2)).parquet
+# The run's candidate checkpoints as NAME=DIR, named as marlhf-eval
+# early-stop expects (iter-KKK).
+cmp_checkpoints = $(foreach k,$(COMPARE_VALIDATION_ITERS),iter-$(shell printf '%03d' $(k))=$(call ppo_actor,$(1),$(2),$(k)))
 
 define compare_run
 $(call cmp_responses,$(1),$(2)): $(call ppo_done,$(1),$(2)) $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
 	@echo "==> compare: generate $(call cmp_name,$(1),$(2))"
 	$(BIN)/marlhf-eval generate --policy $(call cmp_name,$(1),$(2))=$(call ppo_final_actor,$(1),$(2)) \
 	  --out $$@ $$(eval_generate_args)
+
+$(call cmp_validation,$(1),$(2)): $(call ppo_done,$(1),$(2)) $(VALIDATION_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
+	@echo "==> compare: validate $(call cmp_name,$(1),$(2))"
+	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(call cmp_checkpoints,$(1),$(2))) \
+	  --prompts $(VALIDATION_PROMPTS) --n $$(VALIDATION_N) --out $$@ $$(eval_sampling_args)
+
+$(call cmp_early,$(1),$(2)): $(call cmp_validation,$(1),$(2)) $(EVAL_PROMPTS) | $(BIN)/marlhf-eval
+	@echo "==> compare: early-stop $(call cmp_name,$(1),$(2))"
+	$(BIN)/marlhf-eval early-stop --validation $$< $(addprefix --candidate ,$(call cmp_checkpoints,$(1),$(2))) \
+	  --select-by $$(COMPARE_SELECT_BY) --name $(call cmp_name,$(1),$(2)) --out $$@ $$(eval_generate_args)
 endef
 $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(eval $(call compare_run,$(t),$(s)))))
 
@@ -47,25 +83,35 @@ compare_responses := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp
 compare_pairs := $(foreach t,$(filter-out $(COMPARE_BASELINE),$(TERMINATIONS)),\
   $(foreach s,$(SEEDS),$(call cmp_name,$(t),$(s)):$(call cmp_name,$(COMPARE_BASELINE),$(s))))
 compare_judged := $(if $(and $(COMPARE_JUDGE),$(compare_pairs)),$(COMPARE_DIR)/judgements.parquet)
+compare_validated := $(if $(COMPARE_EARLY_STOP),$(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_validation,$(t),$(s)))))
+compare_early := $(if $(COMPARE_EARLY_STOP),$(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_early,$(t),$(s)))))
 
 $(COMPARE_DIR)/judgements.parquet: $(compare_responses) $(eval_judge_deps) | $(BIN)/marlhf-eval
 	@echo "==> compare: judge ($(EVAL_JUDGE))"
 	$(BIN)/marlhf-eval judge $(addprefix --responses ,$(compare_responses)) \
 	  $(addprefix --pair ,$(compare_pairs)) --out $@ $(eval_judge_args)
 
-$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
+$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_early) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
 	@echo "==> compare: report"
 	$(BIN)/marlhf-eval compare \
 	  $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_name,$(t),$(s))=$(call ppo_run,$(t),$(s)))) \
 	  $(foreach t,$(TERMINATIONS),--label $(call cmp_group,$(t))=$(t)) --baseline $(call cmp_group,$(COMPARE_BASELINE)) \
 	  $(addprefix --responses ,$(compare_responses)) $(addprefix --judgements ,$(compare_judged)) \
+	  $(if $(COMPARE_EARLY_STOP),$(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--validation $(call cmp_name,$(t),$(s))=$(call cmp_validation,$(t),$(s)))) \
+	    $(addprefix --early-responses ,$(compare_early)) --select-by $(COMPARE_SELECT_BY)) \
 	  $(addprefix --rm-accuracy ,$(COMPARE_RM_ACCURACY)) \
-	  $(addprefix --curve ,$(COMPARE_CURVES)) --task $(TASK) --title "$(COMPARE_TITLE)" \
+	  $(addprefix --curve ,$(COMPARE_CURVES)) $(addprefix --curve-if-present ,$(COMPARE_OPTIONAL_CURVES)) \
+	  --task $(TASK) --title "$(COMPARE_TITLE)" \
 	  --note "PPO: $(ITERS) iterations of $(PPO_ROLLOUT_BATCH) rollouts, recipe $(PPO_RECIPE), preset $(PRESET)" \
-	  --seed $(EVAL_SEED) --out $@
+	  $(if $(COMPARE_EARLY_STOP),--note "early stopping: checkpoints after iterations $(COMPARE_VALIDATION_ITERS) on $(VALIDATION_N) validation prompts") \
+	  --out $@
+
+.PHONY: compare-validation
+## compare-validation: only the validation responses of every run (what tuning ranks)
+compare-validation: $(compare_validated)
 
 .PHONY: compare
 ## compare: TERMINATIONS × SEEDS from one SFT and reward model, with confidence intervals
 compare: $(COMPARE_DIR)/report.md
-	@sed -n '/^## Verdict/,/^## Training curves/p' $< | grep -v '^## Training curves'
+	@awk '/^## / { show = ($$0 == "## Verdict") } show' $<
 	@echo "report: $< (plots beside it)"

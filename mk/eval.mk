@@ -22,6 +22,11 @@
 
 EVAL_DIR ?= $(RUN)/eval
 EVAL_PROMPTS ?= $(RUN)/data/eval_prompts.parquet
+# Held out of the PPO prompts, disjoint from the evaluation prompts: what
+# early stopping (mk/compare.mk) and tuning (scripts/tune-stories.sh)
+# choose on, never the evaluation prompts.
+VALIDATION_PROMPTS ?= $(RUN)/data/validation_prompts.parquet
+VALIDATION_N ?= 200
 # The final policy of a PPO run of ITERS iterations is iter-ITERS/actor.
 EVAL_ITERS ?= $(or $(ITERS),1)
 eval_final := iter-$(shell printf '%03d' $(EVAL_ITERS))
@@ -88,13 +93,16 @@ eval_rm_done := $(EVAL_RM)/model.safetensors
 $(EVAL_PPO_RUN)/metrics.parquet: $(EVAL_PPO)/model.safetensors ;
 $(EVAL_MAPPO_RUN)/metrics.parquet: $(EVAL_MAPPO)/model.safetensors ;
 
-# How every policy answers the evaluation prompts (here and in mk/compare.mk).
-eval_generate_args = --prompts $(EVAL_PROMPTS) $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) \
-	  --n $(EVAL_N) --samples-per-prompt $(EVAL_SAMPLES) \
+# How a policy answers prompts: scoring and sampling (here, for the
+# validation prompts of mk/compare.mk and scripts/tune-stories.sh), and the
+# evaluation prompts (here and in mk/compare.mk).
+eval_sampling_args = $(if $(EVAL_SCORE_WITH_RM),--reward-model $(EVAL_RM)) \
+	  --samples-per-prompt $(EVAL_SAMPLES) \
 	  --max-prompt-tokens $(EVAL_MAX_PROMPT) --max-new-tokens $(EVAL_MAX_NEW) \
 	  --temperature $(EVAL_TEMPERATURE) --top-k $(EVAL_TOP_K) --top-p $(EVAL_TOP_P) \
 	  $(if $(EVAL_BATCH),--batch-size $(EVAL_BATCH)) --seed $(EVAL_SEED) --device $(DEVICE) \
 	  $(if $(GOLD_MODEL),--gold-model $(GOLD_MODEL))
+eval_generate_args = --prompts $(EVAL_PROMPTS) --n $(EVAL_N) $(eval_sampling_args)
 # How the judge is set up (here and in mk/compare.mk).
 eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(EVAL_SEED) --task $(TASK) \
 	  --reward-model $(EVAL_RM) --max-prompt-tokens $(EVAL_MAX_PROMPT) --tie-epsilon $(EVAL_TIE_EPSILON) \

@@ -51,9 +51,12 @@ PPO_RM_DONE ?= $(PPO_RM)/model.safetensors
 DEVICE ?= cpu
 PPO_SEED ?= $(or $(SEED),1234)
 # `make compare` (mk/compare.mk): every condition of TERMINATIONS with
-# every seed of SEEDS, the pipeline's own runs among them.
+# every seed of SEEDS, the pipeline's own runs among them: by default
+# COMPARE_SEED_COUNT consecutive seeds from PPO_SEED (the report gives no
+# verdict below 5; a task may set more).
 TERMINATIONS ?= fixed:1 fixed:5
-SEEDS ?= $(PPO_SEED) $(shell expr $(PPO_SEED) + 1) $(shell expr $(PPO_SEED) + 2)
+COMPARE_SEED_COUNT ?= 5
+SEEDS ?= $(shell seq $(PPO_SEED) $$(( $(PPO_SEED) + $(COMPARE_SEED_COUNT) - 1 )))
 # rollout: prompts per iteration, sequences per batch; prompt + response
 # must fit the SFT model's positions.
 PPO_ROLLOUT_BATCH ?= 64
@@ -171,6 +174,20 @@ $(foreach t,$(sort $(TERMINATION) $(PPO_PIPELINE_TERMINATIONS) $(TERMINATIONS)),
   $(foreach s,$(sort $(PPO_SEED) $(SEEDS)),\
     $(foreach k,$(ppo_iterations),\
       $(eval $(call ppo_iteration,$(t),$(s),$(k),$(shell expr $(k) + 1))))))
+
+# Settings of one condition (a tuning budget may pick different ones for
+# PPO and MA-PPO): PPO_SETTINGS_<condition, ':' as '-'> holds VAR=value
+# words applied to that condition's iterations only, as target-specific
+# variables, e.g. PPO_SETTINGS_fixed-5 = PPO_KL=0.05 PPO_ACTOR_LR=3e-4.
+# The command line still overrides them (make's rule for variables).
+ppo_settings = $(PPO_SETTINGS_$(subst :,-,$(1)))
+$(foreach t,$(sort $(TERMINATION) $(PPO_PIPELINE_TERMINATIONS) $(TERMINATIONS)),\
+  $(if $(call ppo_settings,$(t)),\
+    $(foreach s,$(sort $(PPO_SEED) $(SEEDS)),\
+      $(foreach k,$(ppo_iterations),\
+        $(foreach v,$(call ppo_settings,$(t)),\
+          $(eval $(call ppo_iter,$(t),$(s),$(k))/rollouts.parquet $(call ppo_iter,$(t),$(s),$(k))/segments.parquet \
+            $(call ppo_iter,$(t),$(s),$(k))/advantages.parquet $(call ppo_inputs,$(t),$(s),$(shell expr $(k) + 1)): $(v)))))))
 
 PIPELINE_GOALS += $(if $(ppo_iterations),$(foreach t,$(PPO_PIPELINE_TERMINATIONS),$(call ppo_done,$(t),$(PPO_SEED))))
 

@@ -10,7 +10,7 @@
 # rollout and evaluation response is also scored by the gold reward.
 #
 #   make pipeline TASK=stories     # prompts → import → pairs → rm → PPO and MA-PPO → eval
-#   make compare TASK=stories      # 3 seeds × {fixed:1, fixed:5}, gold and proxy with intervals
+#   make compare TASK=stories      # 10 seeds × {fixed:1, fixed:5}, gold and proxy with intervals
 #
 # Settings here are plain assignments: they replace the presets' (which
 # size models trained from scratch); the command line still overrides them.
@@ -21,13 +21,16 @@ SFT_IMPORT_TOKENIZER = $(STORIES_MODEL_DIR)/tok512.bin
 # The gold reward's fluency judge: the same pretrained model.
 GOLD_MODEL = $(RUN)/sft
 
-# Prompts: disjoint sets of story openings.
+# Prompts: disjoint sets of story openings (validation: what early stopping
+# and tuning choose on).
 STORIES_PPO_PROMPTS = 4000
 STORIES_EVAL_PROMPTS = 500
 STORIES_PAIR_PROMPTS = 500
-DATA_FILES = $(addprefix $(RUN)/data/,prompts.parquet eval_prompts.parquet pair_prompts.parquet)
+STORIES_VALIDATION_PROMPTS = 500
+DATA_FILES = $(addprefix $(RUN)/data/,prompts.parquet eval_prompts.parquet pair_prompts.parquet validation_prompts.parquet)
 PREPARE_COMMAND = $(BIN)/marlhf-stories prompts --out $(RUN)/data --seed $(SEED) \
-  --ppo $(STORIES_PPO_PROMPTS) --eval $(STORIES_EVAL_PROMPTS) --pairs $(STORIES_PAIR_PROMPTS)
+  --ppo $(STORIES_PPO_PROMPTS) --eval $(STORIES_EVAL_PROMPTS) --pairs $(STORIES_PAIR_PROMPTS) \
+  --validation $(STORIES_VALIDATION_PROMPTS)
 
 # Lengths: the response budget is what credit has to travel over. The
 # reward model reads completions with the same budget, so a story cut at
@@ -86,6 +89,11 @@ PPO_KL = 0.1
 PPO_WHITEN = true
 
 # Evaluation: the policies' own distributions, scored by gold and proxy.
+# The comparison: 10 seeds (5 are the least for a verdict); early stopping
+# on 100 validation prompts by the gold reward, the task's headline.
+COMPARE_SEED_COUNT = 10
+VALIDATION_N = 100
+COMPARE_SELECT_BY = gold
 EVAL_N = 200
 EVAL_TOP_K = 0
 EVAL_BATCH = 32

@@ -91,9 +91,21 @@ fn pipeline_end_to_end_with_make_caching() {
     let sft = read_sft(&run.join("data/sft.parquet")).unwrap();
     let pairs = read_pairs(&run.join("data/pairs.parquet")).unwrap();
     let prompts = read_prompts(&run.join("data/prompts.parquet")).unwrap();
+    let validation = read_prompts(&run.join("data/validation_prompts.parquet")).unwrap();
     let eval_prompts = read_prompts(&run.join("data/eval_prompts.parquet")).unwrap();
-    let total = sft.len() + pairs.len() + prompts.len() + eval_prompts.len();
+    let total = sft.len() + pairs.len() + prompts.len() + validation.len() + eval_prompts.len();
     assert!((280..=300).contains(&total), "{total} rows");
+    // Validation prompts: a quarter of the PPO split at this size (500
+    // asked for), none of them a PPO or evaluation prompt.
+    assert_eq!(validation.len(), (prompts.len() + validation.len()) / 4);
+    let elsewhere: std::collections::HashSet<&str> = prompts
+        .iter()
+        .chain(&eval_prompts)
+        .map(|r| r.prompt.as_str())
+        .collect();
+    assert!(validation
+        .iter()
+        .all(|r| !elsewhere.contains(r.prompt.as_str())));
     assert!(sft
         .iter()
         .all(|r| r.prompt.ends_with("\n\nAssistant:") && !r.completion.is_empty()));
@@ -264,15 +276,40 @@ fn pipeline_end_to_end_with_make_caching() {
             .num_rows(),
         2 * 4
     );
+    // Early stopping: each run's checkpoints after iterations 1 and 2 on
+    // the validation prompts, and the chosen one on the evaluation prompts.
+    let validation_ids: std::collections::HashSet<u64> = validation.iter().map(|r| r.id).collect();
+    for name in ["ppo-n1.1234", "ppo-n5.1235"] {
+        let v =
+            marlhf_data::read_responses(&run.join(format!("compare/validation/{name}.parquet")))
+                .unwrap();
+        let policies: std::collections::BTreeSet<&str> =
+            v.iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(
+            policies.into_iter().collect::<Vec<_>>(),
+            ["iter-001", "iter-002"]
+        );
+        assert!(v.iter().all(|r| validation_ids.contains(&r.prompt_id)));
+        let e = marlhf_data::read_responses(&run.join(format!("compare/early/{name}.parquet")))
+            .unwrap();
+        assert_eq!(e.len(), 6);
+        assert!(e.iter().all(|r| r.policy == name));
+    }
     let report = std::fs::read_to_string(run.join("compare/report.md")).unwrap();
     for needle in [
         "## Verdict",
-        "fixed:5 − fixed:1, final mean RM score:",
-        "2 vs 2 seeds × 6 prompts",
-        "distinguishable from noise",
+        "fixed:5 − fixed:1, final policies' mean RM score:",
+        "fixed:5 − fixed:1, early-stopped policies' mean RM score:",
+        "paired t-test over 2 seeds",
+        "6 prompts)",
+        "too few seeds for a verdict (2 < 5)",
+        "Power: these seeds detect a true difference of ±",
+        "## Early-stopped policies: RM score",
+        "Selection criterion: each run's checkpoint (policies after iterations 1, 2) with the highest mean RM score",
+        "## Seeds that fail to learn",
         "## Iterations to parity",
-        "Wilson",
-        "| fixed:5 | 8 |",
+        "**The judge is the reward model that also gives the RM scores above**",
+        "| fixed:5 | 2 × 4 |",
         "![curve_entropy.png](curve_entropy.png)",
     ] {
         assert!(
@@ -292,5 +329,11 @@ fn pipeline_end_to_end_with_make_caching() {
     );
     assert!(plan.contains("--policy ppo-n5.1236="), "{plan}");
     assert!(!plan.contains("--policy ppo-n5.1235="), "{plan}");
+    assert!(plan.contains("--name ppo-n5.1236 "), "{plan}");
+    assert!(!plan.contains("--name ppo-n5.1235 "), "{plan}");
+    assert!(
+        !plan.contains("compare/validation/ppo-n5.1235.parquet --policy"),
+        "{plan}"
+    );
     std::fs::remove_dir_all(&run).ok();
 }

@@ -20,6 +20,8 @@ fn make(run: &Path, extra: &[&str]) -> String {
         "STORIES_PPO_PROMPTS=60",
         "STORIES_EVAL_PROMPTS=12",
         "STORIES_PAIR_PROMPTS=40",
+        "STORIES_VALIDATION_PROMPTS=10",
+        "VALIDATION_N=4",
         "MAX_COMPLETION_TOKENS=96",
         "RM_EPOCHS=1",
         // Few pairs at these sizes: hold out enough to measure accuracy.
@@ -68,20 +70,28 @@ fn stories_task_end_to_end() {
     let _ = std::fs::remove_dir_all(&run);
     make(&run, &["pipeline"]);
 
-    // Prompts: three disjoint sets of story openings.
-    let sets: Vec<Vec<String>> = ["prompts", "eval_prompts", "pair_prompts"]
-        .iter()
-        .map(|f| {
-            read_prompts(&run.join(format!("data/{f}.parquet")))
-                .unwrap()
-                .into_iter()
-                .map(|r| r.prompt)
-                .collect()
-        })
-        .collect();
-    assert_eq!(sets.iter().map(Vec::len).collect::<Vec<_>>(), [60, 12, 40]);
+    // Prompts: four disjoint sets of story openings.
+    let sets: Vec<Vec<String>> = [
+        "prompts",
+        "eval_prompts",
+        "pair_prompts",
+        "validation_prompts",
+    ]
+    .iter()
+    .map(|f| {
+        read_prompts(&run.join(format!("data/{f}.parquet")))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.prompt)
+            .collect()
+    })
+    .collect();
+    assert_eq!(
+        sets.iter().map(Vec::len).collect::<Vec<_>>(),
+        [60, 12, 40, 10]
+    );
     let all: std::collections::HashSet<&String> = sets.iter().flatten().collect();
-    assert_eq!(all.len(), 112);
+    assert_eq!(all.len(), 122);
 
     // The imported model ends a story at BOS, as llama2.c's run.c does.
     let cfg: serde_json::Value =
@@ -139,9 +149,16 @@ fn stories_task_end_to_end() {
     let cmp = std::fs::read_to_string(run.join("compare/report.md")).unwrap();
     for needle in [
         "proxy reward model against gold labels on",
-        "fixed:5 − fixed:1, final mean gold reward:",
-        "## Final evaluation: gold reward",
-        "## Final evaluation: RM score",
+        "fixed:5 − fixed:1, final policies' mean gold reward:",
+        "fixed:5 − fixed:1, early-stopped policies' mean gold reward:",
+        "too few seeds for a verdict (2 < 5)",
+        "## Final policies: gold reward",
+        "## Final policies: RM score",
+        "## Early-stopped policies: gold reward",
+        "with the highest mean gold reward on 4 validation prompts",
+        "## Seeds that fail to learn",
+        "## `gold_mean` at iteration budgets",
+        "highest seed-mean (iteration), biased upwards",
         "## Gold reward against KL",
         "`gold_mean`",
     ] {
@@ -149,6 +166,33 @@ fn stories_task_end_to_end() {
             cmp.contains(needle),
             "compare report lacks {needle:?}:\n{cmp}"
         );
+    }
+    // Each run's early-stopped policy is its checkpoint with the best mean
+    // validation gold (a tie: the earlier); when that is the final one, it
+    // answers exactly as the final policy did.
+    for name in ["ppo-n1.1234", "ppo-n5.1235"] {
+        let v =
+            marlhf_data::read_responses(&run.join(format!("compare/validation/{name}.parquet")))
+                .unwrap();
+        let mean = |p: &str| {
+            let g: Vec<f64> = v
+                .iter()
+                .filter(|r| r.policy == p)
+                .map(|r| r.gold.unwrap().reward as f64)
+                .collect();
+            assert_eq!(g.len(), 4, "{name} {p}");
+            g.iter().sum::<f64>() / 4.0
+        };
+        let final_wins = mean("iter-002") > mean("iter-001");
+        let early = marlhf_data::read_responses(&run.join(format!("compare/early/{name}.parquet")))
+            .unwrap();
+        let last =
+            marlhf_data::read_responses(&run.join(format!("compare/responses/{name}.parquet")))
+                .unwrap();
+        let texts = |rows: &[marlhf_data::ResponseRow]| {
+            rows.iter().map(|r| r.response.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&early) == texts(&last), final_wins, "{name}");
     }
     for png in [
         "curve_gold_mean.png",

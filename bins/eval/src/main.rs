@@ -9,10 +9,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use marlhf_cli::{Bars, Summary};
 use marlhf_eval::judge::HttpJudgeConfig;
 use marlhf_stages::evaluate::comparing::{compare_runs, CompareConfig};
+use marlhf_stages::evaluate::early_stopping::{
+    checkpoint_name, early_stop, EarlyStopConfig, SelectBy,
+};
 use marlhf_stages::evaluate::executing::{execute_programs, PasskConfig};
-use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig};
+use marlhf_stages::evaluate::generating::{generate_responses, GenerateConfig, GenerateReport};
 use marlhf_stages::evaluate::judging::{judge_responses, JudgeConfig, JudgeKind};
 use marlhf_stages::evaluate::reporting::{assemble_report, ReportConfig};
+use marlhf_stages::evaluate::tuning::{split_tuning_name, tune_report, TuneConfig};
 use marlhf_stages::evaluate::{parse_ks, parse_named_path};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -34,10 +38,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Generate(GenerateArgs),
+    EarlyStop(EarlyStopArgs),
     Judge(JudgeArgs),
     Passk(PasskArgs),
     Report(ReportArgs),
     Compare(CompareArgs),
+    Tune(TuneArgs),
 }
 
 fn named(s: &str) -> Result<(String, PathBuf), String> {
@@ -67,16 +73,24 @@ struct GenerateArgs {
     /// sft=…/sft ppo=…/ppo-n1/iter-004/actor ma-ppo=…/ppo-n5/iter-004/actor)
     #[arg(long = "policy", required = true, value_parser = named)]
     policies: Vec<(String, PathBuf)>,
-    /// Evaluation prompts (prepare's eval_prompts.parquet)
+    /// Output file (written atomically)
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    generation: Generation,
+}
+
+/// How policies answer prompts: the prompts, the sampling, the scoring.
+#[derive(Args, Debug)]
+struct Generation {
+    /// Prompts to answer (eval_prompts.parquet; validation_prompts.parquet
+    /// for early stopping and tuning)
     #[arg(long)]
     prompts: PathBuf,
     /// The reward model that scores every response (without one, e.g. for
     /// APPS, the scores are NaN)
     #[arg(long)]
     reward_model: Option<PathBuf>,
-    /// Output file (written atomically)
-    #[arg(long)]
-    out: PathBuf,
     /// Prompts to answer, drawn with --seed (all of them when the file has fewer)
     #[arg(long, default_value_t = 2000)]
     n: usize,
@@ -115,6 +129,80 @@ struct GenerateArgs {
     /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
     #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
     dtype: String,
+}
+
+impl Generation {
+    fn config(
+        self,
+        policies: Vec<(String, PathBuf)>,
+        out: PathBuf,
+    ) -> anyhow::Result<GenerateConfig> {
+        let device = marlhf_model::device::parse(&self.device)?;
+        Ok(GenerateConfig {
+            policies,
+            prompts: self.prompts,
+            reward_model: self.reward_model,
+            out,
+            n: self.n,
+            samples_per_prompt: self.samples_per_prompt,
+            seed: self.seed,
+            max_prompt_tokens: self.max_prompt_tokens,
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            batch_size: self
+                .batch_size
+                .unwrap_or_else(|| marlhf_model::device::default_sampling_batch(&device)),
+            dtype: marlhf_model::device::dtype(&self.dtype, &device)?,
+            device,
+            gold_model: self.gold_model,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SelectByChoice {
+    /// The gold reward (tasks with a known reward: stories)
+    Gold,
+    /// The reward model's score
+    Score,
+}
+
+impl From<SelectByChoice> for SelectBy {
+    fn from(c: SelectByChoice) -> Self {
+        match c {
+            SelectByChoice::Gold => SelectBy::Gold,
+            SelectByChoice::Score => SelectBy::Score,
+        }
+    }
+}
+
+/// Early stopping: choose a run's checkpoint by its mean score on the
+/// validation prompts (the highest; a tie goes to the earlier checkpoint)
+/// and let that policy answer the evaluation prompts → responses.parquet
+/// under --name, beside the final policy's.
+#[derive(Args, Debug)]
+struct EarlyStopArgs {
+    /// The run's validation responses: `marlhf-eval generate` of its
+    /// checkpoints on the validation prompts, each named iter-KKK
+    #[arg(long)]
+    validation: PathBuf,
+    /// A checkpoint as iter-KKK=CHECKPOINT_DIR (repeat: the policies of the
+    /// validation file)
+    #[arg(long = "candidate", required = true, value_parser = named)]
+    candidates: Vec<(String, PathBuf)>,
+    /// The score the checkpoint is chosen by
+    #[arg(long, value_enum)]
+    select_by: SelectByChoice,
+    /// The name the chosen policy answers under (GROUP.SEED, as the final one)
+    #[arg(long)]
+    name: String,
+    /// Output file (written atomically)
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    generation: Generation,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -273,10 +361,12 @@ struct ReportArgs {
     out: PathBuf,
 }
 
-/// Compare training configurations run with several seeds: training curves
-/// with 95% bands over seeds, final evaluation scores with bootstrap
-/// intervals, differences from the baseline, iterations to parity, judge
-/// win rates with Wilson intervals → compare/report.md with its plots.
+/// Compare training configurations run with several seeds: verdicts that
+/// name their test, seed count and power; final and early-stopped
+/// evaluation scores and differences from the baseline with t-intervals
+/// over seeds; training curves with 95% bands; iterations to parity; seeds
+/// that fail to learn; judge win rates over seeds and prompts →
+/// compare/report.md with its plots.
 #[derive(Args, Debug)]
 struct CompareArgs {
     /// A run as GROUP.SEED=RUN_DIR (repeat); RUN_DIR holds its
@@ -290,6 +380,17 @@ struct CompareArgs {
     /// judgements.parquet of each run against the baseline's run of the same seed
     #[arg(long)]
     judgements: Option<PathBuf>,
+    /// A run's validation responses as GROUP.SEED=FILE (repeat for every
+    /// run, with --early-responses): its early-stopped checkpoint is chosen
+    /// on them as `marlhf-eval early-stop` chose it
+    #[arg(long = "validation", value_parser = named)]
+    validation: Vec<(String, PathBuf)>,
+    /// responses.parquet of the early-stopped policies (repeat)
+    #[arg(long)]
+    early_responses: Vec<PathBuf>,
+    /// The score the early-stopped checkpoints were chosen by
+    #[arg(long, value_enum, default_value_t = SelectByChoice::Score)]
+    select_by: SelectByChoice,
     /// What the report calls a group, GROUP=LABEL (repeat), e.g. ppo-n5=fixed:5
     #[arg(long = "label", value_parser = label)]
     labels: Vec<(String, String)>,
@@ -304,6 +405,9 @@ struct CompareArgs {
     /// iterations to parity
     #[arg(long = "curve", default_values_t = ["score_mean".to_string(), "kl_k1_token_mean".to_string(), "entropy".to_string()])]
     curves: Vec<String>,
+    /// A metrics column drawn as a curve when every run has it (repeat)
+    #[arg(long = "curve-if-present")]
+    optional_curves: Vec<String>,
     /// Pipeline task, shown in the title
     #[arg(long, default_value = "hh-rlhf")]
     task: String,
@@ -312,12 +416,46 @@ struct CompareArgs {
     /// A line under the title (repeat)
     #[arg(long = "note")]
     notes: Vec<String>,
-    /// Seed of the bootstrap
-    #[arg(long, default_value_t = 1234)]
-    seed: u64,
     /// The report; its PNG plots are written beside it (all atomically)
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Rank a tuning grid: every method ran every setting with the same
+/// tuning seeds; each method's setting is the one whose final policies
+/// score best on the validation prompts, averaged over the seeds →
+/// tune/report.md (scripts/tune-stories.sh).
+#[derive(Args, Debug)]
+struct TuneArgs {
+    /// A tuning run's validation responses as POINT/GROUP.SEED=FILE
+    /// (repeat), e.g. lr1e-4/ppo-n5.98=…/validation/ppo-n5-tune-lr1e-4.98.parquet
+    #[arg(long = "validation", required = true, value_parser = tuning_run)]
+    validation: Vec<(String, PathBuf)>,
+    /// A point's settings as POINT=TEXT (repeat), shown in the report
+    #[arg(long = "setting", value_parser = label)]
+    settings: Vec<(String, String)>,
+    /// What the report calls a group, GROUP=LABEL (repeat)
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// The score the settings are ranked by
+    #[arg(long, value_enum)]
+    select_by: SelectByChoice,
+    #[arg(long, default_value = "Tuning: the same budget for every method")]
+    title: String,
+    /// The report (written atomically)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn tuning_run(s: &str) -> Result<(String, PathBuf), String> {
+    let Some((name, path)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not POINT/GROUP.SEED=FILE"));
+    };
+    split_tuning_name(name).map_err(|e| e.to_string())?;
+    if path.is_empty() {
+        return Err(format!("{s:?}: the path after '=' is empty"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -332,37 +470,27 @@ fn main() {
     marlhf_model::checkpoint::set_allow_partial(cli.allow_partial);
     match cli.command {
         Command::Generate(a) => marlhf_cli::stage_main("eval generate", || run_generate(a)),
+        Command::EarlyStop(a) => marlhf_cli::stage_main("eval early-stop", || run_early_stop(a)),
         Command::Judge(a) => marlhf_cli::stage_main("eval judge", || run_judge(a)),
         Command::Passk(a) => marlhf_cli::stage_main("eval passk", || run_passk(a)),
         Command::Report(a) => marlhf_cli::stage_main("eval report", || run_report(a)),
         Command::Compare(a) => marlhf_cli::stage_main("eval compare", || run_compare(a)),
+        Command::Tune(a) => marlhf_cli::stage_main("eval tune", || run_tune(a)),
     }
 }
 
 fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
-    let device = marlhf_model::device::parse(&a.device)?;
-    let cfg = GenerateConfig {
-        policies: a.policies,
-        prompts: a.prompts,
-        reward_model: a.reward_model,
-        out: a.out,
-        n: a.n,
-        samples_per_prompt: a.samples_per_prompt,
-        seed: a.seed,
-        max_prompt_tokens: a.max_prompt_tokens,
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        batch_size: a
-            .batch_size
-            .unwrap_or_else(|| marlhf_model::device::default_sampling_batch(&device)),
-        dtype: marlhf_model::device::dtype(&a.dtype, &device)?,
-        device,
-        gold_model: a.gold_model,
-    };
+    let cfg = a.generation.config(a.policies, a.out)?;
     let mut s = Summary::new("eval generate");
     let r = generate_responses(&cfg, &Bars)?;
+    summarise_generation(&mut s, &cfg, &r);
+    s.gpu_memory(&cfg.device).print();
+    Ok(())
+}
+
+/// The summary lines of a generation: the file, the prompts, and each
+/// policy's scores, lengths and speed.
+fn summarise_generation(s: &mut Summary, cfg: &GenerateConfig, r: &GenerateReport) {
     s.add("responses", cfg.out.display())
         .add(
             "prompts",
@@ -387,7 +515,38 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<()> {
             ),
         );
     }
-    s.gpu_memory(&cfg.device).print();
+}
+
+fn run_early_stop(a: EarlyStopArgs) -> anyhow::Result<()> {
+    let cfg = EarlyStopConfig {
+        validation: a.validation,
+        candidates: a.candidates,
+        select_by: a.select_by.into(),
+        name: a.name,
+        generate: a.generation.config(Vec::new(), a.out)?,
+    };
+    let mut s = Summary::new("eval early-stop");
+    let r = early_stop(&cfg, &Bars)?;
+    for (it, v) in &r.choice.validation {
+        s.add(
+            &format!("validation {}", checkpoint_name(*it)),
+            format!(
+                "mean {} {v:.4} over {} prompts",
+                cfg.select_by.kind(),
+                r.choice.prompts
+            ),
+        );
+    }
+    s.add(
+        "chosen",
+        format!(
+            "{} ({})",
+            checkpoint_name(r.choice.iteration),
+            r.checkpoint.display()
+        ),
+    );
+    summarise_generation(&mut s, &cfg.generate, &r.generated);
+    s.gpu_memory(&cfg.generate.device).print();
     Ok(())
 }
 
@@ -586,10 +745,13 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         baseline: a.baseline,
         rm_accuracy: a.rm_accuracy,
         curves: a.curves,
+        optional_curves: a.optional_curves,
         title: a.title,
         task: a.task,
         notes: a.notes,
-        seed: a.seed,
+        validation: a.validation,
+        early_responses: a.early_responses,
+        select_by: a.select_by.into(),
         out: a.out,
     };
     let mut s = Summary::new("eval compare");
@@ -599,6 +761,26 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         .add("evaluation prompts", r.prompts);
     for image in &r.images {
         s.add("plot", image.display());
+    }
+    s.add("report", r.report.display());
+    s.print();
+    Ok(())
+}
+
+fn run_tune(a: TuneArgs) -> anyhow::Result<()> {
+    let cfg = TuneConfig {
+        validation: a.validation,
+        settings: a.settings,
+        labels: a.labels,
+        select_by: a.select_by.into(),
+        title: a.title,
+        out: a.out,
+    };
+    let mut s = Summary::new("eval tune");
+    let r = tune_report(&cfg)?;
+    s.add("tuning runs", r.runs);
+    for (group, point) in &r.chosen {
+        s.add(&format!("chosen for {group}"), point);
     }
     s.add("report", r.report.display());
     s.print();

@@ -840,3 +840,91 @@ fn a_saboteur_cannot_change_pass_at_k_with_more_jobs() {
         assert_eq!(passed, vec![false, true, true, true], "{}", out.display());
     }
 }
+
+#[test]
+#[ignore = "needs ../shared"]
+fn early_stop_chooses_the_best_validation_checkpoint() {
+    let run = EvalRun::new("eval-early", 4).unwrap();
+    let dir = run.root().join("compare");
+    // Two checkpoints answer the validation prompts (here the same prompt
+    // file: the choice only reads the validation responses).
+    let validation = dir.join("validation/ppo-n5.7.parquet");
+    let candidates = [("iter-001", run.sft()), ("iter-002", run.ppo())];
+    generate(&run, &validation, &candidates).ok();
+    let rows = read_responses(&validation).unwrap();
+    let mean = |p: &str| {
+        let s: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.policy == p)
+            .map(|r| r.score as f64)
+            .collect();
+        s.iter().sum::<f64>() / s.len() as f64
+    };
+    let best = if mean("iter-002") > mean("iter-001") {
+        1
+    } else {
+        0
+    };
+    let early = dir.join("early/ppo-n5.7.parquet");
+    let mut args: Vec<String> = ["early-stop", "--validation", &p(&validation)]
+        .map(String::from)
+        .to_vec();
+    for (name, d) in &candidates {
+        args.push("--candidate".into());
+        args.push(format!("{name}={}", d.display()));
+    }
+    args.extend(
+        [
+            "--select-by",
+            "score",
+            "--name",
+            "ppo-n5.7",
+            "--prompts",
+            &p(&run.prompts()),
+            "--reward-model",
+            &p(&run.rm()),
+            "--out",
+            &p(&early),
+            "--n",
+            "4",
+            "--max-new-tokens",
+            &MAX_NEW.to_string(),
+            "--batch-size",
+            "3",
+            "--seed",
+            "1234",
+        ]
+        .map(String::from),
+    );
+    let e = eval(&args);
+    e.ok();
+    let chosen = format!("{} ({})", candidates[best].0, candidates[best].1.display());
+    assert!(e.stderr.contains(&chosen), "{chosen} not in\n{}", e.stderr);
+    // The chosen checkpoint answers exactly as `generate` has it answer.
+    let direct = dir.join("direct.parquet");
+    generate(&run, &direct, &[("ppo-n5.7", candidates[best].1.clone())]).ok();
+    let texts = |path: &Path| -> Vec<(String, String)> {
+        read_responses(path)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.policy, r.response))
+            .collect()
+    };
+    assert_eq!(texts(&early), texts(&direct));
+
+    // A checkpoint with validation responses but no --candidate: one line,
+    // no output.
+    std::fs::remove_file(&early).unwrap();
+    let mut short = args.clone();
+    let at = short.iter().position(|a| a == "--candidate").unwrap();
+    short.drain(at..at + 2);
+    let e = eval(&short);
+    assert_eq!(
+        e.error_line(),
+        format!(
+            "error: {}: checkpoint iter-001 has validation responses but no --candidate iter-001=DIR",
+            validation.display()
+        )
+    );
+    assert!(!early.exists());
+}

@@ -1,6 +1,6 @@
 //! `marlhf-prepare`: raw dataset → `sft.parquet`, `pairs.parquet`,
-//! `prompts.parquet`, `eval_prompts.parquet` and `prepare_report.json`,
-//! written all or nothing.
+//! `prompts.parquet`, `validation_prompts.parquet`, `eval_prompts.parquet`
+//! and `prepare_report.json`, written all or nothing.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +17,8 @@ static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 
 /// Prepare a task's raw data (read in its published layout from <RAW>/<task>/)
 /// as the Parquet files the later stages read: a 20% SFT / 40% RM / 40% PPO
-/// split of the training rows plus held-out eval prompts, grouped by prompt.
+/// split of the training rows plus held-out eval prompts, grouped by prompt;
+/// a sample of the PPO prompts is held out as validation prompts.
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
@@ -39,6 +40,10 @@ struct Args {
     /// Read only the first N raw rows (quick runs)
     #[arg(long)]
     limit: Option<usize>,
+    /// PPO prompts held out as validation prompts for early stopping and
+    /// tuning (at most a quarter of the PPO prompts)
+    #[arg(long, default_value_t = marlhf_data::adapters::DEFAULT_VALIDATION_PROMPTS)]
+    validation_prompts: usize,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -66,6 +71,7 @@ fn main() {
             seed: args.seed,
             eval_fraction: args.eval_fraction,
             limit: args.limit,
+            validation_prompts: args.validation_prompts,
         };
         let mut summary = Summary::new(&format!("prepare {task}"));
 
@@ -107,6 +113,7 @@ fn main() {
             format!("{n} rows ({} of kept rows)", percent(n, r.kept_rows)),
         );
         summary.add("duplicate prompts merged", r.duplicate_prompts_merged);
+        summary.add("validation prompts (held out of ppo)", r.validation_prompts);
         for (file, n) in &r.outputs {
             summary.add(file, format!("{n} rows"));
         }

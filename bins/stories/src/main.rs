@@ -11,7 +11,7 @@ use marlhf_data::atomic::FileSet;
 use marlhf_data::read_responses;
 use marlhf_data::stage_rows;
 use marlhf_data::stories::{
-    write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS,
+    write_story_prompts, StoryCounts, EVAL_PROMPTS, PAIR_PROMPTS, PPO_PROMPTS, VALIDATION_PROMPTS,
 };
 use marlhf_stages::gold_scoring::preference_pairs;
 
@@ -35,8 +35,9 @@ enum Command {
 }
 
 /// Story openings from templates, shuffled with the seed and cut into
-/// disjoint sets: prompts.parquet (PPO), eval_prompts.parquet and
-/// pair_prompts.parquet (the reward model's preference pairs).
+/// disjoint sets: prompts.parquet (PPO), eval_prompts.parquet,
+/// pair_prompts.parquet (the reward model's preference pairs) and
+/// validation_prompts.parquet (early stopping and tuning).
 #[derive(Args, Debug)]
 struct PromptsArgs {
     /// The run's data directory
@@ -53,6 +54,9 @@ struct PromptsArgs {
     /// Prompts whose two samples make a preference pair
     #[arg(long, default_value_t = 2000)]
     pairs: usize,
+    /// Validation prompts: early stopping and tuning choose on them
+    #[arg(long, default_value_t = 500)]
+    validation: usize,
 }
 
 /// Preference pairs from several samples per prompt (`marlhf-eval generate
@@ -88,12 +92,14 @@ fn main() {
                 ppo: a.ppo,
                 eval: a.eval,
                 pairs: a.pairs,
+                validation: a.validation,
             };
             write_story_prompts(&a.out, a.seed, counts)?;
             let mut s = Summary::new("stories prompts");
             s.add(PPO_PROMPTS, a.ppo)
                 .add(EVAL_PROMPTS, a.eval)
                 .add(PAIR_PROMPTS, a.pairs)
+                .add(VALIDATION_PROMPTS, a.validation)
                 .add("seed", a.seed)
                 .add("written to", a.out.display());
             s.print();

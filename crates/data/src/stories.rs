@@ -7,8 +7,9 @@
 //! key in the garden."), from 12 templates filled with names, animals,
 //! things, places and adjectives the pretrained stories260K model knows.
 //! The distinct openings are shuffled with the seed and cut into disjoint
-//! sets: PPO prompts, evaluation prompts and the prompts whose samples
-//! make the reward model's preference pairs.
+//! sets: PPO prompts, evaluation prompts, the prompts whose samples make
+//! the reward model's preference pairs, and validation prompts (early
+//! stopping and tuning choose on them, never on the evaluation prompts).
 
 use std::path::Path;
 
@@ -98,17 +99,26 @@ pub struct StoryCounts {
     pub ppo: usize,
     pub eval: usize,
     pub pairs: usize,
+    pub validation: usize,
 }
 
-/// The three disjoint prompt sets: (PPO, evaluation, preference pairs).
-/// Ids are unique across the three: PPO prompts from 0, evaluation prompts
-/// from 1,000,000, pair prompts from 2,000,000.
-pub fn story_prompts(
-    seed: u64,
-    counts: StoryCounts,
-) -> Result<(Vec<PromptRow>, Vec<PromptRow>, Vec<PromptRow>)> {
+/// The four disjoint prompt sets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoryPrompts {
+    pub ppo: Vec<PromptRow>,
+    pub eval: Vec<PromptRow>,
+    pub pairs: Vec<PromptRow>,
+    pub validation: Vec<PromptRow>,
+}
+
+/// The four disjoint prompt sets. Ids are unique across them: PPO prompts
+/// from 0, evaluation prompts from 1,000,000, pair prompts from
+/// 2,000,000, validation prompts from 3,000,000. The sets are cut from one
+/// shuffle in that order, so adding validation prompts leaves the other
+/// three as they were.
+pub fn story_prompts(seed: u64, counts: StoryCounts) -> Result<StoryPrompts> {
     let mut pool = all_openings();
-    let needed = counts.ppo + counts.eval + counts.pairs;
+    let needed = counts.ppo + counts.eval + counts.pairs + counts.validation;
     if needed > pool.len() {
         return Err(DataError::invalid(format!(
             "{needed} story prompts asked for, but the templates make {} distinct ones",
@@ -131,22 +141,30 @@ pub fn story_prompts(
     };
     let (ppo, rest) = pool.split_at(counts.ppo);
     let (eval, rest) = rest.split_at(counts.eval);
-    let pairs = &rest[..counts.pairs];
-    Ok((rows(ppo, 0), rows(eval, 1_000_000), rows(pairs, 2_000_000)))
+    let (pairs, rest) = rest.split_at(counts.pairs);
+    let validation = &rest[..counts.validation];
+    Ok(StoryPrompts {
+        ppo: rows(ppo, 0),
+        eval: rows(eval, 1_000_000),
+        pairs: rows(pairs, 2_000_000),
+        validation: rows(validation, 3_000_000),
+    })
 }
 
 /// The files `marlhf-stories prompts` writes into a run's data directory.
 pub const PPO_PROMPTS: &str = "prompts.parquet";
 pub const EVAL_PROMPTS: &str = "eval_prompts.parquet";
 pub const PAIR_PROMPTS: &str = "pair_prompts.parquet";
+pub const VALIDATION_PROMPTS: &str = crate::adapters::VALIDATION_PROMPTS_FILE;
 
-/// Writes the three sets into `dir`, all or nothing.
+/// Writes the four sets into `dir`, all or nothing.
 pub fn write_story_prompts(dir: &Path, seed: u64, counts: StoryCounts) -> Result<()> {
-    let (ppo, eval, pairs) = story_prompts(seed, counts)?;
+    let p = story_prompts(seed, counts)?;
     let mut files = FileSet::new();
-    stage_rows(&mut files, &dir.join(PPO_PROMPTS), &ppo)?;
-    stage_rows(&mut files, &dir.join(EVAL_PROMPTS), &eval)?;
-    stage_rows(&mut files, &dir.join(PAIR_PROMPTS), &pairs)?;
+    stage_rows(&mut files, &dir.join(PPO_PROMPTS), &p.ppo)?;
+    stage_rows(&mut files, &dir.join(EVAL_PROMPTS), &p.eval)?;
+    stage_rows(&mut files, &dir.join(PAIR_PROMPTS), &p.pairs)?;
+    stage_rows(&mut files, &dir.join(VALIDATION_PROMPTS), &p.validation)?;
     files.commit()
 }
 
@@ -169,19 +187,35 @@ mod tests {
             ppo: 300,
             eval: 50,
             pairs: 120,
+            validation: 40,
         };
-        let (a, b, c) = story_prompts(7, counts).unwrap();
-        assert_eq!((a.len(), b.len(), c.len()), (300, 50, 120));
-        let texts: std::collections::HashSet<&str> = a
+        let p = story_prompts(7, counts).unwrap();
+        let sets = [&p.ppo, &p.eval, &p.pairs, &p.validation];
+        assert_eq!(sets.map(Vec::len), [300, 50, 120, 40]);
+        let texts: std::collections::HashSet<&str> = sets
             .iter()
-            .chain(&b)
-            .chain(&c)
+            .flat_map(|s| s.iter())
             .map(|r| r.prompt.as_str())
             .collect();
-        assert_eq!(texts.len(), 470, "no prompt in two sets");
-        assert_eq!((a[0].id, b[0].id, c[0].id), (0, 1_000_000, 2_000_000));
-        assert_eq!(story_prompts(7, counts).unwrap().0, a);
-        assert_ne!(story_prompts(8, counts).unwrap().0, a);
+        assert_eq!(texts.len(), 510, "no prompt in two sets");
+        assert_eq!(sets.map(|s| s[0].id), [0, 1_000_000, 2_000_000, 3_000_000]);
+        assert_eq!(story_prompts(7, counts).unwrap(), p);
+        assert_ne!(story_prompts(8, counts).unwrap().ppo, p.ppo);
+        // Validation prompts come last: the other sets do not change with
+        // them.
+        let none = story_prompts(
+            7,
+            StoryCounts {
+                validation: 0,
+                ..counts
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (&none.ppo, &none.eval, &none.pairs),
+            (&p.ppo, &p.eval, &p.pairs)
+        );
+        assert!(none.validation.is_empty());
         let too_many = StoryCounts {
             ppo: 10_000_000,
             ..counts

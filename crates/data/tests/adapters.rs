@@ -27,8 +27,10 @@ fn check_accounting(p: &Prepared) {
     assert_eq!(r.split_rows["rm"], p.pairs.len() as u64);
     assert_eq!(
         r.split_rows["ppo"] + r.split_rows["eval"],
-        (p.prompts.len() + p.eval_prompts.len()) as u64 + r.duplicate_prompts_merged
+        (p.prompts.len() + p.validation_prompts.len() + p.eval_prompts.len()) as u64
+            + r.duplicate_prompts_merged
     );
+    assert_eq!(r.validation_prompts, p.validation_prompts.len() as u64);
     let mut ids = HashSet::new();
     let all = p
         .sft
@@ -36,6 +38,7 @@ fn check_accounting(p: &Prepared) {
         .map(|r| r.id)
         .chain(p.pairs.iter().map(|r| r.id))
         .chain(p.prompts.iter().map(|r| r.id))
+        .chain(p.validation_prompts.iter().map(|r| r.id))
         .chain(p.eval_prompts.iter().map(|r| r.id));
     for id in all {
         assert!(ids.insert(id), "id {id} used twice");
@@ -49,12 +52,75 @@ fn check_accounting(p: &Prepared) {
         .map(|r| &r.prompt)
         .chain(p.pairs.iter().map(|r| &r.prompt))
         .chain(p.prompts.iter().map(|r| &r.prompt))
+        .chain(p.validation_prompts.iter().map(|r| &r.prompt))
     {
         assert!(
             !eval.contains(prompt.as_str()),
             "eval prompt leaked: {prompt:?}"
         );
     }
+    // No validation prompt is a PPO prompt.
+    let ppo: HashSet<&str> = p.prompts.iter().map(|r| r.prompt.as_str()).collect();
+    for v in &p.validation_prompts {
+        assert!(!ppo.contains(v.prompt.as_str()), "{:?}", v.prompt);
+    }
+}
+
+#[test]
+fn validation_prompts_are_a_seeded_quarter_at_most_of_the_ppo_prompts() {
+    let none = prepare(
+        Task::HhRlhf,
+        &fixtures("raw"),
+        &PrepareOptions {
+            validation_prompts: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(none.validation_prompts.is_empty());
+    let all_ppo = none.prompts.len();
+    assert!(all_ppo >= 4, "the fixture has {all_ppo} PPO prompts");
+    // The default asks for 500: capped at a quarter, with a note.
+    let p = run(Task::HhRlhf, "raw");
+    check_accounting(&p);
+    assert_eq!(p.validation_prompts.len(), all_ppo / 4);
+    assert_eq!(p.prompts.len() + p.validation_prompts.len(), all_ppo);
+    assert!(p
+        .report
+        .notes
+        .iter()
+        .any(|n| n.contains("at most a quarter")));
+    // PPO ∪ validation is the PPO split, each in its original order; the
+    // other files do not change.
+    let mut both: Vec<u64> = p
+        .prompts
+        .iter()
+        .chain(&p.validation_prompts)
+        .map(|r| r.id)
+        .collect();
+    both.sort_unstable();
+    assert_eq!(both, none.prompts.iter().map(|r| r.id).collect::<Vec<_>>());
+    assert!(p.validation_prompts.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(
+        (&p.sft, &p.pairs, &p.eval_prompts),
+        (&none.sft, &none.pairs, &none.eval_prompts)
+    );
+    // One asked for: exactly one, chosen by the seed.
+    let one = |seed| {
+        prepare(
+            Task::HhRlhf,
+            &fixtures("raw"),
+            &PrepareOptions {
+                validation_prompts: 1,
+                seed,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .validation_prompts
+    };
+    assert_eq!(one(1234).len(), 1);
+    assert_eq!(one(1234), one(1234));
 }
 
 #[test]

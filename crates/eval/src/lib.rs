@@ -9,10 +9,11 @@
 //! - [`server`]: the chat-completions protocol served on loopback for any
 //!   backend, and [`prompt`] for turning chat messages into task prompts;
 //! - [`report`]: mean ± standard error, markdown tables, PNG plots and
-//!   `report.md`;
+//!   `report.md`; the comparison and tuning reports;
 //! - [`stats`]: the intervals of a comparison between runs (Student-t over
-//!   seeds, Wilson for win rates, a two-level bootstrap over seeds and
-//!   prompts).
+//!   seeds with the prompts as a crossed factor, paired or Welch
+//!   differences, the power of a t-test), with their coverage tested by
+//!   simulation.
 
 pub mod client;
 pub mod gold;

@@ -1,5 +1,6 @@
-//! Raw datasets, in their published layouts, turned into the four prepared
-//! files. Each task's module reads its layout into [`Example`]s (one per raw
+//! Raw datasets, in their published layouts, turned into the prepared
+//! files (SFT rows, preference pairs, PPO prompts, validation prompts,
+//! evaluation prompts). Each task's module reads its layout into [`Example`]s (one per raw
 //! row, dropping only invalid rows and counting why); [`assemble`] then
 //! splits them and builds the tables, the same way for every task.
 //!
@@ -80,7 +81,13 @@ pub struct PrepareOptions {
     pub eval_fraction: f64,
     /// Read only the first `limit` raw rows (quick runs).
     pub limit: Option<usize>,
+    /// PPO prompts held out as validation prompts (early stopping, tuning):
+    /// at most a quarter of the PPO prompts.
+    pub validation_prompts: usize,
 }
+
+/// The validation prompts held out of the PPO split by default.
+pub const DEFAULT_VALIDATION_PROMPTS: usize = 500;
 
 impl Default for PrepareOptions {
     fn default() -> Self {
@@ -88,6 +95,7 @@ impl Default for PrepareOptions {
             seed: split::DEFAULT_SEED,
             eval_fraction: split::DEFAULT_EVAL_FRACTION,
             limit: None,
+            validation_prompts: DEFAULT_VALIDATION_PROMPTS,
         }
     }
 }
@@ -115,6 +123,8 @@ pub struct PrepareReport {
     pub split_rows: BTreeMap<String, u64>,
     /// Rows of the ppo/eval splits merged into an earlier identical prompt.
     pub duplicate_prompts_merged: u64,
+    /// PPO prompts held out as validation prompts (not in prompts.parquet).
+    pub validation_prompts: u64,
     /// Rows per output file.
     pub outputs: BTreeMap<String, u64>,
     pub notes: Vec<String>,
@@ -134,6 +144,9 @@ pub struct Prepared {
     pub sft: Vec<SftRow>,
     pub pairs: Vec<PairRow>,
     pub prompts: Vec<PromptRow>,
+    /// Held out of the PPO split: disjoint from the PPO prompts and from
+    /// the evaluation prompts.
+    pub validation_prompts: Vec<PromptRow>,
     pub eval_prompts: Vec<PromptRow>,
     pub report: PrepareReport,
 }
@@ -158,15 +171,21 @@ pub fn prepare(task: Task, raw: &Path, opts: &PrepareOptions) -> Result<Prepared
 pub const SFT_FILE: &str = "sft.parquet";
 pub const PAIRS_FILE: &str = "pairs.parquet";
 pub const PROMPTS_FILE: &str = "prompts.parquet";
+pub const VALIDATION_PROMPTS_FILE: &str = "validation_prompts.parquet";
 pub const EVAL_PROMPTS_FILE: &str = "eval_prompts.parquet";
 pub const REPORT_FILE: &str = "prepare_report.json";
 
-/// Writes the four tables and the report into `dir`, all or nothing.
+/// Writes the five tables and the report into `dir`, all or nothing.
 pub fn write_prepared(dir: &Path, prepared: &Prepared) -> Result<()> {
     let mut set = FileSet::new();
     stage_rows(&mut set, &dir.join(SFT_FILE), &prepared.sft)?;
     stage_rows(&mut set, &dir.join(PAIRS_FILE), &prepared.pairs)?;
     stage_rows(&mut set, &dir.join(PROMPTS_FILE), &prepared.prompts)?;
+    stage_rows(
+        &mut set,
+        &dir.join(VALIDATION_PROMPTS_FILE),
+        &prepared.validation_prompts,
+    )?;
     stage_rows(
         &mut set,
         &dir.join(EVAL_PROMPTS_FILE),
@@ -338,7 +357,37 @@ fn assign_splits(
     splits
 }
 
-/// Splits the examples and builds the four tables.
+/// Moves a seeded sample of the PPO prompts, `opts.validation_prompts` of
+/// them but at most a quarter, into a validation set: (PPO, validation),
+/// each in its original order. The sample depends only on the seed and
+/// the PPO prompts, so the other files do not change with it.
+fn hold_out_validation(
+    prompts: Vec<PromptRow>,
+    opts: &PrepareOptions,
+) -> (Vec<PromptRow>, Vec<PromptRow>) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let n = opts.validation_prompts.min(prompts.len() / 4);
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    // A stream of its own: "validation" in ASCII.
+    let stream = crate::seed::mix_seed(opts.seed, &[0x7661_6c69_6461_7469]);
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(stream));
+    let mut held = vec![false; prompts.len()];
+    for &i in &order[..n] {
+        held[i] = true;
+    }
+    let (mut ppo, mut validation) = (Vec::new(), Vec::new());
+    for (row, h) in prompts.into_iter().zip(held) {
+        if h {
+            validation.push(row);
+        } else {
+            ppo.push(row);
+        }
+    }
+    (ppo, validation)
+}
+
+/// Splits the examples and builds the tables.
 pub(crate) fn assemble(
     intake: Intake,
     opts: &PrepareOptions,
@@ -376,6 +425,7 @@ pub(crate) fn assemble(
         sft: vec![],
         pairs: vec![],
         prompts: vec![],
+        validation_prompts: vec![],
         eval_prompts: vec![],
         report: PrepareReport::default(),
     };
@@ -452,11 +502,25 @@ pub(crate) fn assemble(
     for s in [Split::Sft, Split::Rm, Split::Ppo, Split::Eval] {
         report.split_rows.entry(s.name().to_string()).or_insert(0);
     }
+    (out.prompts, out.validation_prompts) =
+        hold_out_validation(std::mem::take(&mut out.prompts), opts);
+    report.validation_prompts = out.validation_prompts.len() as u64;
+    if out.validation_prompts.len() < opts.validation_prompts {
+        report.notes.push(format!(
+            "validation prompts: {} of the {} asked for (at most a quarter of the PPO prompts)",
+            out.validation_prompts.len(),
+            opts.validation_prompts
+        ));
+    }
     report.kept_rows = report.split_rows.values().sum();
     report.outputs = BTreeMap::from([
         (SFT_FILE.to_string(), out.sft.len() as u64),
         (PAIRS_FILE.to_string(), out.pairs.len() as u64),
         (PROMPTS_FILE.to_string(), out.prompts.len() as u64),
+        (
+            VALIDATION_PROMPTS_FILE.to_string(),
+            out.validation_prompts.len() as u64,
+        ),
         (EVAL_PROMPTS_FILE.to_string(), out.eval_prompts.len() as u64),
     ]);
     out.report = report;

@@ -5,6 +5,7 @@
 pub mod compare;
 mod plot;
 mod png;
+pub mod tuning;
 
 use std::fmt::Write as _;
 use std::fs;

@@ -11,14 +11,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use marlhf_data::atomic::FileSet;
-use marlhf_data::{read_metrics, DataError};
-use marlhf_eval::judge::Verdict;
+use marlhf_data::{read_metrics, read_responses, DataError};
 use marlhf_eval::report::compare::{
-    render, CompareInput, Group, SeedRun, Verdicts, GOLD_METRIC, KL_METRIC,
+    render, CompareInput, EarlyStopped, Group, Judged, SeedRun, Selection, GOLD_METRIC, KL_METRIC,
+    PROXY_METRIC,
 };
 
+use super::early_stopping::{choose, Choice, SelectBy};
+use super::judging::REWARD_MODEL_JUDGE;
 use super::stage_bytes;
-use marlhf_data::{read_judgements, read_responses_from, ResponseRow};
+use marlhf_data::{read_judgements, read_responses_from, ResponseRow, Verdict};
 
 /// The evaluation score kinds: the `score` column (the proxy reward model)
 /// and the `gold` column (a task's known reward).
@@ -29,6 +31,15 @@ pub const GOLD: &str = "gold reward";
 pub struct CompareConfig {
     /// responses.parquet files of the final policies (and any others).
     pub responses: Vec<PathBuf>,
+    /// `GROUP.SEED` → the run's validation responses (one policy per
+    /// checkpoint, `iter-KKK`), from which its early-stopped checkpoint is
+    /// chosen (`early_stopping::choose`).
+    pub validation: Vec<(String, PathBuf)>,
+    /// Responses of the early-stopped policies, named `GROUP.SEED` like
+    /// the final ones (`marlhf-eval early-stop`).
+    pub early_responses: Vec<PathBuf>,
+    /// What the early-stopped checkpoints were chosen by.
+    pub select_by: SelectBy,
     /// Judgements of each group's policies against the baseline's of the
     /// same seed.
     pub judgements: Option<PathBuf>,
@@ -41,12 +52,14 @@ pub struct CompareConfig {
     /// `marlhf-score rm-accuracy --out` on held-out pairs with known labels.
     pub rm_accuracy: Option<PathBuf>,
     /// Training metrics drawn as curves; the first one is read for the
-    /// iterations to parity.
+    /// iterations to parity and the budget table.
     pub curves: Vec<String>,
+    /// Training metrics drawn as curves when the runs' metrics have them
+    /// (columns another version of the update may not write).
+    pub optional_curves: Vec<String>,
     pub title: String,
     pub task: String,
     pub notes: Vec<String>,
-    pub seed: u64,
     /// The report; its plots are written beside it.
     pub out: PathBuf,
 }
@@ -76,6 +89,9 @@ pub fn axis_label(metric: &str) -> String {
         "gold_ending_rate" => "share of rollouts with a proper ending".into(),
         "gold_callback_rate" => "share of rollouts with a callback".into(),
         "response_length" => "response length (tokens)".into(),
+        "critic_explained_variance" => "critic's explained variance of the returns".into(),
+        "critic_bias" => "critic's bias, mean(return − value)".into(),
+        "advantage_position_corr" => "advantage's correlation with position".into(),
         other => other.to_string(),
     }
 }
@@ -167,6 +183,7 @@ fn read_rm_accuracy(path: &Path) -> Result<(usize, usize, usize)> {
     Ok(counts)
 }
 
+#[derive(Debug)]
 pub struct CompareOutcome {
     pub report: PathBuf,
     pub images: Vec<PathBuf>,
@@ -175,32 +192,102 @@ pub struct CompareOutcome {
     pub prompts: usize,
 }
 
+/// A run's training curves: the asked-for ones (each must exist), the
+/// optional ones it has, and those the report reads on its own when
+/// present (gold and KL for the over-optimisation picture, the proxy score
+/// for the seeds that fail to learn).
+fn run_curves(cfg: &CompareConfig, metrics: &Path) -> Result<BTreeMap<String, Vec<(u32, f64)>>> {
+    let mut curves = BTreeMap::new();
+    for m in &cfg.curves {
+        curves.insert(m.clone(), curve(metrics, m)?);
+    }
+    let implicit = [GOLD_METRIC, KL_METRIC, PROXY_METRIC];
+    for m in cfg
+        .optional_curves
+        .iter()
+        .map(String::as_str)
+        .chain(implicit)
+    {
+        if !curves.contains_key(m) {
+            if let Ok(c) = curve(metrics, m) {
+                curves.insert(m.to_string(), c);
+            }
+        }
+    }
+    Ok(curves)
+}
+
+/// The score kinds of a task, each with how it is read off a response:
+/// the gold reward first (when every response has one), then the reward
+/// model's score (when every one is finite).
+fn score_kinds(rows: &[ResponseRow]) -> Vec<(&'static str, ScoreOf)> {
+    let kinds: [(&str, ScoreOf); 2] = [
+        (GOLD, |r| r.gold.map_or(f64::NAN, |g| g.reward as f64)),
+        (RM_SCORE, |r| r.score as f64),
+    ];
+    kinds
+        .into_iter()
+        .filter(|(_, value)| rows.iter().all(|r| value(r).is_finite()))
+        .collect()
+}
+
+/// Each group's judgements against the baseline's run of the same seed.
+fn judged(path: &Path, baseline: &str, names: &[String]) -> Result<BTreeMap<String, Judged>> {
+    let mut out: BTreeMap<String, Judged> = BTreeMap::new();
+    for j in read_judgements(path)? {
+        let (Ok((ga, sa)), Ok((gb, sb))) =
+            (split_run_name(&j.policy_a), split_run_name(&j.policy_b))
+        else {
+            continue;
+        };
+        if gb != baseline || sa != sb || !names.contains(&j.policy_a) {
+            continue;
+        }
+        // A failed request is no judgement: the judge stage counts them and
+        // asks again when rerun.
+        if j.verdict == Verdict::Error {
+            continue;
+        }
+        let g = out.entry(ga).or_default();
+        g.judge_is_score_model = j.judge == REWARD_MODEL_JUDGE;
+        g.judge = j.judge.clone();
+        g.verdicts
+            .entry(sa)
+            .or_default()
+            .insert(j.prompt_id, j.verdict);
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: no judgement of a group's run against {baseline}'s run of the same seed",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
 pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
     if cfg.runs.is_empty() {
         bail!("no runs to compare: give --run GROUP.SEED=RUN_DIR");
     }
     super::check_unique_names("run", &cfg.runs)?;
+    super::check_unique_names("validation", &cfg.validation)?;
+    let names: Vec<String> = cfg.runs.iter().map(|(n, _)| n.clone()).collect();
+    for (name, path) in &cfg.validation {
+        if !names.contains(name) {
+            bail!(
+                "--validation {name}={}: no --run of that name",
+                path.display()
+            );
+        }
+    }
     // Groups in the order their first run is given.
     let mut groups: Vec<Group> = Vec::new();
     for (name, dir) in &cfg.runs {
         let (group, seed) = split_run_name(name)?;
-        let metrics = dir.join("metrics.parquet");
-        let mut curves = BTreeMap::new();
-        for m in &cfg.curves {
-            curves.insert(m.clone(), curve(&metrics, m)?);
-        }
-        // The over-optimisation picture, when the task has a gold reward.
-        for m in [GOLD_METRIC, KL_METRIC] {
-            if !curves.contains_key(m) {
-                if let Ok(c) = curve(&metrics, m) {
-                    curves.insert(m.to_string(), c);
-                }
-            }
-        }
         let run = SeedRun {
             seed,
-            curves,
-            scores: BTreeMap::new(),
+            curves: run_curves(cfg, &dir.join("metrics.parquet"))?,
+            ..Default::default()
         };
         match groups.iter_mut().find(|g| g.name == group) {
             Some(g) => g.runs.push(run),
@@ -235,32 +322,21 @@ pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
         );
     }
 
-    let names: Vec<String> = cfg.runs.iter().map(|(n, _)| n.clone()).collect();
-    let what = cfg
-        .responses
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let listed = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let rows = read_responses_from(&cfg.responses)?;
-    let has_gold = rows.iter().all(|r| r.gold.is_some());
-    let mut score_kinds = Vec::new();
+    let kinds = score_kinds(&rows);
+    let mut score_kinds_used = Vec::new();
     let mut prompts = Vec::new();
-    // The gold reward, when there is one, is what the comparison is about.
-    let kinds: [(&str, ScoreOf); 2] = [
-        (GOLD, |r| r.gold.map_or(f64::NAN, |g| g.reward as f64)),
-        (RM_SCORE, |r| r.score as f64),
-    ];
-    for (kind, value) in kinds {
-        if kind == GOLD && !has_gold {
-            continue;
-        }
-        let (p, scores) = aligned_scores(&rows, &names, &what, value)?;
-        if !scores.values().flatten().all(|s| s.is_finite()) {
-            continue;
-        }
+    for &(kind, value) in &kinds {
+        let (p, scores) = aligned_scores(&rows, &names, &listed(&cfg.responses), value)?;
         prompts = p;
-        score_kinds.push(kind.to_string());
+        score_kinds_used.push(kind.to_string());
         for g in &mut groups {
             for r in &mut g.runs {
                 let name = format!("{}.{}", g.name, r.seed);
@@ -268,43 +344,65 @@ pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
             }
         }
     }
+
+    // Early stopping: each run's chosen checkpoint (from its validation
+    // responses) and that policy's evaluation.
+    let mut selection = None;
+    if !cfg.validation.is_empty() || !cfg.early_responses.is_empty() {
+        if cfg.validation.len() != names.len() {
+            bail!(
+                "early stopping needs every run's validation responses: {} --validation for {} runs",
+                cfg.validation.len(),
+                names.len()
+            );
+        }
+        let early_rows = read_responses_from(&cfg.early_responses)?;
+        let what = listed(&cfg.early_responses);
+        let mut choices: BTreeMap<String, Choice> = BTreeMap::new();
+        for (name, path) in &cfg.validation {
+            choices.insert(
+                name.clone(),
+                choose(&read_responses(path)?, cfg.select_by, path)?,
+            );
+        }
+        let mut early_scores: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+        for &(kind, value) in &kinds {
+            let (p, scores) = aligned_scores(&early_rows, &names, &what, value)?;
+            if p != prompts {
+                bail!(
+                    "{what}: the early-stopped policies answered other prompts than the final ones"
+                );
+            }
+            early_scores.insert(kind, scores);
+        }
+        for g in &mut groups {
+            for r in &mut g.runs {
+                let name = format!("{}.{}", g.name, r.seed);
+                let c = &choices[&name];
+                r.early = Some(EarlyStopped {
+                    iteration: c.iteration,
+                    validation: c.validation.clone(),
+                    scores: early_scores
+                        .iter()
+                        .map(|(k, s)| (k.to_string(), s[&name].clone()))
+                        .collect(),
+                });
+            }
+        }
+        selection = Some(Selection {
+            kind: cfg.select_by.kind().to_string(),
+            prompts: choices.values().map(|c| c.prompts).min().unwrap_or(0),
+        });
+    }
     let rm_accuracy = cfg
         .rm_accuracy
         .as_deref()
         .map(read_rm_accuracy)
         .transpose()?;
-
-    let mut verdicts: BTreeMap<String, Verdicts> = BTreeMap::new();
-    if let Some(path) = &cfg.judgements {
-        let judged = read_judgements(path)?;
-        for j in &judged {
-            let (Ok((ga, sa)), Ok((gb, sb))) =
-                (split_run_name(&j.policy_a), split_run_name(&j.policy_b))
-            else {
-                continue;
-            };
-            if gb != baseline || sa != sb || !names.contains(&j.policy_a) {
-                continue;
-            }
-            let v = verdicts.entry(ga).or_default();
-            v.judge = j.judge.clone();
-            match j.verdict {
-                Verdict::Win => v.win += 1,
-                Verdict::Tie => v.tie += 1,
-                Verdict::Lose => v.lose += 1,
-                Verdict::Unparseable => v.unparseable += 1,
-                // A failed request is no judgement (the judge stage says
-                // how many, and asks again when rerun).
-                Verdict::Error => {}
-            }
-        }
-        if verdicts.is_empty() {
-            bail!(
-                "{}: no judgement of a group's run against {baseline}'s run of the same seed",
-                path.display()
-            );
-        }
-    }
+    let judged = match &cfg.judgements {
+        Some(path) => judged(path, &baseline, &names)?,
+        None => BTreeMap::new(),
+    };
 
     let mut notes = cfg.notes.clone();
     notes.push(format!(
@@ -325,20 +423,28 @@ pub fn compare_runs(cfg: &CompareConfig) -> Result<CompareOutcome> {
             .join("; "),
         prompts.len()
     ));
+    let curves: Vec<(String, String)> = cfg
+        .curves
+        .iter()
+        .chain(cfg.optional_curves.iter().filter(|m| {
+            !cfg.curves.contains(m)
+                && groups
+                    .iter()
+                    .flat_map(|g| &g.runs)
+                    .all(|r| r.curves.contains_key(m.as_str()))
+        }))
+        .map(|m| (m.clone(), axis_label(m)))
+        .collect();
     let input = CompareInput {
         title: cfg.title.clone(),
         task: cfg.task.clone(),
         notes,
         baseline,
-        curves: cfg
-            .curves
-            .iter()
-            .map(|m| (m.clone(), axis_label(m)))
-            .collect(),
-        score_kinds,
-        verdicts,
+        curves,
+        score_kinds: score_kinds_used,
+        judged,
         rm_accuracy,
-        seed: cfg.seed,
+        selection,
         groups,
     };
     let (md, plots) = render(&input)?;

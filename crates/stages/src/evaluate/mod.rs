@@ -11,8 +11,14 @@
 //!   sandbox → `eval/passk.parquet`, summarised as pass@k;
 //! - [`assemble_report`](reporting::assemble_report): the tables and plots of all of the above
 //!   and of the training metrics → `eval/report.md`;
+//! - [`early_stop`](early_stopping::early_stop): a run's checkpoint with the
+//!   best score on the validation prompts answers the evaluation prompts
+//!   (the run's early-stopped policy);
 //! - [`compare_runs`](comparing::compare_runs): several configurations × seeds, with
 //!   intervals → `compare/report.md`;
+//! - [`tune_report`](tuning::tune_report): the same grid for every method on
+//!   the same tuning seeds, each method's setting chosen on validation
+//!   prompts → `tune/report.md`;
 //! - [`chat_backend`]: a checkpoint behind the chat-completions protocol.
 //!
 //! The model-free machinery (judging, sandbox, pass@k, plots, the HTTP
@@ -21,10 +27,12 @@
 
 pub mod chat_backend;
 pub mod comparing;
+pub mod early_stopping;
 pub mod executing;
 pub mod generating;
 pub mod judging;
 pub mod reporting;
+pub mod tuning;
 
 use std::path::PathBuf;
 
