@@ -400,6 +400,12 @@ fn metrics_carry_the_critic_diagnostics_of_the_written_advantages() {
         "the row the update wrote"
     );
     assert_eq!(report.get("actor_updated"), Some(1.0));
+    let clip = RlConfig::default().clip_reward;
+    let clipped = rows.iter().filter(|r| r.score.abs() > clip).count() as f64;
+    assert_eq!(
+        report.get("score_clipped_fraction"),
+        Some(clipped / rows.len() as f64)
+    );
 }
 
 #[test]

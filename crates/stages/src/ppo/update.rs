@@ -783,6 +783,7 @@ fn iteration_metrics(
     trainable: usize,
     [actor_tally, critic_tally]: [&Tally; 2],
     temperature: f64,
+    clip_reward: f32,
     [secs_advantages, secs_actor, secs_critic]: [f64; 3],
 ) -> Result<Vec<(String, f64)>> {
     let n = rollouts.len() as f64;
@@ -797,6 +798,18 @@ fn iteration_metrics(
         (
             "score_mean".into(),
             mean(rollouts.iter().map(|r| r.score as f64)),
+        ),
+        // Scores beyond ±clip_reward all pay the same: a reward model whose
+        // scale exceeds the clip loses its signal there, and a critic
+        // started from it predicts the unclipped score (DESIGN.md, "MA-PPO's
+        // slow start").
+        (
+            "score_clipped_fraction".into(),
+            mean(
+                rollouts
+                    .iter()
+                    .map(|r| f64::from(u8::from(r.score.abs() > clip_reward))),
+            ),
         ),
         (
             "reward_mean".into(),
@@ -1086,6 +1099,7 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
         trainable.len(),
         [&actor_tally, &critic_tally],
         temperature,
+        cfg.rl.clip_reward,
         [secs_advantages, secs_actor, secs_critic],
     )?;
     if !actor_updated {
