@@ -211,6 +211,10 @@ impl Args {
     }
 }
 
+/// The share of clipped scores above which the stage warns: the clip is
+/// meant for outliers, not for a reward model whose scale exceeds it.
+const CLIPPED_WARNING: f64 = 0.25;
+
 /// Counts as integers, small figures (learning rates) in scientific
 /// notation, everything else with four decimals.
 fn figure(v: f64) -> String {
@@ -255,6 +259,14 @@ fn main() {
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg, &Bars)?;
+        if let Some(f) = r.get("score_clipped_fraction").filter(|&f| f > CLIPPED_WARNING) {
+            eprintln!(
+                "warning: {:.0}% of the scores lie beyond --clip-reward {}: they all pay the same, and a critic \
+                 started from the reward model predicts the unclipped score (DESIGN.md, \"MA-PPO's slow start\")",
+                100.0 * f,
+                cfg.rl.clip_reward
+            );
+        }
         summary.add("iteration", r.iteration);
         summary.add(
             "recipe",
