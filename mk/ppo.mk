@@ -70,6 +70,9 @@ PPO_TEMPERATURE ?=
 PPO_TOP_K ?=
 PPO_TOP_P ?=
 PPO_LOGPROB_TEMPERATURE ?=
+# shuffled (each pass over the prompts in an order drawn from the seed) or
+# file (the file's order for every seed).
+PPO_PROMPT_ORDER ?=
 # A task with a known reward (stories) scores every rollout with it too.
 GOLD_MODEL ?=
 # update (empty: the recipe's value, see `marlhf-update --help`)
@@ -79,6 +82,12 @@ PPO_KL_ESTIMATOR ?=
 PPO_CLIP_REWARD ?=
 PPO_GAMMA ?=
 PPO_LAMBDA ?=
+# MA-PPO's credit assignment (DESIGN.md, "MA-PPO's slow start"):
+# PPO_MACRO_LAMBDA per-macro|per-token, PPO_MACRO_KL mean|sum, and
+# PPO_CRITIC_WARMUP iterations in which only the critic trains.
+PPO_MACRO_LAMBDA ?=
+PPO_MACRO_KL ?=
+PPO_CRITIC_WARMUP ?=
 PPO_CLIP ?=
 PPO_VALUE_CLIP ?=
 PPO_EPOCHS ?=
@@ -134,7 +143,7 @@ $(call ppo_iter,$(1),$(2),$(3))/rollouts.parquet: $(if $(filter 0,$(3)),$(PPO_SF
 	  --max-prompt-tokens $$(PPO_MAX_PROMPT) --max-new-tokens $$(PPO_MAX_NEW) \
 	  $$(call ppo_opt,--temperature,$$(PPO_TEMPERATURE)) $$(call ppo_opt,--top-k,$$(PPO_TOP_K)) \
 	  $$(call ppo_opt,--top-p,$$(PPO_TOP_P)) $$(call ppo_opt,--logprob-temperature,$$(PPO_LOGPROB_TEMPERATURE)) \
-	  $$(call ppo_opt,--gold-model,$$(GOLD_MODEL)) \
+	  $$(call ppo_opt,--gold-model,$$(GOLD_MODEL)) $$(call ppo_opt,--prompt-order,$$(PPO_PROMPT_ORDER)) \
 	  --seed $(2) --device $$(DEVICE) $$(PPO_ROLLOUT_ARGS)
 
 $(call ppo_iter,$(1),$(2),$(3))/segments.parquet: $(call ppo_iter,$(1),$(2),$(3))/rollouts.parquet | $(BIN)/marlhf-segment
@@ -155,6 +164,8 @@ $(call ppo_iter,$(1),$(2),$(3))/advantages.parquet $(call ppo_inputs,$(1),$(2),$
 	  $$(call ppo_opt,--value-function,$$(PPO_VALUE_FUNCTION)) $$(call ppo_opt,--kl-coef,$$(PPO_KL)) \
 	  $$(call ppo_opt,--kl-estimator,$$(PPO_KL_ESTIMATOR)) $$(call ppo_opt,--clip-reward,$$(PPO_CLIP_REWARD)) \
 	  $$(call ppo_opt,--gamma,$$(PPO_GAMMA)) $$(call ppo_opt,--lambda,$$(PPO_LAMBDA)) \
+	  $$(call ppo_opt,--macro-lambda,$$(PPO_MACRO_LAMBDA)) $$(call ppo_opt,--macro-kl,$$(PPO_MACRO_KL)) \
+	  $$(call ppo_opt,--critic-warmup,$$(PPO_CRITIC_WARMUP)) \
 	  $$(call ppo_opt,--clip,$$(PPO_CLIP)) $$(call ppo_opt,--value-clip,$$(PPO_VALUE_CLIP)) \
 	  $$(call ppo_opt,--ppo-epochs,$$(PPO_EPOCHS)) $$(call ppo_opt,--mini-batch,$$(PPO_MINI_BATCH)) \
 	  $$(call ppo_opt,--micro-batch,$$(PPO_MICRO_BATCH)) $$(call ppo_opt,--loss-agg,$$(PPO_LOSS_AGG)) \

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use marlhf_cli::{Bars, Summary};
-use marlhf_stages::ppo::{rollout, RolloutConfig};
+use marlhf_stages::ppo::{rollout, PromptOrder, RolloutConfig};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
 #[global_allocator]
@@ -15,8 +15,9 @@ static GLOBAL: marlhf_cli::MiMalloc = marlhf_cli::MiMalloc;
 /// Sample responses to one PPO iteration's prompts with the actor, then
 /// compute per response token the actor's and the reference model's
 /// log-probabilities and the critic's values, and the reward model's score
-/// of each response. Iteration K takes prompts [K·M, (K+1)·M) of the file
-/// (M = --rollout-batch), wrapping around.
+/// of each response. Iteration K takes prompts [K·M, (K+1)·M) of the run's
+/// stream of prompts (M = --rollout-batch): the file once per epoch of
+/// prompts, each epoch shuffled with the seed (--prompt-order).
 #[derive(Parser, Debug)]
 #[command(about, version)]
 struct Args {
@@ -80,7 +81,12 @@ struct Args {
     /// gold_ending, gold_callback) for the curves; training never reads it
     #[arg(long)]
     gold_model: Option<PathBuf>,
-    /// Seed of the sampling (mixed with the iteration)
+    /// The order the iterations take the prompts in: shuffled (each pass
+    /// over the file in an order drawn from --seed) or file (the file's
+    /// order whatever the seed, as before issue 18)
+    #[arg(long, default_value = "shuffled")]
+    prompt_order: PromptOrder,
+    /// Seed of the sampling (mixed with the iteration) and of the prompt order
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// cpu, cuda or cuda:N
@@ -105,6 +111,7 @@ fn main() {
             out: args.out,
             iteration: args.iteration,
             rollout_batch: args.rollout_batch,
+            prompt_order: args.prompt_order,
             batch_size: args
                 .batch_size
                 .unwrap_or_else(|| marlhf_model::device::default_sampling_batch(&device)),
@@ -126,8 +133,8 @@ fn main() {
             .add(
                 "prompts",
                 format!(
-                    "{} distinct of {} in the file",
-                    r.distinct_prompts, r.prompts_in_file
+                    "{} distinct of {} in the file, {} order",
+                    r.distinct_prompts, r.prompts_in_file, cfg.prompt_order
                 ),
             )
             .add("truncated prompts", r.truncated_prompts)

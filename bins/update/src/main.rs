@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use marlhf_cli::{Bars, Summary};
 use marlhf_model::adamw::LrSchedule;
-use marlhf_rl::{KlEstimator, LossAgg, RlConfig, ValueFunction};
+use marlhf_rl::{KlEstimator, LossAgg, MacroKl, MacroLambda, RlConfig, ValueFunction};
 use marlhf_stages::ppo::{update, PpoConfig, Recipe, UpdateConfig};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -66,9 +66,20 @@ struct Args {
     /// Discount γ over macro actions
     #[arg(long, default_value_t = RlConfig::default().gamma)]
     gamma: f32,
-    /// GAE λ over macro actions
+    /// GAE λ (per macro action or per token: --macro-lambda)
     #[arg(long, default_value_t = RlConfig::default().lambda)]
     lambda: f32,
+    /// How far GAE over macro actions looks back: per-macro (γ and λ once
+    /// per macro action, the paper's released code) or per-token (a macro
+    /// action of n tokens discounts by γ^n and λ^n, as far back as
+    /// token-level PPO)
+    #[arg(long, default_value = "per-macro", value_parser = parse_macro_lambda)]
+    macro_lambda: MacroLambda,
+    /// A macro action's reward from its tokens' rewards: mean (aggregated
+    /// with the value function like the values, the released code: β/n per
+    /// token with equal) or sum (every token pays β, as in token-level PPO)
+    #[arg(long, default_value = "mean", value_parser = parse_macro_kl)]
+    macro_kl: MacroKl,
     /// The training recipe the flags below start from: default (several
     /// optimiser steps per rollout batch, token-mean loss, constant lr,
     /// whitened advantages) or
@@ -111,7 +122,11 @@ struct Args {
         |c| c.lr_schedule
     ))]
     lr_schedule: Option<LrSchedule>,
-    #[arg(long, help = by_recipe("Share of the run's optimiser steps spent warming up", |c| c.warmup_ratio))]
+    #[arg(long, help = by_recipe(
+        "Share of the run's optimiser steps spent warming up, rounded up to whole steps; \
+         warm-up step k of W runs at (k + 1)/(W + 1) of the rate",
+        |c| c.warmup_ratio
+    ))]
     warmup_ratio: Option<f64>,
     /// The run's length in iterations (a schedule other than constant needs it)
     #[arg(long)]
@@ -126,6 +141,10 @@ struct Args {
         |c| c.whiten_advantages
     ))]
     whiten_advantages: Option<bool>,
+    /// Iterations, from the first, in which only the critic trains; the
+    /// actor is written back unchanged (verl's critic_warmup)
+    #[arg(long, default_value_t = 0)]
+    critic_warmup: u32,
     /// Seed of the mini-batch order (mixed with the iteration)
     #[arg(long, default_value_t = 1234)]
     seed: u64,
@@ -155,6 +174,14 @@ fn parse_kl_estimator(s: &str) -> Result<KlEstimator, String> {
     s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
 }
 
+fn parse_macro_kl(s: &str) -> Result<MacroKl, String> {
+    s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
+}
+
+fn parse_macro_lambda(s: &str) -> Result<MacroLambda, String> {
+    s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
+}
+
 fn parse_loss_agg(s: &str) -> Result<LossAgg, String> {
     s.parse().map_err(|e: marlhf_rl::RlError| e.to_string())
 }
@@ -179,9 +206,14 @@ impl Args {
             total_iterations: self.total_iterations.or(base.total_iterations),
             min_response_tokens: self.min_response_tokens.unwrap_or(base.min_response_tokens),
             whiten_advantages: self.whiten_advantages.unwrap_or(base.whiten_advantages),
+            critic_warmup: self.critic_warmup,
         }
     }
 }
+
+/// The share of clipped scores above which the stage warns: the clip is
+/// meant for outliers, not for a reward model whose scale exceeds it.
+const CLIPPED_WARNING: f64 = 0.25;
 
 /// Counts as integers, small figures (learning rates) in scientific
 /// notation, everything else with four decimals.
@@ -223,6 +255,8 @@ fn main() {
                 clip_reward: args.clip_reward,
                 gamma: args.gamma,
                 lambda: args.lambda,
+                macro_kl: args.macro_kl,
+                macro_lambda: args.macro_lambda,
             },
             ppo,
             seed: args.seed,
@@ -231,6 +265,14 @@ fn main() {
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg, &Bars)?;
+        if let Some(f) = r.get("score_clipped_fraction").filter(|&f| f > CLIPPED_WARNING) {
+            eprintln!(
+                "warning: {:.0}% of the scores lie beyond --clip-reward {}: they all pay the same, and a critic \
+                 started from the reward model predicts the unclipped score (DESIGN.md, \"MA-PPO's slow start\")",
+                100.0 * f,
+                cfg.rl.clip_reward
+            );
+        }
         summary.add("iteration", r.iteration);
         summary.add(
             "recipe",
@@ -246,7 +288,21 @@ fn main() {
                     0 => "the step".to_string(),
                     m => m.to_string(),
                 },
-                cfg.ppo.lr_schedule
+                r.schedule.describe()
+            ),
+        );
+        summary.add(
+            "credit assignment",
+            format!(
+                "value function {}, macro KL {}, γ {} and λ {} {}",
+                cfg.rl.value_function,
+                cfg.rl.macro_kl,
+                cfg.rl.gamma,
+                cfg.rl.lambda,
+                match cfg.rl.macro_lambda {
+                    MacroLambda::PerMacro => "per macro action",
+                    MacroLambda::PerToken => "per token",
+                }
             ),
         );
         let continued = |yes: bool| {

@@ -10,7 +10,7 @@ use marlhf_data::{
     SegmentRow,
 };
 use marlhf_rl::Termination;
-use marlhf_stages::ppo::{rollout, run_segment, RolloutConfig, SegmentConfig};
+use marlhf_stages::ppo::{rollout, run_segment, PromptOrder, RolloutConfig, SegmentConfig};
 use marlhf_stages::progress::Silent;
 use marlhf_stages::trainer::{read_state, STATE_TENSORS};
 use marlhf_testkit::ppo::{poison, run_stage, synthetic_rollout, Exit, Run};
@@ -204,6 +204,7 @@ fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
             out: p.rollouts.clone(),
             iteration,
             rollout_batch: 4,
+            prompt_order: PromptOrder::File,
             batch_size: 4,
             max_prompt_tokens: 64,
             max_new_tokens: 10,

@@ -1,4 +1,5 @@
-//! One value per macro action from per-token values (`modeling_macro_action`).
+//! One value per macro action from per-token values (`modeling_macro_action`),
+//! and one reward per macro action from per-token rewards.
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,6 +98,89 @@ pub fn aggregate(
         .collect())
 }
 
+/// How a macro action's reward is made from its tokens' rewards (the KL
+/// penalty −β·k on every token, plus the clipped score on the last token,
+/// which is a macro action of its own and so keeps its score under both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MacroKl {
+    /// Aggregated with the value function, like the values (the released
+    /// `modeling_macro_action`): with `equal` the mean of the tokens'
+    /// penalties, so a macro action of n tokens is charged β/n per token;
+    /// with `position` a weighted mean, likewise β/n on average; with
+    /// `unit` only its last token's penalty, so the others go unpaid.
+    #[default]
+    Mean,
+    /// The sum of the tokens' rewards, whatever the value function: every
+    /// token pays β, as in token-level PPO, and a macro action's reward is
+    /// what its tokens collect while it runs (discounted inside it by γ per
+    /// token under `--macro-lambda per-token`).
+    Sum,
+}
+
+impl MacroKl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacroKl::Mean => "mean",
+            MacroKl::Sum => "sum",
+        }
+    }
+}
+
+impl fmt::Display for MacroKl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MacroKl {
+    type Err = RlError;
+
+    fn from_str(s: &str) -> Result<Self, RlError> {
+        match s {
+            "mean" => Ok(MacroKl::Mean),
+            "sum" => Ok(MacroKl::Sum),
+            _ => Err(RlError::ParseMacroKl(s.to_string())),
+        }
+    }
+}
+
+/// One reward per macro action. `Mean` is [`aggregate`] with `vf`; `Sum`
+/// is `Σ_i γ_tok^i · r_(start + i)` over the macro action's tokens, with
+/// `token_discount` γ_tok the discount between two tokens inside a macro
+/// action (1 when a macro action is one step of the discount, γ when the
+/// discount runs per token). Sums run in f64 and round once, and a
+/// one-token macro action gives back its token's reward bit for bit, so
+/// `fixed:1` is token-level PPO under both.
+pub fn macro_rewards(
+    token_rewards: &[f32],
+    starts: &[u32],
+    vf: ValueFunction,
+    macro_kl: MacroKl,
+    token_discount: f32,
+) -> Result<Vec<f32>, RlError> {
+    match macro_kl {
+        MacroKl::Mean => aggregate(token_rewards, starts, vf),
+        MacroKl::Sum => {
+            validate_starts(starts, token_rewards.len())?;
+            check_finite("per-token rewards", token_rewards)?;
+            Ok(spans(starts, token_rewards.len())
+                .map(|span| match &token_rewards[span] {
+                    [only] => *only,
+                    tokens => {
+                        let mut discount = 1.0f64;
+                        let mut sum = 0.0f64;
+                        for &r in tokens {
+                            sum += discount * r as f64;
+                            discount *= token_discount as f64;
+                        }
+                        sum as f32
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
 /// Gives every token its macro action's value (the inverse direction).
 pub fn expand(per_macro: &[f32], starts: &[u32], len: usize) -> Result<Vec<f32>, RlError> {
     validate_starts(starts, len)?;
@@ -177,6 +261,40 @@ mod tests {
         assert_eq!(err.to_string(), "per-token values[1] is not finite");
         let err = aggregate(&[1.0, 2.0, 3.0], &[0, 1], ValueFunction::Equal).unwrap_err();
         assert!(err.to_string().contains("not a macro action of its own"));
+    }
+
+    #[test]
+    fn macro_rewards_golden() {
+        // Rewards [1 2 3] [4 6] [5] (starts 0, 3, 5).
+        // mean (equal): the aggregate, [2, 5, 5].
+        let mean = macro_rewards(&X, &STARTS, ValueFunction::Equal, MacroKl::Mean, 1.0).unwrap();
+        assert_eq!(mean, vec![2.0, 5.0, 5.0]);
+        // mean (unit): only the last token of each, [3, 6, 5].
+        let unit = macro_rewards(&X, &STARTS, ValueFunction::Unit, MacroKl::Mean, 1.0).unwrap();
+        assert_eq!(unit, vec![3.0, 6.0, 5.0]);
+        // sum, under every value function: [1+2+3, 4+6, 5] = [6, 10, 5].
+        for vf in [
+            ValueFunction::Equal,
+            ValueFunction::Unit,
+            ValueFunction::Position,
+        ] {
+            let sum = macro_rewards(&X, &STARTS, vf, MacroKl::Sum, 1.0).unwrap();
+            assert_eq!(sum, vec![6.0, 10.0, 5.0], "{vf}");
+        }
+        // sum discounted by 0.5 per token inside a macro action:
+        // 1 + 0.5·2 + 0.25·3 = 2.75; 4 + 0.5·6 = 7; 5.
+        let disc = macro_rewards(&X, &STARTS, ValueFunction::Equal, MacroKl::Sum, 0.5).unwrap();
+        assert_eq!(disc, vec![2.75, 7.0, 5.0]);
+        // One token per macro action: the tokens themselves, −0.0 included.
+        let x = [0.1f32, -3.7, -0.0];
+        let sum = macro_rewards(&x, &[0, 1, 2], ValueFunction::Equal, MacroKl::Sum, 0.9).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sum), bits(&x));
+        for s in ["mean", "sum"] {
+            assert_eq!(s.parse::<MacroKl>().unwrap().to_string(), s);
+        }
+        let err = "total".parse::<MacroKl>().unwrap_err().to_string();
+        assert_eq!(err, "invalid macro KL \"total\" (expected mean or sum)");
     }
 
     #[test]

@@ -3,15 +3,16 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::aggregate::ValueFunction;
+use crate::aggregate::{MacroKl, ValueFunction};
 use crate::error::RlError;
-use crate::gae::macro_advantages;
+use crate::gae::{macro_advantages, MacroCredit, MacroLambda};
 use crate::reward::{token_rewards, KlEstimator};
 use crate::segment::validate_starts;
 
 /// The hyper-parameters of the credit assignment. `Default` holds the
 /// paper's values (equal value function, the k1 KL estimate with β = 0.05,
-/// reward clip ±2.5, γ = 1, λ = 0.95).
+/// reward clip ±2.5, γ = 1, λ = 0.95) and its released code's choices
+/// (rewards aggregated like values, γ and λ per macro action).
 ///
 /// The termination condition is not among them: segmentation is a step of
 /// its own ([`segment`](crate::segment::segment), the segment stage), and
@@ -26,6 +27,23 @@ pub struct RlConfig {
     pub clip_reward: f32,
     pub gamma: f32,
     pub lambda: f32,
+    /// How a macro action's tokens' rewards make its reward.
+    pub macro_kl: MacroKl,
+    /// Whether γ and λ apply per macro action or per token.
+    pub macro_lambda: MacroLambda,
+}
+
+impl RlConfig {
+    /// The settings GAE over macro actions reads.
+    pub fn credit(&self) -> MacroCredit {
+        MacroCredit {
+            value_function: self.value_function,
+            macro_kl: self.macro_kl,
+            macro_lambda: self.macro_lambda,
+            gamma: self.gamma,
+            lambda: self.lambda,
+        }
+    }
 }
 
 impl Default for RlConfig {
@@ -37,6 +55,8 @@ impl Default for RlConfig {
             clip_reward: 2.5,
             gamma: 1.0,
             lambda: 0.95,
+            macro_kl: MacroKl::Mean,
+            macro_lambda: MacroLambda::PerMacro,
         }
     }
 }
@@ -100,14 +120,7 @@ fn run(cfg: &RlConfig, seq: &SequenceInput) -> Result<SequenceOutput, RlError> {
         cfg.kl_coef,
         cfg.clip_reward,
     )?;
-    let m = macro_advantages(
-        &rewards,
-        seq.values,
-        &starts,
-        cfg.value_function,
-        cfg.gamma,
-        cfg.lambda,
-    )?;
+    let m = macro_advantages(&rewards, seq.values, &starts, &cfg.credit())?;
     Ok(SequenceOutput {
         id: seq.id,
         starts,

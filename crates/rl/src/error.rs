@@ -37,6 +37,14 @@ pub enum RlError {
     #[error("invalid loss aggregation {0:?} (expected token-mean, seq-mean-token-mean or seq-mean-token-sum)")]
     ParseLossAgg(String),
 
+    /// A string that is not a macro-action KL aggregation.
+    #[error("invalid macro KL {0:?} (expected mean or sum)")]
+    ParseMacroKl(String),
+
+    /// A string that is not a macro-action λ setting.
+    #[error("invalid macro lambda {0:?} (expected per-macro or per-token)")]
+    ParseMacroLambda(String),
+
     /// A string that is not a KL estimator.
     #[error("invalid KL estimator {0:?} (expected k1 or k3)")]
     ParseKlEstimator(String),

@@ -9,6 +9,9 @@
 //! 4. [`gae`](mod@gae): GAE over macro actions, expanded back to tokens;
 //! 5. [`loss`]: the clipped PPO actor and critic losses on candle tensors.
 //!
+//! [`diagnostics`] measures the critic's fit and the advantages' slant
+//! along the response, before an update.
+//!
 //! [`batch`] runs steps 1–4 for many responses of different lengths and pads
 //! them for step 5.
 //!
@@ -22,18 +25,22 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod diagnostics;
 pub mod error;
 pub mod gae;
 pub mod loss;
 pub mod reward;
 pub mod segment;
 
-pub use aggregate::{aggregate, expand, ValueFunction};
+pub use aggregate::{aggregate, expand, macro_rewards, MacroKl, ValueFunction};
 pub use batch::{
     pad, process_batch, process_sequence, response_mask, RlConfig, SequenceInput, SequenceOutput,
 };
+pub use diagnostics::{credit_diagnostics, CreditDiagnostics, TokenFigures};
 pub use error::RlError;
-pub use gae::{gae, macro_advantages, whiten, MacroAdvantages};
+pub use gae::{
+    gae, gae_over_durations, macro_advantages, whiten, MacroAdvantages, MacroCredit, MacroLambda,
+};
 pub use loss::{
     actor_loss, actor_loss_weighted, critic_loss, critic_loss_weighted, explained_variance,
     explained_variance_flat, ActorStats, CriticStats, LossAgg,

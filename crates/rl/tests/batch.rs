@@ -22,6 +22,7 @@ fn batch_golden_with_given_starts() {
         clip_reward: 2.5,
         gamma: 1.0,
         lambda: 0.5,
+        ..RlConfig::default()
     };
     let starts = [0u32, 2, 3];
     let long = SequenceInput {

@@ -6,8 +6,8 @@
 use candle_core::{Device, Tensor};
 use marlhf_rl::segment::ppl;
 use marlhf_rl::{
-    actor_loss, pad, process_batch, response_mask, segment, RlConfig, SegmentInput, SequenceInput,
-    Termination, ValueFunction,
+    actor_loss, pad, process_batch, response_mask, segment, MacroKl, MacroLambda, RlConfig,
+    SegmentInput, SequenceInput, Termination, ValueFunction,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,18 +113,25 @@ fn fixed_one_is_vanilla_ppo_bit_for_bit() {
     let lens = [1, 2, 5, 17, 64, 3, 0, 33];
     for seed in 0..5 {
         let batch = rollouts(&lens, seed);
+        // Every value function, rewards aggregated as released or summed,
+        // γ and λ per macro action or per token: all are token-level PPO
+        // when every macro action is one token.
         let settings = [
             ValueFunction::Equal,
             ValueFunction::Unit,
             ValueFunction::Position,
         ]
         .into_iter()
-        .flat_map(|vf| [(vf, 1.0, 0.95), (vf, 0.99, 0.9)]);
-        for (vf, gamma, lambda) in settings {
+        .flat_map(|vf| [(vf, 1.0, 0.95), (vf, 0.99, 0.9)])
+        .flat_map(|s| [(s, MacroKl::Mean), (s, MacroKl::Sum)])
+        .flat_map(|s| [(s, MacroLambda::PerMacro), (s, MacroLambda::PerToken)]);
+        for (((vf, gamma, lambda), macro_kl), macro_lambda) in settings {
             let cfg = RlConfig {
                 value_function: vf,
                 gamma,
                 lambda,
+                macro_kl,
+                macro_lambda,
                 ..RlConfig::default()
             };
             let starts: Vec<Vec<u32>> = batch

@@ -9,7 +9,8 @@ use marlhf_model::lm::Scored;
 use marlhf_model::Checkpoint;
 use marlhf_rl::{LossAgg, RlConfig, Termination};
 use marlhf_stages::ppo::{
-    rollout, run_segment, update, PpoConfig, Recipe, RolloutConfig, SegmentConfig, UpdateConfig,
+    rollout, run_segment, update, PpoConfig, PromptOrder, Recipe, RolloutConfig, SegmentConfig,
+    UpdateConfig,
 };
 use marlhf_stages::progress::Silent;
 use marlhf_stages::trainer::read_state;
@@ -149,6 +150,7 @@ fn sample_rollouts(
             out: dir.join("rollouts.parquet"),
             iteration: 0,
             rollout_batch: n,
+            prompt_order: PromptOrder::File,
             batch_size: n,
             max_prompt_tokens: 64,
             max_new_tokens,
@@ -337,4 +339,108 @@ fn reference_recipe_takes_one_step_with_every_sequence_weighted_equally() {
             }
         }
     }
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn metrics_carry_the_critic_diagnostics_of_the_written_advantages() {
+    let run = Run::new("ppo-diagnostics", 6).unwrap();
+    let dir = run.root().join("iter-000");
+    sample_rollouts(&run, &dir, 6, 0.7, 10, 11);
+    segment(&dir, Termination::Fixed { n: 3 });
+    let rows = read_rollouts(&dir.join("rollouts.parquet")).unwrap();
+    let cfg = update_config(&run, &dir, "diagnostics", PpoConfig::default());
+    let report = update(&cfg, &Silent).unwrap();
+    // The same figures from the files the update wrote: values from the
+    // rollouts, returns and (unwhitened) advantages from advantages.parquet.
+    let adv = read_advantages(&cfg.advantages).unwrap();
+    let (mut err, mut ret, mut a, mut pos, mut last) = (vec![], vec![], vec![], vec![], vec![]);
+    for (r, x) in rows.iter().zip(&adv) {
+        for t in 0..r.values.len() {
+            err.push(x.returns[t] as f64 - r.values[t] as f64);
+            ret.push(x.returns[t] as f64);
+            a.push(x.advantages[t] as f64);
+            pos.push(t as f64);
+        }
+        if !r.values.is_empty() {
+            last.push(*err.last().unwrap());
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var = |v: &[f64]| {
+        let m = mean(v);
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64
+    };
+    let cov = |x: &[f64], y: &[f64]| {
+        let (mx, my) = (mean(x), mean(y));
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| (a - mx) * (b - my))
+            .sum::<f64>()
+            / x.len() as f64
+    };
+    let want = [
+        ("critic_explained_variance", 1.0 - var(&err) / var(&ret)),
+        ("critic_bias", mean(&err)),
+        ("critic_bias_final_token", mean(&last)),
+        (
+            "advantage_position_corr",
+            cov(&a, &pos) / (var(&a) * var(&pos)).sqrt(),
+        ),
+    ];
+    for (name, w) in want {
+        let got = report.get(name).unwrap_or_else(|| panic!("no {name}"));
+        assert!((got - w).abs() < 1e-9, "{name}: {got} vs {w}");
+    }
+    // And in the metrics table.
+    let table = marlhf_data::read_metrics(&cfg.metrics).unwrap();
+    assert_eq!(
+        table[0].get("critic_bias"),
+        report.get("critic_bias"),
+        "the row the update wrote"
+    );
+    assert_eq!(report.get("actor_updated"), Some(1.0));
+    let clip = RlConfig::default().clip_reward;
+    let clipped = rows.iter().filter(|r| r.score.abs() > clip).count() as f64;
+    assert_eq!(
+        report.get("score_clipped_fraction"),
+        Some(clipped / rows.len() as f64)
+    );
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn critic_warmup_trains_the_critic_alone() {
+    let run = Run::new("ppo-critic-warmup", 4).unwrap();
+    let dir = run.root().join("iter-000");
+    sampled_rollouts(&run, &dir, 4);
+    let ppo = PpoConfig {
+        critic_warmup: 1,
+        total_iterations: Some(2),
+        actor_lr: 1e-3,
+        critic_lr: 1e-3,
+        ..PpoConfig::default()
+    };
+    let cfg = update_config(&run, &dir, "warmup", ppo.clone());
+    let report = update(&cfg, &Silent).unwrap();
+    // Iteration 0 < 1: the actor is written back as it was, the critic moved.
+    assert_eq!(weights(&cfg.out_actor), weights(&run.sft()));
+    assert_ne!(weights(&cfg.out_critic), weights(&run.rm()));
+    assert_eq!(report.get("actor_updated"), Some(0.0));
+    for missing in ["actor_loss", "entropy", "actor_lr", "approx_kl"] {
+        assert_eq!(report.get(missing), None, "{missing}");
+    }
+    assert!(report.get("critic_loss").is_some());
+    // Without the warm-up the same update moves the actor.
+    let cfg = update_config(
+        &run,
+        &dir,
+        "no-warmup",
+        PpoConfig {
+            critic_warmup: 0,
+            ..ppo
+        },
+    );
+    update(&cfg, &Silent).unwrap();
+    assert_ne!(weights(&cfg.out_actor), weights(&run.sft()));
 }

@@ -20,6 +20,6 @@ pub mod segmenting;
 pub mod state;
 pub mod update;
 
-pub use rollout::{rollout, RolloutConfig, RolloutReport};
+pub use rollout::{rollout, PromptOrder, RolloutConfig, RolloutReport};
 pub use segmenting::{run_segment, SegmentConfig, SegmentReport};
-pub use update::{update, PpoConfig, Recipe, UpdateConfig, UpdateReport};
+pub use update::{update, PpoConfig, Recipe, Schedule, UpdateConfig, UpdateReport};

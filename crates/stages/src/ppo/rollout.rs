@@ -43,6 +43,8 @@ pub struct RolloutConfig {
     pub iteration: u32,
     /// Prompts per iteration.
     pub rollout_batch: usize,
+    /// The order the iterations take the prompts in.
+    pub prompt_order: PromptOrder,
     /// Sequences per generation or forward batch.
     pub batch_size: usize,
     pub max_prompt_tokens: usize,
@@ -88,15 +90,95 @@ impl RolloutReport {
     }
 }
 
-/// The rows of the prompt file iteration `k` uses: `[k·m, (k+1)·m)` modulo
-/// the number of prompts, so consecutive iterations walk through the file
-/// and wrap around, and a rerun of iteration `k` takes the same prompts.
-pub fn select_prompts(n_prompts: usize, iteration: u32, m: usize) -> Vec<usize> {
+/// The order in which a run's iterations take the prompts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptOrder {
+    /// Each pass over the prompt file ("epoch of prompts") in its own
+    /// order, shuffled with the run's seed: seeds see different prompts,
+    /// as a seeded data loader gives them (the released code's
+    /// DeepSpeed-Chat shuffles with its seed too).
+    #[default]
+    Shuffled,
+    /// The file's order for every seed (marlhf before issue 18): seeds then
+    /// differ only in their sampling, which understates the spread between
+    /// runs.
+    File,
+}
+
+impl PromptOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptOrder::Shuffled => "shuffled",
+            PromptOrder::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for PromptOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PromptOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "shuffled" => Ok(PromptOrder::Shuffled),
+            "file" => Ok(PromptOrder::File),
+            _ => Err(format!(
+                "unknown prompt order {s:?} (expected shuffled or file)"
+            )),
+        }
+    }
+}
+
+/// The rows of the prompt file iteration `k` uses: positions `[k·m,
+/// (k+1)·m)` of the run's stream of prompts, which goes through the file
+/// once per epoch of prompts and then again. With [`PromptOrder::File`]
+/// every epoch is the file's order; with [`PromptOrder::Shuffled`] epoch
+/// `e` is a permutation of the rows drawn from `seed` and `e` alone, so
+/// every seed covers the prompts without repeats within an epoch, and a
+/// rerun of iteration `k` takes the same prompts.
+pub fn select_prompts(
+    n_prompts: usize,
+    iteration: u32,
+    m: usize,
+    order: PromptOrder,
+    seed: u64,
+) -> Vec<usize> {
     if n_prompts == 0 {
         return Vec::new();
     }
-    let first = (iteration as u128 * m as u128 % n_prompts as u128) as usize;
-    (0..m).map(|j| (first + j) % n_prompts).collect()
+    let n = n_prompts as u128;
+    let first = iteration as u128 * m as u128;
+    let mut epoch: Option<(u128, Vec<usize>)> = None;
+    (0..m as u128)
+        .map(|j| {
+            let at = first + j;
+            let (e, i) = (at / n, (at % n) as usize);
+            match order {
+                PromptOrder::File => i,
+                PromptOrder::Shuffled => {
+                    if epoch.as_ref().is_none_or(|(held, _)| *held != e) {
+                        epoch = Some((e, epoch_order(n_prompts, seed, e as u64)));
+                    }
+                    epoch.as_ref().expect("just set").1[i]
+                }
+            }
+        })
+        .collect()
+}
+
+/// Epoch `e`'s permutation of `n` prompt rows under `seed`.
+fn epoch_order(n: usize, seed: u64, e: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, &[e, 0x9e0_5ee7]));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
 }
 
 impl RolloutConfig {
@@ -160,7 +242,13 @@ pub fn rollout(cfg: &RolloutConfig, progress: &dyn Progress) -> Result<RolloutRe
     if prompts.is_empty() {
         bail!("{}: no prompts", cfg.prompts.display());
     }
-    let picked = select_prompts(prompts.len(), cfg.iteration, cfg.rollout_batch);
+    let picked = select_prompts(
+        prompts.len(),
+        cfg.iteration,
+        cfg.rollout_batch,
+        cfg.prompt_order,
+        cfg.seed,
+    );
     let mut report = RolloutReport {
         rollouts: picked.len(),
         prompts_in_file: prompts.len(),
@@ -340,14 +428,51 @@ mod tests {
 
     #[test]
     fn prompts_walk_the_file_and_wrap() {
-        assert_eq!(select_prompts(10, 0, 4), vec![0, 1, 2, 3]);
-        assert_eq!(select_prompts(10, 1, 4), vec![4, 5, 6, 7]);
+        let file = |n, k, m| select_prompts(n, k, m, PromptOrder::File, 1234);
+        assert_eq!(file(10, 0, 4), vec![0, 1, 2, 3]);
+        assert_eq!(file(10, 1, 4), vec![4, 5, 6, 7]);
         // iteration 2 starts at 8 and wraps: 8, 9, 0, 1.
-        assert_eq!(select_prompts(10, 2, 4), vec![8, 9, 0, 1]);
+        assert_eq!(file(10, 2, 4), vec![8, 9, 0, 1]);
         // 3·4 = 12 ≡ 2 (mod 10).
-        assert_eq!(select_prompts(10, 3, 4), vec![2, 3, 4, 5]);
+        assert_eq!(file(10, 3, 4), vec![2, 3, 4, 5]);
         // More prompts per iteration than in the file: each used again.
-        assert_eq!(select_prompts(3, 1, 5), vec![2, 0, 1, 2, 0]);
-        assert_eq!(select_prompts(0, 1, 5), Vec::<usize>::new());
+        assert_eq!(file(3, 1, 5), vec![2, 0, 1, 2, 0]);
+        assert_eq!(file(0, 1, 5), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn seeds_shuffle_each_epoch_of_prompts() {
+        let shuffled = |n, k, m, seed| select_prompts(n, k, m, PromptOrder::Shuffled, seed);
+        // 10 prompts, 4 per iteration: iterations 0, 1 and half of 2 are
+        // epoch 0, the rest of 2, 3, 4 epoch 1. Each epoch is a permutation.
+        for seed in [1234, 1235, 7] {
+            let stream: Vec<usize> = (0..5).flat_map(|k| shuffled(10, k, 4, seed)).collect();
+            for epoch in stream.chunks(10) {
+                let mut seen = epoch.to_vec();
+                seen.sort_unstable();
+                assert_eq!(seen, (0..10).collect::<Vec<_>>(), "seed {seed}");
+            }
+            // A rerun of an iteration takes the same prompts.
+            assert_eq!(shuffled(10, 2, 4, seed), stream[8..12]);
+        }
+        // Seeds give different orders, and epochs differ from each other.
+        let a: Vec<usize> = (0..3).flat_map(|k| shuffled(1000, k, 64, 1234)).collect();
+        let b: Vec<usize> = (0..3).flat_map(|k| shuffled(1000, k, 64, 1235)).collect();
+        assert_ne!(a, b);
+        assert_ne!(shuffled(10, 0, 10, 1234), shuffled(10, 1, 10, 1234));
+        // More prompts per iteration than in the file: whole epochs.
+        let big = shuffled(3, 0, 7, 1);
+        for epoch in big.chunks(3).take(2) {
+            let mut seen = epoch.to_vec();
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1, 2]);
+        }
+        assert_eq!(shuffled(0, 1, 5, 1), Vec::<usize>::new());
+        // The stories task's run: 4,000 prompts, 64 per iteration, 12
+        // iterations: 768 distinct prompts, none twice.
+        let mut run: Vec<usize> = (0..12).flat_map(|k| shuffled(4000, k, 64, 1236)).collect();
+        run.sort_unstable();
+        run.dedup();
+        assert_eq!(run.len(), 768);
     }
 }

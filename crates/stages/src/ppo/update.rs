@@ -45,8 +45,9 @@ use marlhf_model::checkpoint::Use;
 use marlhf_model::lm::Scored;
 use marlhf_model::{Checkpoint, Model};
 use marlhf_rl::{
-    actor_loss_weighted, critic_loss_weighted, explained_variance_flat, process_sequence,
-    response_mask, whiten, KlEstimator, LossAgg, RlConfig, SequenceInput, SequenceOutput,
+    actor_loss_weighted, credit_diagnostics, critic_loss_weighted, explained_variance_flat,
+    process_sequence, response_mask, whiten, KlEstimator, LossAgg, RlConfig, SequenceInput,
+    SequenceOutput, TokenFigures,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -151,6 +152,9 @@ pub struct PpoConfig {
     /// before the policy loss (TRL, verl, CleanRL); the released code does
     /// not.
     pub whiten_advantages: bool,
+    /// Iterations, from the first, in which only the critic trains and the
+    /// actor is written back unchanged (verl's `critic_warmup`).
+    pub critic_warmup: u32,
 }
 
 impl PpoConfig {
@@ -173,6 +177,7 @@ impl PpoConfig {
             // Chosen by the stories search on vanilla PPO (README, "The
             // stories experiment"); TRL, verl and CleanRL whiten too.
             whiten_advantages: true,
+            critic_warmup: 0,
         };
         match recipe {
             Recipe::Default => default,
@@ -221,6 +226,12 @@ impl PpoConfig {
         if self.total_iterations == Some(0) {
             bail!("--total-iterations must be positive");
         }
+        if let Some(n) = self.total_iterations.filter(|&n| self.critic_warmup >= n) {
+            bail!(
+                "--critic-warmup {} leaves no iteration of the {n} (--total-iterations) to train the actor",
+                self.critic_warmup
+            );
+        }
         Ok(())
     }
 
@@ -238,6 +249,61 @@ impl PpoConfig {
     fn steps_per_iteration(&self, rows: usize) -> u64 {
         (self.ppo_epochs * rows.max(1).div_ceil(self.step_size(rows))) as u64
     }
+
+    /// The run's learning-rate schedule for iterations of `rows` rollouts.
+    pub fn schedule(&self, rows: usize, iteration: u32) -> Schedule {
+        let per_iteration = self.steps_per_iteration(rows);
+        let total_steps = per_iteration * self.total_iterations.unwrap_or(iteration + 1) as u64;
+        Schedule {
+            kind: self.lr_schedule,
+            first_step: per_iteration * iteration as u64,
+            warmup_steps: warmup_steps(self.warmup_ratio, total_steps),
+            total_steps,
+        }
+    }
+}
+
+/// Warm-up steps for a share `ratio` of a run of `total` optimiser steps:
+/// ⌈ratio·total⌉, so any warm-up asked for is at least one step.
+pub fn warmup_steps(ratio: f64, total: u64) -> u64 {
+    (ratio * total as f64).ceil() as u64
+}
+
+/// Where an iteration's optimiser steps sit in the run's learning-rate
+/// schedule, counted in optimiser steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    pub kind: LrSchedule,
+    /// Global step of this iteration's first optimiser step.
+    pub first_step: u64,
+    /// W: the run's warm-up steps.
+    pub warmup_steps: u64,
+    /// T: the run's optimiser steps.
+    pub total_steps: u64,
+}
+
+impl Schedule {
+    /// The learning rate of global step `step`. The W warm-up steps rise
+    /// linearly as (step + 1)/(W + 1) of `base`, so none is at 0 (Hugging
+    /// Face's first warm-up step is) and none at the full rate (the rate is
+    /// reached at step W, the first after warm-up): a 5 % warm-up of 12
+    /// steps is one step at half the rate. After it, the schedule's own
+    /// shape (constant, or linear or cosine decay over steps W…T).
+    pub fn lr(&self, base: f64, step: u64) -> f64 {
+        let w = self.warmup_steps;
+        if step < w {
+            return base * (step + 1) as f64 / (w + 1) as f64;
+        }
+        self.kind.lr(base, step, w, self.total_steps)
+    }
+
+    /// One line for the stage's summary.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, warm-up {} of {} optimiser steps",
+            self.kind, self.warmup_steps, self.total_steps
+        )
+    }
 }
 
 impl Default for PpoConfig {
@@ -251,6 +317,8 @@ impl Default for PpoConfig {
 pub struct UpdateReport {
     pub iteration: u32,
     pub metrics: MetricsRow,
+    /// The learning-rate schedule the steps followed.
+    pub schedule: Schedule,
     /// Whether each model continued the optimiser state saved beside it.
     pub actor_optimizer_continued: bool,
     pub critic_optimizer_continued: bool,
@@ -437,10 +505,8 @@ struct Batches<'a> {
     steps: &'a [Vec<usize>],
     /// The temperature the rollouts' log-probabilities were taken at.
     temperature: f64,
-    /// Global step of this iteration's first step, and the run's total.
-    first_step: u64,
-    total_steps: u64,
-    warmup_steps: u64,
+    /// Where the steps sit in the run's learning-rate schedule.
+    schedule: Schedule,
 }
 
 impl Batches<'_> {
@@ -564,12 +630,9 @@ fn optimise_role(
             step_loss += l;
             grads.add(&vars, loss.backward()?)?;
         }
-        let step_lr = ppo.lr_schedule.lr(
-            lr,
-            batches.first_step + k as u64,
-            batches.warmup_steps,
-            batches.total_steps,
-        );
+        let step_lr = batches
+            .schedule
+            .lr(lr, batches.schedule.first_step + k as u64);
         let st = opt
             .step(&vars, &grads.into_store(&vars)?, step_lr, ppo.max_grad_norm)
             .with_context(at)?;
@@ -700,6 +763,16 @@ fn trained_advantages(
     out
 }
 
+/// The metrics only an actor pass produces.
+const ACTOR_FIGURES: [&str; 6] = [
+    "actor_loss",
+    "actor_clip_fraction",
+    "approx_kl",
+    "entropy",
+    "actor_grad_norm",
+    "actor_lr",
+];
+
 /// The iteration's row of the metrics table, in its column order:
 /// rollouts, rewards, KL, lengths, credit assignment, the two models'
 /// losses and steps, and the wall-clock seconds of credit assignment,
@@ -710,6 +783,7 @@ fn iteration_metrics(
     trainable: usize,
     [actor_tally, critic_tally]: [&Tally; 2],
     temperature: f64,
+    clip_reward: f32,
     [secs_advantages, secs_actor, secs_critic]: [f64; 3],
 ) -> Result<Vec<(String, f64)>> {
     let n = rollouts.len() as f64;
@@ -724,6 +798,18 @@ fn iteration_metrics(
         (
             "score_mean".into(),
             mean(rollouts.iter().map(|r| r.score as f64)),
+        ),
+        // Scores beyond ±clip_reward all pay the same: a reward model whose
+        // scale exceeds the clip loses its signal there, and a critic
+        // started from it predicts the unclipped score (DESIGN.md, "MA-PPO's
+        // slow start").
+        (
+            "score_clipped_fraction".into(),
+            mean(
+                rollouts
+                    .iter()
+                    .map(|r| f64::from(u8::from(r.score.abs() > clip_reward))),
+            ),
         ),
         (
             "reward_mean".into(),
@@ -820,6 +906,23 @@ fn iteration_metrics(
     if let Some(ev) = explained_variance_flat(&all_values, &all_returns)? {
         values.push(("explained_variance".into(), ev as f64));
     }
+    // Before the update, over every response token: how well the critic
+    // fits its targets and how the advantages lean along the response.
+    let figures: Vec<TokenFigures> = rollouts
+        .iter()
+        .zip(outputs)
+        .map(|(r, o)| TokenFigures {
+            values: &r.values,
+            returns: &o.returns,
+            advantages: &o.advantages,
+        })
+        .collect();
+    values.extend(
+        credit_diagnostics(&figures)?
+            .columns()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
     values.extend([
         (
             "actor_grad_norm".to_string(),
@@ -886,8 +989,7 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
         cfg.seed,
         iteration,
     );
-    let per_iteration = ppo.steps_per_iteration(rollouts.len());
-    let total_steps = per_iteration * ppo.total_iterations.unwrap_or(iteration + 1) as u64;
+    let schedule = ppo.schedule(rollouts.len(), iteration);
     let advantages = trained_advantages(&outputs, &trainable, ppo.whiten_advantages);
     let batches = Batches {
         rollouts: &rollouts,
@@ -895,9 +997,7 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
         advantages: &advantages,
         steps: &steps,
         temperature,
-        first_step: per_iteration * iteration as u64,
-        total_steps,
-        warmup_steps: (ppo.warmup_ratio * total_steps as f64).ceil() as u64,
+        schedule,
     };
     let secs_advantages = t0.elapsed().as_secs_f64();
     // A failed step leaves every input as it was and writes nothing.
@@ -937,16 +1037,22 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     let actor = Checkpoint::load_with(&cfg.actor, &cfg.device, cfg.dtype, Use::Training)?;
     let (mut opt, actor_continued) =
         load_optimizer(&cfg.actor, ACTOR_STAGE, adamw(ppo.actor_lr), &cfg.device)?;
-    let actor_tally = optimise_role(
-        Role::Actor,
-        &actor.model,
-        &mut opt,
-        ppo.actor_lr,
-        ppo,
-        &batches,
-        progress,
-    )
-    .map_err(|e| stopped(&cfg.actor, e))?;
+    // During the critic's warm-up the actor is written back unchanged.
+    let actor_updated = iteration >= ppo.critic_warmup;
+    let actor_tally = if actor_updated {
+        optimise_role(
+            Role::Actor,
+            &actor.model,
+            &mut opt,
+            ppo.actor_lr,
+            ppo,
+            &batches,
+            progress,
+        )
+        .map_err(|e| stopped(&cfg.actor, e))?
+    } else {
+        Tally::default()
+    };
     let actor_steps = opt.step;
     files.stage(&cfg.out_actor, |tmp| {
         save_with_state(tmp, &cfg.actor, &actor.model, &opt, ACTOR_STAGE, cfg.seed)
@@ -987,14 +1093,20 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     drop(critic);
     let secs_critic = t2.elapsed().as_secs_f64();
 
-    let values = iteration_metrics(
+    let mut values = iteration_metrics(
         &rollouts,
         &outputs,
         trainable.len(),
         [&actor_tally, &critic_tally],
         temperature,
+        cfg.rl.clip_reward,
         [secs_advantages, secs_actor, secs_critic],
     )?;
+    if !actor_updated {
+        // No actor pass ran: its figures are missing (null), not zero.
+        values.retain(|(k, _)| !ACTOR_FIGURES.contains(&k.as_str()));
+    }
+    values.push(("actor_updated".into(), f64::from(u8::from(actor_updated))));
 
     let advantages: Vec<AdvantageRow> = outputs
         .into_iter()
@@ -1019,6 +1131,7 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     Ok(UpdateReport {
         iteration,
         metrics: row,
+        schedule,
         actor_optimizer_continued: actor_continued,
         critic_optimizer_continued: critic_continued,
     })
@@ -1027,6 +1140,70 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_up_is_counted_in_optimiser_steps() {
+        // The reference recipe: one step per iteration, 12 iterations,
+        // linear with 5% warm-up: W = ⌈0.05·12⌉ = ⌈0.6⌉ = 1 step, T = 12.
+        // Step 0 at (0 + 1)/(1 + 1) = 1/2 of the rate; step 1 at the full
+        // rate; then linear decay over the 11 steps after warm-up:
+        // step k at 1 − (k − 1)/11, so step 2 at 10/11, step 11 at 1/11.
+        let ppo = PpoConfig {
+            total_iterations: Some(12),
+            ..PpoConfig::recipe(Recipe::Reference)
+        };
+        let at = |iteration: u32| ppo.schedule(64, iteration);
+        assert_eq!(
+            at(0),
+            Schedule {
+                kind: LrSchedule::Linear,
+                first_step: 0,
+                warmup_steps: 1,
+                total_steps: 12
+            }
+        );
+        assert_eq!(at(5).first_step, 5);
+        let lr = |step| at(0).lr(2.0, step);
+        assert_eq!(lr(0), 1.0);
+        assert_eq!(lr(1), 2.0);
+        assert!((lr(2) - 2.0 * 10.0 / 11.0).abs() < 1e-12);
+        assert!((lr(11) - 2.0 / 11.0).abs() < 1e-12);
+        assert_eq!(at(0).describe(), "linear, warm-up 1 of 12 optimiser steps");
+        // The default recipe's steps of 8 rollouts: 64 rollouts are 8 steps
+        // per iteration, 96 in 12 iterations; 5% is ⌈4.8⌉ = 5 warm-up steps
+        // at 1/6 … 5/6 of the rate, the full rate at step 5.
+        let ppo = PpoConfig {
+            total_iterations: Some(12),
+            warmup_ratio: 0.05,
+            ..PpoConfig::default()
+        };
+        let s = ppo.schedule(64, 3);
+        assert_eq!((s.first_step, s.warmup_steps, s.total_steps), (24, 5, 96));
+        let rates: Vec<f64> = (0..7).map(|k| s.lr(6.0, k)).collect();
+        assert_eq!(rates, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0]);
+        // No warm-up: the schedule as it is.
+        assert_eq!(warmup_steps(0.0, 96), 0);
+        assert_eq!(PpoConfig::default().schedule(64, 0).lr(6.0, 0), 6.0);
+    }
+
+    #[test]
+    fn critic_warmup_must_leave_actor_iterations() {
+        let ppo = PpoConfig {
+            total_iterations: Some(4),
+            critic_warmup: 4,
+            ..PpoConfig::default()
+        };
+        let err = ppo.check().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--critic-warmup 4 leaves no iteration of the 4 (--total-iterations) to train the actor"
+        );
+        let ppo = PpoConfig {
+            critic_warmup: 3,
+            ..ppo
+        };
+        assert!(ppo.check().is_ok());
+    }
 
     #[test]
     fn mini_batches_cover_every_rollout_once_per_epoch() {
