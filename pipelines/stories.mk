@@ -45,7 +45,7 @@ STORIES_PAIR_TEMPERATURE = 0.8
 STORIES_HELDOUT = 0.25
 STORIES_LABEL_NOISE = 0
 
-$(RUN)/data/pair_samples.parquet: $(RUN)/data/pair_prompts.parquet $(RUN)/sft/model.safetensors | $(BIN)/marlhf-eval
+$(RUN)/data/pair_samples.parquet: $(RUN)/data/pair_prompts.parquet $(SFT_DONE) | $(BIN)/marlhf-eval
 	@echo "==> stories: sample pairs"
 	$(BIN)/marlhf-eval generate --policy sft=$(RUN)/sft --prompts $< --out $@ \
 	  --n $(STORIES_PAIR_PROMPTS) --samples-per-prompt $(STORIES_PAIR_SAMPLES) \
@@ -60,7 +60,7 @@ $(RUN)/data/pairs.parquet $(RUN)/data/pairs_heldout.parquet &: $(RUN)/data/pair_
 	  --label-noise $(STORIES_LABEL_NOISE) --seed $(SEED)
 
 # The proxy's accuracy against clean gold labels on the held-out pairs.
-$(RUN)/rm/gold_accuracy.parquet: $(RUN)/rm/model.safetensors $(RUN)/data/pairs_heldout.parquet | $(BIN)/marlhf-score
+$(RUN)/rm/gold_accuracy.parquet: $(RM_DONE) $(RUN)/data/pairs_heldout.parquet | $(BIN)/marlhf-score
 	@echo "==> stories: proxy accuracy against gold"
 	$(BIN)/marlhf-score rm-accuracy --checkpoint $(RUN)/rm --pairs $(RUN)/data/pairs_heldout.parquet \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
