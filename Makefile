@@ -29,20 +29,12 @@ RM_ARGS ?=
 RUN ?= runs/$(TASK)/$(NAME)
 BIN := target/release
 
-# LoRA (README, "LoRA adapters"): a stage whose <STAGE>_LORA_RANK is set
-# (SFT, RM, PPO) trains a PEFT adapter on its frozen input model instead of
-# every weight; <STAGE>_LORA_ALPHA, _LORA_TARGETS (PEFT module names, comma
-# separated), _LORA_DROPOUT and _USE_RSLORA=1 refine it (empty: the
-# binaries' defaults). Such a stage writes an adapter directory, which
-# adapter_model.safetensors marks as complete instead of model.safetensors.
-comma := ,
-lora_flags = $(if $($(1)_LORA_RANK),--lora-rank $($(1)_LORA_RANK) \
-  $(if $($(1)_LORA_ALPHA),--lora-alpha $($(1)_LORA_ALPHA)) \
-  $(if $($(1)_LORA_TARGETS),--lora-targets $($(1)_LORA_TARGETS)) \
-  $(if $($(1)_LORA_DROPOUT),--lora-dropout $($(1)_LORA_DROPOUT)) \
-  $(if $(filter-out 0 false no,$($(1)_USE_RSLORA)),--use-rslora))
-# $(1): a <STAGE>_LORA_RANK value. The file a finished checkpoint has.
-ck_weights = $(if $(strip $(1)),adapter_model,model).safetensors
+include mk/lora.mk
+# The files whose presence means the SFT and reward-model checkpoints are
+# complete (recursive: the task fragments below use them in rules, after
+# setting SFT_IMPORT).
+SFT_DONE = $(RUN)/sft/$(call ck_weights,$(if $(SFT_IMPORT),,$(SFT_LORA_RANK)))
+RM_DONE = $(RUN)/rm/$(call ck_weights,$(RM_LORA_RANK))
 
 ifeq ($(wildcard pipelines/$(TASK).mk),)
 $(error unknown TASK "$(TASK)": expected one of $(basename $(notdir $(wildcard pipelines/*.mk))))
@@ -93,10 +85,6 @@ tokenizer: $(RUN)/tokenizer.json
 # ---------------------------------------------------------------- sft
 # SFT_IMPORT: a llama2.c checkpoint imported as the SFT model instead of
 # training one (the stories task's pretrained stories260K).
-# The files whose presence means the SFT and reward-model checkpoints are
-# complete.
-SFT_DONE = $(RUN)/sft/$(call ck_weights,$(if $(SFT_IMPORT),,$(SFT_LORA_RANK)))
-RM_DONE = $(RUN)/rm/$(call ck_weights,$(RM_LORA_RANK))
 ifneq ($(SFT_IMPORT),)
 $(SFT_DONE): $(SFT_IMPORT) | $(BIN)/marlhf-import
 	@echo "==> sft (import $(SFT_IMPORT))"

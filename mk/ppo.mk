@@ -24,14 +24,19 @@
 # overrides one of its values. A variable set for a run that already exists
 # does not redo it: use PPO_TAG (or NAME) for a run with other settings.
 #
-# For the including Makefile: RUN, BIN, DEVICE, a `$(BIN)/marlhf-%` rule and
-# the LoRA helpers (lora_flags, ck_weights, comma) come from it; everything
-# below is a `?=` default a task or preset may set first. `make pipeline` gets both PPO_PIPELINE_TERMINATIONS runs (vanilla
+# For the including Makefile: RUN, BIN, DEVICE and a `$(BIN)/marlhf-%` rule
+# come from it; everything below is a `?=` default a task or preset may set
+# first. `make pipeline` gets both PPO_PIPELINE_TERMINATIONS runs (vanilla
 # and MA-PPO) of seed PPO_SEED through PIPELINE_GOALS. For the evaluation
 # and the comparison:
 #   $(call ppo_final_actor,fixed:5,SEED)  the policy after ITERS iterations
 #   $(call ppo_done,fixed:5,SEED)         the file that exists once it does
 #   $(call ppo_run,fixed:5,SEED)          the run's directory
+
+# The LoRA helpers (lora_flags, ck_weights), unless the includer has them.
+ifndef ck_weights
+include $(dir $(lastword $(MAKEFILE_LIST)))lora.mk
+endif
 
 NGRAM ?= 5
 ITERS ?= 4
