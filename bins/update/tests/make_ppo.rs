@@ -183,9 +183,18 @@ fn make_ppo_iterates_caches_and_resumes() {
 
     // LoRA: a run of its own whose iterations chain adapters on the SFT
     // model and the reward model, complete when their adapter files are.
-    let lora = ["ppo", "ITERS=2", "NGRAM=1", "PPO_LORA_RANK=4", "PPO_LORA_ALPHA=8"];
+    let lora = [
+        "ppo",
+        "ITERS=2",
+        "NGRAM=1",
+        "PPO_LORA_RANK=4",
+        "PPO_LORA_ALPHA=8",
+    ];
     let out = make(&run, &lora);
-    assert!(out.contains("--lora-rank 4") && out.contains("--lora-alpha 8"), "{out}");
+    assert!(
+        out.contains("--lora-rank 4") && out.contains("--lora-alpha 8"),
+        "{out}"
+    );
     let dir = root.join("ppo-n1-lora4a8/seed-1234");
     for m in ["actor", "critic"] {
         for k in ["iter-001", "iter-002"] {
