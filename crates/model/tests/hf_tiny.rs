@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, D};
 use marlhf_model::checkpoint::{self, Use};
 use marlhf_model::generate::{generate, greedy_uncached, SamplingConfig};
-use marlhf_model::lm::Scored;
-use marlhf_model::padding::{pad, Side};
+use marlhf_model::padding::Side;
 use marlhf_model::Checkpoint;
 use serde_json::Value;
 

@@ -35,25 +35,34 @@ struct FrozenLinear {
     w: Tensor,
 }
 
+/// One x·Wᵀ as the backends' matmul takes it.
+struct Product {
+    /// x as [n, in] from its offset.
+    lhs: Layout,
+    /// Wᵀ: a transposed view of the stored [out, in].
+    rhs: Layout,
+    /// (batch, n, out, in).
+    bmnk: (usize, usize, usize, usize),
+    /// x's shape with the last dimension `out`.
+    shape: Shape,
+}
+
 impl FrozenLinear {
-    /// The product's layouts: x as [n, in] from its offset, wᵀ as a
-    /// transposed view of the stored [out, in]; and the output shape.
-    fn layouts(
-        &self,
-        x: &Layout,
-        w: &Layout,
-    ) -> Result<(Layout, Layout, (usize, usize, usize), Shape)> {
+    fn product(&self, x: &Layout, w: &Layout) -> Result<Product> {
         let (out, inner) = w.shape().dims2()?;
         let k = *x.dims().last().unwrap_or(&0);
         if k != inner {
             bail!("frozen linear: input width {k} does not match weight [{out}, {inner}]");
         }
         let n = x.shape().elem_count() / inner.max(1);
-        let lhs = Layout::contiguous_with_offset((n, inner), x.start_offset());
-        let rhs = w.transpose(0, 1)?;
         let mut dims = x.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out;
-        Ok((lhs, rhs, (n, out, inner), Shape::from(dims)))
+        Ok(Product {
+            lhs: Layout::contiguous_with_offset((n, inner), x.start_offset()),
+            rhs: w.transpose(0, 1)?,
+            bmnk: (1, n, out, inner),
+            shape: Shape::from(dims),
+        })
     }
 }
 
@@ -67,8 +76,8 @@ impl CustomOp1 for FrozenLinear {
         let Storage::Cpu(ws) = &*ws else {
             bail!("frozen linear: the weight is not on the input's device")
         };
-        let (lhs, rhs, (n, out, inner), shape) = self.layouts(l, wl)?;
-        Ok((s.matmul(ws, (1, n, out, inner), &lhs, &rhs)?, shape))
+        let p = self.product(l, wl)?;
+        Ok((s.matmul(ws, p.bmnk, &p.lhs, &p.rhs)?, p.shape))
     }
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -76,8 +85,8 @@ impl CustomOp1 for FrozenLinear {
         let Storage::Cuda(ws) = &*ws else {
             bail!("frozen linear: the weight is not on the input's device")
         };
-        let (lhs, rhs, (n, out, inner), shape) = self.layouts(l, wl)?;
-        Ok((s.matmul(ws, (1, n, out, inner), &lhs, &rhs)?, shape))
+        let p = self.product(l, wl)?;
+        Ok((s.matmul(ws, p.bmnk, &p.lhs, &p.rhs)?, p.shape))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
