@@ -61,6 +61,7 @@ const GEMM_N: usize = 2048;
 
 const GEMM: &str = "gemm 2048^3 f32";
 const TRAIN: &str = "train 8x256 (fwd+bwd+AdamW)";
+const TRAIN_LORA: &str = "train 8x256, LoRA r16 on a frozen base";
 const SAMPLE1: &str = "sample 128 new, batch 1";
 const SAMPLE16: &str = "sample 128 new, batch 16";
 const ROLLOUT: &str = "rollout 16x128 (sample + 4 scorings)";
@@ -118,11 +119,26 @@ fn train_batch() -> Scored {
     }
 }
 
-/// Seconds per training step: mean token NLL, backward, clipped AdamW.
-fn train_seconds(reps: usize) -> Result<f64> {
-    let m = model(1234)?;
+/// Seconds per training step: mean token NLL, backward, clipped AdamW;
+/// every weight, or with `lora_rank` a LoRA adapter on all seven
+/// projections of the frozen model (the base's products through the same
+/// fused GEMMs, without their weight gradients).
+fn train_seconds(reps: usize, lora_rank: Option<usize>) -> Result<f64> {
+    let mut m = model(1234)?;
+    if let Some(rank) = lora_rank {
+        let settings = marlhf_model::lora::LoraSettings {
+            rank,
+            alpha: 16.0,
+            targets: marlhf_model::lora::Target::ALL.to_vec(),
+            dropout: 0.0,
+            rslora: false,
+        };
+        let adapter =
+            marlhf_model::lora::Adapter::new(&settings, &m.config, "base".into(), 1, &Device::Cpu)?;
+        m.set_adapter(Some(adapter))?;
+    }
     let batch = train_batch();
-    let vars = m.params.vars();
+    let vars = m.trainable();
     let mut opt = AdamW::new(AdamWConfig::default());
     best_of(reps, || {
         timed(|| {
@@ -283,13 +299,22 @@ fn main() {
             of_peak: Some(1.0),
         }];
         if wanted(TRAIN) {
-            let secs = train_seconds(cli.reps)?;
+            let secs = train_seconds(cli.reps, None)?;
             let gflop = flops::train_step(&config(), TRAIN_ROWS, TRAIN_LEN, 1) / 1e9;
             rows.push(Row {
                 name: TRAIN,
                 value: (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
                 unit: "tokens/s",
                 of_peak: Some(gflop / secs / peak),
+            });
+        }
+        if wanted(TRAIN_LORA) {
+            let secs = train_seconds(cli.reps, Some(16))?;
+            rows.push(Row {
+                name: TRAIN_LORA,
+                value: (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
+                unit: "tokens/s",
+                of_peak: None,
             });
         }
         for (name, batch) in [(SAMPLE1, 1), (SAMPLE16, 16)] {
