@@ -43,6 +43,13 @@ RM_ARGS ?=
 RUN ?= runs/$(TASK)/$(NAME)
 BIN := $(if $(CUDA),$(CUDA_TARGET_DIR)/release,target/release)
 
+include mk/lora.mk
+# The files whose presence means the SFT and reward-model checkpoints are
+# complete (recursive: the task fragments below use them in rules, after
+# setting SFT_IMPORT).
+SFT_DONE = $(RUN)/sft/$(call ck_weights,$(if $(SFT_IMPORT),,$(SFT_LORA_RANK)))
+RM_DONE = $(RUN)/rm/$(call ck_weights,$(RM_LORA_RANK))
+
 ifeq ($(wildcard pipelines/$(TASK).mk),)
 $(error unknown TASK "$(TASK)": expected one of $(basename $(notdir $(wildcard pipelines/*.mk))))
 endif
@@ -113,31 +120,35 @@ tokenizer: $(RUN)/tokenizer.json
 # SFT_IMPORT: a llama2.c checkpoint imported as the SFT model instead of
 # training one (the stories task's pretrained stories260K).
 ifneq ($(SFT_IMPORT),)
-$(RUN)/sft/model.safetensors: $(SFT_IMPORT) | $(BIN)/marlhf-import
+$(SFT_DONE): $(SFT_IMPORT) | $(BIN)/marlhf-import
 	@echo "==> sft (import $(SFT_IMPORT))"
 	$(BIN)/marlhf-import --model $(SFT_IMPORT) --tokenizer $(SFT_IMPORT_TOKENIZER) --out $(RUN)/sft
 else
-$(RUN)/sft/model.safetensors: $(RUN)/data/sft.parquet $(RUN)/tokenizer.json | $(BIN)/marlhf-sft
+# SFT_INIT: a pretrained checkpoint to fine-tune (needed for SFT_LORA_RANK)
+# instead of a fresh model with the task's trained tokenizer.
+SFT_INIT ?=
+sft_model_flags = $(if $(SFT_INIT),--init $(SFT_INIT),--tokenizer $(RUN)/tokenizer.json \
+	  --hidden $(MODEL_HIDDEN) --layers $(MODEL_LAYERS) --heads $(MODEL_HEADS) \
+	  --mlp $(MODEL_MLP) --max-positions $$(( $(MAX_PROMPT_TOKENS) + $(MAX_COMPLETION_TOKENS) )))
+$(SFT_DONE): $(RUN)/data/sft.parquet $(if $(SFT_INIT),,$(RUN)/tokenizer.json) | $(BIN)/marlhf-sft
 	@echo "==> sft"
-	$(BIN)/marlhf-sft --data $(RUN)/data/sft.parquet --tokenizer $(RUN)/tokenizer.json \
-	  --out $(RUN)/sft --hidden $(MODEL_HIDDEN) --layers $(MODEL_LAYERS) --heads $(MODEL_HEADS) \
-	  --mlp $(MODEL_MLP) --max-positions $$(( $(MAX_PROMPT_TOKENS) + $(MAX_COMPLETION_TOKENS) )) \
+	$(BIN)/marlhf-sft --data $(RUN)/data/sft.parquet --out $(RUN)/sft $(sft_model_flags) \
 	  --lr $(SFT_LR) --epochs $(SFT_EPOCHS) --batch-size $(SFT_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
-	  --seed $(SEED) --device $(DEVICE) $(SFT_ARGS)
+	  --seed $(SEED) --device $(DEVICE) $(call lora_flags,SFT) $(SFT_ARGS)
 endif
 
-sft: $(RUN)/sft/model.safetensors
+sft: $(SFT_DONE)
 
 # ---------------------------------------------------------------- rm
-$(RUN)/rm/model.safetensors: $(RUN)/data/pairs.parquet $(RUN)/sft/model.safetensors | $(BIN)/marlhf-rm
+$(RM_DONE): $(RUN)/data/pairs.parquet $(SFT_DONE) | $(BIN)/marlhf-rm
 	@echo "==> rm"
 	$(BIN)/marlhf-rm --data $(RUN)/data/pairs.parquet --init $(RUN)/sft --out $(RUN)/rm \
 	  --lr $(RM_LR) --epochs $(RM_EPOCHS) --batch-size $(RM_BATCH) \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
-	  --seed $(SEED) --device $(DEVICE) $(RM_ARGS)
+	  --seed $(SEED) --device $(DEVICE) $(call lora_flags,RM) $(RM_ARGS)
 
-rm: $(RUN)/rm/model.safetensors
+rm: $(RM_DONE)
 
 # ---------------------------------------------------------------- ppo, eval
 # The PPO loop and the evaluation stage live in their own fragments.
@@ -149,7 +160,7 @@ rm: $(RUN)/rm/model.safetensors
 # The whole method: vanilla PPO (n = 1) and MA-PPO (n = 5) from the same
 # SFT model and reward model, then the evaluation report. PIPELINE_GOALS is
 # extended by the fragments above.
-PIPELINE_GOALS ?= $(RUN)/rm/model.safetensors
+PIPELINE_GOALS ?= $(RM_DONE)
 
 pipeline: $(PIPELINE_GOALS)
 	@echo "==> pipeline $(TASK) ($(PRESET)) complete: $(RUN)/"

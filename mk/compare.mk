@@ -28,7 +28,12 @@
 # EVAL_SCORE_WITH_RM, EVAL_PROMPTS, VALIDATION_PROMPTS, VALIDATION_N
 # (mk/eval.mk).
 
-COMPARE_DIR ?= $(RUN)/$(if $(filter-out default,$(PPO_RECIPE)),compare-$(PPO_RECIPE),compare)$(if $(PPO_TAG),-$(PPO_TAG))
+COMPARE_DIR ?= $(RUN)/$(if $(filter-out default,$(PPO_RECIPE)),compare-$(PPO_RECIPE),compare)$(ppo_lora_suffix)$(if $(PPO_TAG),-$(PPO_TAG))
+# LoRA runs (PPO_LORA_RANK, their own compare directory): the full
+# fine-tuning runs of the same conditions and seeds are drawn beside them
+# (COMPARE_FULL= leaves them out), made if missing by make without the LoRA
+# settings, and the update's memory and seconds are drawn too.
+COMPARE_FULL ?= $(if $(PPO_LORA_RANK),yes)
 COMPARE_BASELINE ?= $(firstword $(TERMINATIONS))
 # Training metrics drawn with bands; the first is read for iterations to
 # parity and the budget table. The optional ones are drawn when every run's
@@ -80,6 +85,20 @@ endef
 $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(eval $(call compare_run,$(t),$(s)))))
 
 compare_responses := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_responses,$(t),$(s))))
+cmp_label = $(t)$(if $(PPO_LORA_RANK), LoRA r$(PPO_LORA_RANK))
+compare_curves = $(COMPARE_CURVES) $(if $(PPO_LORA_RANK),update_peak_rss_mb actor_seconds critic_seconds)
+ifneq ($(and $(COMPARE_FULL),$(PPO_LORA_RANK)),)
+# $(1): condition. The full fine-tuning run's group, and its responses in
+# the full comparison's directory.
+cmp_full_group = $(subst $(ppo_lora_suffix),,$(call cmp_group,$(1)))
+cmp_full_responses = $(subst $(ppo_lora_suffix),,$(COMPARE_DIR))/responses/$(call cmp_full_group,$(1)).$(2).parquet
+compare_full := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_full_responses,$(t),$(s))))
+$(compare_full): | $(BIN)/marlhf-eval
+	@echo "==> compare: the full fine-tuning run beside the LoRA runs"
+	$(MAKE) --no-print-directory PPO_LORA_RANK= PPO_LORA_ALPHA= PPO_LORA_TARGETS= PPO_LORA_DROPOUT= PPO_USE_RSLORA= $@
+compare_full_args = $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_full_group,$(t)).$(s)=$(RUN)/$(call cmp_full_group,$(t))/seed-$(s)) \
+  --label '$(call cmp_full_group,$(t))=$(t) full') $(addprefix --responses ,$(compare_full))
+endif
 compare_pairs := $(foreach t,$(filter-out $(COMPARE_BASELINE),$(TERMINATIONS)),\
   $(foreach s,$(SEEDS),$(call cmp_name,$(t),$(s)):$(call cmp_name,$(COMPARE_BASELINE),$(s))))
 compare_judged := $(if $(and $(COMPARE_JUDGE),$(compare_pairs)),$(COMPARE_DIR)/judgements.parquet)
@@ -91,18 +110,18 @@ $(COMPARE_DIR)/judgements.parquet: $(compare_responses) $(eval_judge_deps) | $(B
 	$(BIN)/marlhf-eval judge $(addprefix --responses ,$(compare_responses)) \
 	  $(addprefix --pair ,$(compare_pairs)) --out $@ $(eval_judge_args)
 
-$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_early) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
+$(COMPARE_DIR)/report.md: $(compare_responses) $(compare_early) $(compare_full) $(compare_judged) $(COMPARE_RM_ACCURACY) | $(BIN)/marlhf-eval
 	@echo "==> compare: report"
 	$(BIN)/marlhf-eval compare \
 	  $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_name,$(t),$(s))=$(call ppo_run,$(t),$(s)))) \
-	  $(foreach t,$(TERMINATIONS),--label $(call cmp_group,$(t))=$(t)) --baseline $(call cmp_group,$(COMPARE_BASELINE)) \
-	  $(addprefix --responses ,$(compare_responses)) $(addprefix --judgements ,$(compare_judged)) \
+	  $(foreach t,$(TERMINATIONS),--label '$(call cmp_group,$(t))=$(cmp_label)') --baseline $(call cmp_group,$(COMPARE_BASELINE)) \
+	  $(addprefix --responses ,$(compare_responses)) $(addprefix --judgements ,$(compare_judged)) $(compare_full_args) \
 	  $(if $(COMPARE_EARLY_STOP),$(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--validation $(call cmp_name,$(t),$(s))=$(call cmp_validation,$(t),$(s)))) \
 	    $(addprefix --early-responses ,$(compare_early)) --select-by $(COMPARE_SELECT_BY)) \
 	  $(addprefix --rm-accuracy ,$(COMPARE_RM_ACCURACY)) \
-	  $(addprefix --curve ,$(COMPARE_CURVES)) $(addprefix --curve-if-present ,$(COMPARE_OPTIONAL_CURVES)) \
+	  $(addprefix --curve ,$(compare_curves)) $(addprefix --curve-if-present ,$(COMPARE_OPTIONAL_CURVES)) \
 	  --task $(TASK) --title "$(COMPARE_TITLE)" \
-	  --note "PPO: $(ITERS) iterations of $(PPO_ROLLOUT_BATCH) rollouts, recipe $(PPO_RECIPE), preset $(PRESET)" \
+	  --note "PPO: $(ITERS) iterations of $(PPO_ROLLOUT_BATCH) rollouts, recipe $(PPO_RECIPE), preset $(PRESET)$(if $(PPO_LORA_RANK),; LoRA rank $(PPO_LORA_RANK)$(if $(PPO_LORA_ALPHA), alpha $(PPO_LORA_ALPHA))$(if $(PPO_LORA_TARGETS), on $(PPO_LORA_TARGETS))$(if $(filter-out 0 false no,$(PPO_USE_RSLORA)), rsLoRA)$(if $(PPO_LORA_DROPOUT), dropout $(PPO_LORA_DROPOUT)))" \
 	  $(if $(COMPARE_EARLY_STOP),--note "early stopping: checkpoints after iterations $(COMPARE_VALIDATION_ITERS) on $(VALIDATION_N) validation prompts") \
 	  --out $@
 

@@ -87,11 +87,11 @@ endif
 
 eval_default_goal := $(.DEFAULT_GOAL)
 eval_dirs = $(foreach p,$(1),$(lastword $(subst =, ,$(p))))
-eval_rm_done := $(EVAL_RM)/model.safetensors
+eval_rm_done := $(EVAL_RM)/$(call ck_weights,$(RM_LORA_RANK))
 
 # A PPO run's metrics file comes with its final actor.
-$(EVAL_PPO_RUN)/metrics.parquet: $(EVAL_PPO)/model.safetensors ;
-$(EVAL_MAPPO_RUN)/metrics.parquet: $(EVAL_MAPPO)/model.safetensors ;
+$(EVAL_PPO_RUN)/metrics.parquet: $(EVAL_PPO)/$(call ck_weights,$(PPO_LORA_RANK)) ;
+$(EVAL_MAPPO_RUN)/metrics.parquet: $(EVAL_MAPPO)/$(call ck_weights,$(PPO_LORA_RANK)) ;
 
 # How a policy answers prompts: scoring and sampling (here, for the
 # validation prompts of mk/compare.mk and scripts/tune-stories.sh), and the
@@ -110,7 +110,7 @@ eval_judge_args = --judge $(EVAL_JUDGE) --sample $(EVAL_JUDGE_SAMPLE) --seed $(E
 	  --api-key-env $(EVAL_JUDGE_KEY_ENV) --timeout $(EVAL_JUDGE_TIMEOUT) --retries $(EVAL_JUDGE_RETRIES)
 eval_judge_deps = $(if $(filter rm,$(EVAL_JUDGE)),$(eval_rm_done))
 
-$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(addsuffix /model.safetensors,$(call eval_dirs,$(EVAL_POLICIES))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
+$(EVAL_DIR)/responses.parquet: $(EVAL_PROMPTS) $(foreach d,$(call eval_dirs,$(EVAL_POLICIES)),$(d)/$(call ck_weights,$(if $(filter $(EVAL_SFT),$(d)),$(if $(SFT_IMPORT),,$(SFT_LORA_RANK)),$(PPO_LORA_RANK)))) $(if $(EVAL_SCORE_WITH_RM),$(eval_rm_done)) | $(BIN)/marlhf-eval
 	@echo "==> eval: generate"
 	$(BIN)/marlhf-eval generate $(addprefix --policy ,$(EVAL_POLICIES)) --out $@ $(eval_generate_args)
 

@@ -33,6 +33,11 @@
 #   $(call ppo_done,fixed:5,SEED)         the file that exists once it does
 #   $(call ppo_run,fixed:5,SEED)          the run's directory
 
+# The LoRA helpers (lora_flags, ck_weights), unless the includer has them.
+ifndef ck_weights
+include $(dir $(lastword $(MAKEFILE_LIST)))lora.mk
+endif
+
 NGRAM ?= 5
 ITERS ?= 4
 TERMINATION ?= fixed:$(NGRAM)
@@ -44,9 +49,25 @@ PPO_PROMPTS ?= $(RUN)/data/prompts.parquet
 PPO_SFT ?= $(RUN)/sft
 PPO_RM ?= $(RUN)/rm
 # Files whose presence means the SFT and reward-model checkpoints are
-# complete (a checkpoint directory appears all at once).
-PPO_SFT_DONE ?= $(PPO_SFT)/model.safetensors
-PPO_RM_DONE ?= $(PPO_RM)/model.safetensors
+# complete (a checkpoint directory appears all at once; an adapter's file
+# when the stage trained a LoRA adapter).
+PPO_SFT_DONE ?= $(PPO_SFT)/$(call ck_weights,$(if $(SFT_IMPORT),,$(SFT_LORA_RANK)))
+PPO_RM_DONE ?= $(PPO_RM)/$(call ck_weights,$(RM_LORA_RANK))
+# LoRA for the actor and the critic (`marlhf-update --lora-rank`, the
+# critic's value head trained with its adapter): each iteration's actor and
+# critic are then PEFT adapters on the SFT model and the reward model, and
+# rollout takes the reference as the actor's base with its adapter off
+# instead of loading it again. The settings are part of the run's name
+# (ppo-n5-lora16, ppo-n5-lora16a32rs-q+v), so LoRA runs never mix with full
+# fine-tuning runs.
+PPO_LORA_RANK ?=
+PPO_LORA_ALPHA ?=
+PPO_LORA_TARGETS ?=
+PPO_LORA_DROPOUT ?=
+PPO_USE_RSLORA ?=
+ppo_lora_suffix = $(if $(PPO_LORA_RANK),-lora$(PPO_LORA_RANK)$(if $(PPO_LORA_ALPHA),a$(PPO_LORA_ALPHA))$(if $(filter-out 0 false no,$(PPO_USE_RSLORA)),rs)$(if $(PPO_LORA_DROPOUT),d$(PPO_LORA_DROPOUT))$(if $(PPO_LORA_TARGETS),-$(subst $(comma),+,$(subst _proj,,$(PPO_LORA_TARGETS)))))
+# What a finished iteration's actor and critic directories hold.
+ppo_weights = $(call ck_weights,$(PPO_LORA_RANK))
 
 DEVICE ?= cpu
 PPO_SEED ?= $(or $(SEED),1234)
@@ -112,8 +133,8 @@ ppo_opt = $(if $(strip $(2)),$(1) $(strip $(2)))
 
 # $(1): a termination condition. Its runs' parent: ppo-n5 for fixed:5,
 # ppo-parsing-5 for parsing:5, ppo-ppl for ppl; then -<recipe> unless it is
-# the default one, and -<PPO_TAG> when set.
-ppo_dir = $(RUN)/ppo-$(if $(filter fixed:%,$(1)),n$(patsubst fixed:%,%,$(1)),$(subst :,-,$(1)))$(if $(filter-out default,$(PPO_RECIPE)),-$(PPO_RECIPE))$(if $(PPO_TAG),-$(PPO_TAG))
+# the default one, the LoRA settings when set, and -<PPO_TAG> when set.
+ppo_dir = $(RUN)/ppo-$(if $(filter fixed:%,$(1)),n$(patsubst fixed:%,%,$(1)),$(subst :,-,$(1)))$(if $(filter-out default,$(PPO_RECIPE)),-$(PPO_RECIPE))$(ppo_lora_suffix)$(if $(PPO_TAG),-$(PPO_TAG))
 # $(1): condition, $(2): seed.
 ppo_run = $(call ppo_dir,$(1))/seed-$(2)
 # $(1): condition, $(2): seed, $(3): iteration K.
@@ -123,9 +144,9 @@ ppo_critic = $(if $(filter 0,$(3)),$(PPO_RM),$(call ppo_iter,$(1),$(2),$(3))/cri
 ppo_final_actor = $(call ppo_actor,$(1),$(2),$(ITERS))
 # The policy a run ends with: iteration ITERS − 1's update writes it (and
 # the critic) together with that iteration's advantages.parquet.
-ppo_done = $(call ppo_iter,$(1),$(2),$(ITERS))/actor/model.safetensors
+ppo_done = $(call ppo_iter,$(1),$(2),$(ITERS))/actor/$(ppo_weights)
 # What iteration K (≥ 1) starts from: the checkpoints iteration K − 1 wrote.
-ppo_inputs = $(call ppo_iter,$(1),$(2),$(3))/actor/model.safetensors $(call ppo_iter,$(1),$(2),$(3))/critic/model.safetensors
+ppo_inputs = $(call ppo_iter,$(1),$(2),$(3))/actor/$(ppo_weights) $(call ppo_iter,$(1),$(2),$(3))/critic/$(ppo_weights)
 
 PPO_DIR := $(call ppo_run,$(TERMINATION),$(PPO_SEED))
 
@@ -173,7 +194,7 @@ $(call ppo_iter,$(1),$(2),$(3))/advantages.parquet $(call ppo_inputs,$(1),$(2),$
 	  $$(call ppo_opt,--weight-decay,$$(PPO_WEIGHT_DECAY)) $$(call ppo_opt,--max-grad-norm,$$(PPO_MAX_GRAD_NORM)) \
 	  $$(call ppo_opt,--lr-schedule,$$(PPO_LR_SCHEDULE)) $$(call ppo_opt,--warmup-ratio,$$(PPO_WARMUP_RATIO)) \
 	  $$(call ppo_opt,--min-response-tokens,$$(PPO_MIN_RESPONSE)) $$(call ppo_opt,--whiten-advantages,$$(PPO_WHITEN)) \
-	  --seed $(2) --device $$(DEVICE) $$(PPO_UPDATE_ARGS)
+	  --seed $(2) --device $$(DEVICE) $$(call lora_flags,PPO) $$(PPO_UPDATE_ARGS)
 endef
 
 # Rules for iterations 0 … ITERS−1 of every condition and seed asked for,

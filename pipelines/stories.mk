@@ -48,7 +48,7 @@ STORIES_PAIR_TEMPERATURE = 0.8
 STORIES_HELDOUT = 0.25
 STORIES_LABEL_NOISE = 0
 
-$(RUN)/data/pair_samples.parquet: $(RUN)/data/pair_prompts.parquet $(RUN)/sft/model.safetensors | $(BIN)/marlhf-eval
+$(RUN)/data/pair_samples.parquet: $(RUN)/data/pair_prompts.parquet $(SFT_DONE) | $(BIN)/marlhf-eval
 	@echo "==> stories: sample pairs"
 	$(BIN)/marlhf-eval generate --policy sft=$(RUN)/sft --prompts $< --out $@ \
 	  --n $(STORIES_PAIR_PROMPTS) --samples-per-prompt $(STORIES_PAIR_SAMPLES) \
@@ -63,7 +63,7 @@ $(RUN)/data/pairs.parquet $(RUN)/data/pairs_heldout.parquet &: $(RUN)/data/pair_
 	  --label-noise $(STORIES_LABEL_NOISE) --seed $(SEED)
 
 # The proxy's accuracy against clean gold labels on the held-out pairs.
-$(RUN)/rm/gold_accuracy.parquet: $(RUN)/rm/model.safetensors $(RUN)/data/pairs_heldout.parquet | $(BIN)/marlhf-score
+$(RUN)/rm/gold_accuracy.parquet: $(RM_DONE) $(RUN)/data/pairs_heldout.parquet | $(BIN)/marlhf-score
 	@echo "==> stories: proxy accuracy against gold"
 	$(BIN)/marlhf-score rm-accuracy --checkpoint $(RUN)/rm --pairs $(RUN)/data/pairs_heldout.parquet \
 	  --max-prompt-tokens $(MAX_PROMPT_TOKENS) --max-completion-tokens $(MAX_COMPLETION_TOKENS) \
@@ -83,8 +83,12 @@ ITERS = 12
 PPO_ROLLOUT_BATCH = 64
 PPO_BATCH = 32
 PPO_TOP_K = 0
-PPO_ACTOR_LR = 1e-4
-PPO_CRITIC_LR = 1e-4
+PPO_ACTOR_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),1e-4)
+PPO_CRITIC_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),1e-4)
+# LoRA PPO's learning rate (actor and critic), searched the same way on
+# rank-16 adapters (scripts/tune-stories-lora.sh; README, "LoRA on the
+# stories task"): 3e-4 ranked first of 1e-4, 3e-4, 1e-3 and 3e-3.
+STORIES_LORA_LR = 3e-4
 PPO_KL = 0.1
 PPO_WHITEN = true
 

@@ -463,7 +463,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Files under `paths` (recursively), metrics tables without their
-/// wall-clock columns (the only values two runs may differ in).
+/// wall-clock and memory columns (the only values two runs may differ in).
 fn snapshot(paths: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
     fn walk(p: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         if p.is_dir() {
@@ -479,7 +479,7 @@ fn snapshot(paths: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
                         let kept: Vec<_> = r
                             .values
                             .iter()
-                            .filter(|(k, _)| !k.contains("second"))
+                            .filter(|(k, _)| !k.contains("second") && !k.ends_with("_rss_mb"))
                             .collect();
                         format!("{} {} {kept:?}", r.step, r.iteration)
                     })

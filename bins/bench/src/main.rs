@@ -109,6 +109,7 @@ const GEMMA_TRAIN_ROWS: usize = 4;
 const GEMMA_TRAIN_LEN: usize = 512;
 
 const TRAIN: &str = "train 8x256 (fwd+bwd+AdamW)";
+const TRAIN_LORA: &str = "train 8x256, LoRA r16 on a frozen base";
 const ROLLOUT: &str = "rollout 16x128 (sample + 4 scorings)";
 const GEMMA_TRAIN: &str = "gemma-2b train 4x512 (fwd+bwd+AdamW)";
 
@@ -252,11 +253,14 @@ fn train_batch(rows: usize, len: usize, vocab: usize) -> Scored {
     }
 }
 
-/// Seconds per training step: mean token NLL, backward, clipped AdamW.
+/// Seconds per training step: mean token NLL, backward, clipped AdamW, of
+/// what the model trains: every weight, or with an adapter set its factors
+/// alone (the frozen base's products through the same fused GEMMs, without
+/// their weight gradients).
 fn train_seconds(s: &Setup, m: &Model, rows: usize, len: usize, reps: usize) -> Result<f64> {
     let cfg = &m.config;
     let batch = train_batch(rows, len, cfg.vocab_size);
-    let vars = m.params.vars();
+    let vars = m.trainable();
     let mut opt = AdamW::new(AdamWConfig::default());
     best_of(reps, || {
         timed(s, || {
@@ -501,6 +505,24 @@ fn main() {
                     (TRAIN_ROWS * TRAIN_LEN) as f64 / secs,
                     Some(gflop / secs / peak),
                 ))
+            })?;
+        }
+        if wanted(TRAIN_LORA) {
+            measure(&s, &mut rows, TRAIN_LORA.into(), "tokens/s", || {
+                // A rank-16 adapter on all seven projections.
+                let mut m = s.model(&tiny, 1234, true, false)?;
+                let settings = marlhf_model::lora::LoraSettings {
+                    rank: 16,
+                    alpha: 16.0,
+                    targets: marlhf_model::lora::Target::ALL.to_vec(),
+                    dropout: 0.0,
+                    rslora: false,
+                };
+                let adapter =
+                    marlhf_model::lora::Adapter::new(&settings, &tiny, "base".into(), 1, &s.dev)?;
+                m.set_adapter(Some(adapter))?;
+                let secs = train_seconds(&s, &m, TRAIN_ROWS, TRAIN_LEN, cli.reps)?;
+                Ok(((TRAIN_ROWS * TRAIN_LEN) as f64 / secs, None))
             })?;
         }
         let sample_rows: Vec<(String, usize)> = SAMPLE_BATCHES

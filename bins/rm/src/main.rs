@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::{Bars, TrainArgs};
+use marlhf_cli::{Bars, LoraArgs, TrainArgs};
 use marlhf_stages::rm::{self, RmOptions};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -25,6 +25,8 @@ struct Cli {
     init: PathBuf,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 fn main() {
@@ -42,10 +44,20 @@ fn main() {
             limit: cli.train.limit,
             device: device.clone(),
             dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
+            lora: cli.lora.settings()?,
             train: cli.train.config("rm")?,
         };
         let r = rm::run(&opts, &Bars)?;
         s.add("checkpoint", cli.train.out.display())
+            .add(
+                "trained parameters",
+                match &opts.lora {
+                    Some(l) => {
+                        format!("{} (LoRA {} and the value head)", r.trainable, l.describe())
+                    }
+                    None => "all".to_string(),
+                },
+            )
             .add("data", &r.lengths)
             .add("chosen == rejected (skipped)", r.identical_pairs)
             .add(

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::{Bars, TrainArgs};
+use marlhf_cli::{Bars, LoraArgs, TrainArgs};
 use marlhf_stages::sft::{self, Init, SftOptions};
 
 // The allocator is the binary's choice (see marlhf_cli's docs).
@@ -43,6 +43,20 @@ struct Cli {
     max_positions: usize,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
+}
+
+/// "all", or the adapter's count and what it is.
+fn trained(opts: &SftOptions, trainable: usize, all: usize) -> String {
+    match &opts.lora {
+        Some(l) => format!(
+            "{trainable} ({:.3}% of {all}: LoRA {})",
+            100.0 * trainable as f64 / all.max(1) as f64,
+            l.describe()
+        ),
+        None => "all".to_string(),
+    }
 }
 
 fn main() {
@@ -72,11 +86,13 @@ fn main() {
             limit: cli.train.limit,
             device: device.clone(),
             dtype: marlhf_model::device::dtype(&cli.train.dtype, &device)?,
+            lora: cli.lora.settings()?,
             train: cli.train.config("sft")?,
         };
         let r = sft::run(&opts, &Bars)?;
         s.add("checkpoint", cli.train.out.display())
             .add("parameters", r.params)
+            .add("trained parameters", trained(&opts, r.trainable, r.params))
             .add("data", &r.lengths)
             .add(
                 "train / val examples",

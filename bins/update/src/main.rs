@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use marlhf_cli::{Bars, Summary};
+use marlhf_cli::{Bars, LoraArgs, Summary};
 use marlhf_model::adamw::LrSchedule;
 use marlhf_rl::{KlEstimator, LossAgg, MacroKl, MacroLambda, RlConfig, ValueFunction};
 use marlhf_stages::ppo::{update, PpoConfig, Recipe, UpdateConfig};
@@ -154,6 +154,11 @@ struct Args {
     /// Compute dtype: auto (bf16 on cuda, f32 on cpu), f32, bf16 or f16
     #[arg(long, default_value = marlhf_model::device::DEFAULT_DTYPE)]
     dtype: String,
+    /// LoRA for both the actor and the critic (the critic's value head is
+    /// trained with its adapter); the next iteration's actor and critic are
+    /// then adapters on the same bases
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 fn parse_value_function(s: &str) -> Result<ValueFunction, String> {
@@ -262,6 +267,7 @@ fn main() {
             seed: args.seed,
             device: device.clone(),
             dtype: marlhf_model::device::dtype(&args.dtype, &device)?,
+            lora: args.lora.settings()?,
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg, &Bars)?;
@@ -312,6 +318,9 @@ fn main() {
                 "fresh"
             }
         };
+        if let Some(l) = &cfg.lora {
+            summary.add("LoRA", l.describe());
+        }
         summary.add(
             "optimiser state",
             format!(

@@ -180,4 +180,28 @@ fn make_ppo_iterates_caches_and_resumes() {
     );
     let m = read_metrics(&root.join("ppo-n1-reference/seed-1234/metrics.parquet")).unwrap();
     assert_eq!(m[0].get("optimizer_steps"), Some(1.0));
+
+    // LoRA: a run of its own whose iterations chain adapters on the SFT
+    // model and the reward model, complete when their adapter files are.
+    let lora = [
+        "ppo",
+        "ITERS=2",
+        "NGRAM=1",
+        "PPO_LORA_RANK=4",
+        "PPO_LORA_ALPHA=8",
+    ];
+    let out = make(&run, &lora);
+    assert!(
+        out.contains("--lora-rank 4") && out.contains("--lora-alpha 8"),
+        "{out}"
+    );
+    let dir = root.join("ppo-n1-lora4a8/seed-1234");
+    for m in ["actor", "critic"] {
+        for k in ["iter-001", "iter-002"] {
+            let d = dir.join(k).join(m);
+            assert!(d.join("adapter_model.safetensors").is_file(), "{k}/{m}");
+            assert!(!d.join("model.safetensors").exists(), "{k}/{m}");
+        }
+    }
+    assert!(ran(&make(&run, &lora)).is_empty());
 }

@@ -26,9 +26,13 @@ pub use mimalloc::MiMalloc;
 #[cfg(feature = "stages")]
 mod bars;
 #[cfg(feature = "stages")]
+pub mod lora_args;
+#[cfg(feature = "stages")]
 pub mod train_args;
 #[cfg(feature = "stages")]
 pub use bars::Bars;
+#[cfg(feature = "stages")]
+pub use lora_args::LoraArgs;
 #[cfg(feature = "stages")]
 pub use train_args::TrainArgs;
 

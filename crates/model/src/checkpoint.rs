@@ -21,6 +21,7 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelConfig;
 use crate::lm::Model;
+use crate::lora::{self, Adapter, LoraSettings};
 use crate::params::Params;
 use crate::tokenizer::Tokenizer;
 
@@ -112,7 +113,10 @@ pub fn latest_partial(out: &Path) -> Result<Option<(u64, PathBuf)>> {
 /// Refuses `dir` when it is (or holds only) an unfinished run's checkpoint
 /// and `partial` says so; the message says how to go on.
 pub fn check_finished(dir: &Path, partial: Partial) -> Result<()> {
-    if !dir.join(WEIGHTS).is_file() && !dir.join(WEIGHTS_INDEX).is_file() {
+    if !dir.join(WEIGHTS).is_file()
+        && !dir.join(WEIGHTS_INDEX).is_file()
+        && !dir.join(lora::ADAPTER_WEIGHTS).is_file()
+    {
         if let Some((step, latest)) = latest_partial(dir)? {
             let of = run_progress(&latest)?
                 .map(|p| format!(" of {}", p.total_steps))
@@ -202,6 +206,9 @@ impl Checkpoint {
             bail!("{}: checkpoint directory not found", dir.display());
         }
         check_finished(dir, partial)?;
+        if lora::is_adapter(dir) {
+            return Checkpoint::load_adapter(dir, device, dtype, usage, partial);
+        }
         let config = ModelConfig::load(&dir.join(CONFIG))?;
         check_special_ids(&dir.join(CONFIG), &config)?;
         let params = load_weights(dir, &config, device, usage.storage(dtype))?;
@@ -220,15 +227,194 @@ impl Checkpoint {
         })
     }
 
+    /// A base + adapter directory: for inference, the base in the compute
+    /// dtype with the adapter applied unmerged (PEFT's forward); for
+    /// (full) training, the adapter merged into f32 weights.
+    fn load_adapter(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        usage: Use,
+        partial: Partial,
+    ) -> Result<Self> {
+        let (base, config) = adapter_base(dir, partial)?;
+        let storage = usage.storage(dtype);
+        let params = load_weights(&base, &config, device, storage)?;
+        let adapter = Adapter::load(dir, &config, device, storage)?;
+        let model = match usage {
+            Use::Inference => Model::with_adapter(config, params, dtype, Some(adapter)),
+            Use::Training => {
+                let merged = adapter.merged(&config, &params)?;
+                Model::with_dtype(config, merged, dtype)
+            }
+        }
+        .with_context(|| format!("{}", dir.display()))?;
+        Checkpoint::finish(dir, model)
+    }
+
+    /// The tokenizer beside `model` (checked against it) makes the
+    /// checkpoint.
+    fn finish(dir: &Path, model: Model) -> Result<Self> {
+        let tok_dir = tokenizer_dir(dir)?;
+        let tokenizer = load_tokenizer(&tok_dir, &model.config)?;
+        check_vocabularies(
+            &tok_dir.join(TOKENIZER),
+            tokenizer.vocab_size(),
+            model.config.vocab_size,
+        )?;
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            model,
+            tokenizer,
+        })
+    }
+
+    /// Loads `dir` to train a LoRA adapter as `settings` say, computing in
+    /// `dtype`: the base frozen in `dtype`, the adapter in f32. A full
+    /// checkpoint gets a fresh adapter (seeded by `seed`); an adapter with
+    /// the same rank, alpha, rsLoRA and targets is trained on (its dropout
+    /// becomes `settings`'); another adapter is refused, since a new
+    /// adapter needs a full base to sit on.
+    pub fn load_lora(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        settings: &LoraSettings,
+        seed: u64,
+    ) -> Result<Self> {
+        settings.check()?;
+        if !dir.is_dir() {
+            bail!("{}: checkpoint directory not found", dir.display());
+        }
+        let partial = partial_policy();
+        check_finished(dir, partial)?;
+        let storage = Use::Inference.storage(dtype);
+        let (base, config, adapter) = if lora::is_adapter(dir) {
+            let (base, config) = adapter_base(dir, partial)?;
+            let mut adapter = Adapter::load(dir, &config, device, DType::F32)?;
+            if !settings.same_adapter(&adapter.config) {
+                bail!(
+                    "{}: an adapter of r {} alpha {} on {} (rsLoRA {}); it cannot continue as {}: write the merged model with `marlhf-import merge` and start the new adapter from it",
+                    dir.display(),
+                    adapter.config.r,
+                    adapter.config.alpha,
+                    adapter
+                        .config
+                        .targets
+                        .iter()
+                        .map(|t| t.peft_name())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    adapter.config.rslora,
+                    settings.describe()
+                );
+            }
+            adapter.config.dropout = settings.dropout;
+            (base, config, adapter)
+        } else {
+            let config = ModelConfig::load(&dir.join(CONFIG))?;
+            check_special_ids(&dir.join(CONFIG), &config)?;
+            let adapter = Adapter::new(settings, &config, dir.to_path_buf(), seed, device)?;
+            (dir.to_path_buf(), config, adapter)
+        };
+        let params = load_weights(&base, &config, device, storage)?;
+        let model = Model::with_adapter(config, params, dtype, Some(adapter))
+            .with_context(|| format!("{}", dir.display()))?;
+        Checkpoint::finish(dir, model)
+    }
+
     /// Saves into `dir` (an existing, empty directory — callers write to a
     /// temporary directory and rename it into place).
     pub fn save_into(&self, dir: &Path) -> Result<()> {
-        save_into(
-            dir,
-            &self.model.config,
-            &self.model.params,
-            &self.dir.join(TOKENIZER),
-        )
+        save_model(dir, &self.model, &tokenizer_dir(&self.dir)?.join(TOKENIZER))
+    }
+
+    /// Swaps in the adapter of the checkpoint `dir` (or, for a full
+    /// checkpoint, none) when `dir`'s base is the base this one holds:
+    /// what makes PPO's reference free when it is the actor's base.
+    /// Returns false, changing nothing, when the bases differ.
+    pub fn switch_to(&mut self, dir: &Path) -> Result<bool> {
+        let (base, adapter_dir) = split(dir)?;
+        if canonical(&base)? != canonical(&self.base_dir()?)? {
+            return Ok(false);
+        }
+        check_finished(dir, partial_policy())?;
+        let adapter = match adapter_dir {
+            Some(a) => Some(Adapter::load(
+                &a,
+                &self.model.config,
+                self.model.device(),
+                self.model.params.dtype()?,
+            )?),
+            None => None,
+        };
+        self.model.set_adapter(adapter)?;
+        let tok_dir = tokenizer_dir(dir)?;
+        self.tokenizer = load_tokenizer(&tok_dir, &self.model.config)?;
+        self.dir = dir.to_path_buf();
+        Ok(true)
+    }
+
+    /// The directory of the full weights this checkpoint holds.
+    pub fn base_dir(&self) -> Result<PathBuf> {
+        Ok(match &self.model.adapter {
+            Some(a) => a.base.clone(),
+            None => split(&self.dir)?.0,
+        })
+    }
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf> {
+    dir.canonicalize()
+        .with_context(|| format!("{}: checkpoint directory not found", dir.display()))
+}
+
+/// (the full checkpoint, the adapter's directory if `dir` is an adapter).
+pub fn split(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    if lora::is_adapter(dir) {
+        let cfg = lora::AdapterConfig::load(&dir.join(lora::ADAPTER_CONFIG))?;
+        Ok((lora::resolve_base(dir, &cfg)?, Some(dir.to_path_buf())))
+    } else {
+        Ok((dir.to_path_buf(), None))
+    }
+}
+
+/// An adapter's base directory and model config, the base checked to be a
+/// finished run's.
+fn adapter_base(dir: &Path, partial: Partial) -> Result<(PathBuf, ModelConfig)> {
+    let (base, _) = split(dir)?;
+    check_finished(&base, partial)?;
+    let config = ModelConfig::load(&base.join(CONFIG))?;
+    check_special_ids(&base.join(CONFIG), &config)?;
+    Ok((base, config))
+}
+
+/// The model config of a checkpoint, full or adapter (its base's),
+/// without loading weights.
+pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+    let (base, _) = split(dir)?;
+    ModelConfig::load(&base.join(CONFIG))
+}
+
+/// Where a checkpoint's `tokenizer.json` is: beside its weights, or for an
+/// adapter saved without one, beside its base's.
+pub fn tokenizer_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.join(TOKENIZER).is_file() || !lora::is_adapter(dir) {
+        return Ok(dir.to_path_buf());
+    }
+    Ok(split(dir)?.0)
+}
+
+/// Writes `model` into `dir`: the full checkpoint, or for a model with an
+/// adapter the adapter alone (PEFT's files, the base named relative to
+/// `dir`), with the tokenizer and its sidecars either way.
+pub fn save_model(dir: &Path, model: &Model, tokenizer_json: &Path) -> Result<()> {
+    match &model.adapter {
+        None => save_into(dir, &model.config, &model.params, tokenizer_json),
+        Some(adapter) => {
+            adapter.save(dir)?;
+            copy_tokenizer(dir, tokenizer_json)
+        }
     }
 }
 
@@ -403,6 +589,11 @@ pub fn save_into(
     std::fs::write(dir.join(CONFIG), cfg.to_json()?)
         .with_context(|| format!("{}: cannot write", dir.display()))?;
     params.save(&dir.join(WEIGHTS))?;
+    copy_tokenizer(dir, tokenizer_json)
+}
+
+/// Copies `tokenizer_json` and the sidecars beside it into `dir`.
+fn copy_tokenizer(dir: &Path, tokenizer_json: &Path) -> Result<()> {
     std::fs::copy(tokenizer_json, dir.join(TOKENIZER))
         .with_context(|| format!("{}: cannot copy", tokenizer_json.display()))?;
     if let Some(from) = tokenizer_json.parent() {

@@ -13,6 +13,8 @@
 //! (`generate::generate_reference`), which the tests check. The prompt
 //! itself is prefilled by the candle path (one batched pass).
 
+use std::sync::Mutex;
+
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Layout, Storage, StorageRef, Tensor};
 use rand::SeedableRng;
@@ -48,6 +50,9 @@ fn weight_tensors(model: &Llama) -> Vec<&Tensor> {
         for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
             out.push(&lin.w);
             out.extend(lin.b.as_ref());
+            if let Some(lora) = &lin.lora {
+                out.extend([&lora.a, &lora.b]);
+            }
         }
     }
     out
@@ -71,6 +76,17 @@ struct Lin<'a> {
     b: Option<&'a [f32]>,
     out: usize,
     inp: usize,
+    lora: Option<LoraLin<'a>>,
+}
+
+/// A projection's LoRA update: A [r, inp], B [out, r], the scale, and
+/// scratch for x·Aᵀ and its product with Bᵀ (one generation's rows).
+struct LoraLin<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    r: usize,
+    scale: f32,
+    scratch: Mutex<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Lin<'_> {
@@ -105,6 +121,43 @@ impl Lin<'_> {
             for row in y.chunks_mut(self.out) {
                 row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
             }
+        }
+        if let Some(l) = &self.lora {
+            // `Linear::forward`'s update: t = x·Aᵀ, u = t·Bᵀ (the same
+            // products `ops::linear` makes), then y + (u·s + 0), as candle's
+            // affine and add round it.
+            let mut guard = l.scratch.lock().expect("lora scratch");
+            let (t, u) = &mut *guard;
+            let (t, u) = (&mut t[..rows * l.r], &mut u[..rows * self.out]);
+            gemm(
+                rows,
+                l.r,
+                self.inp,
+                t,
+                View::rows(0, l.r),
+                false,
+                x,
+                View::rows(0, self.inp),
+                l.a,
+                View::cols(0, self.inp),
+                Par::Pool,
+            );
+            gemm(
+                rows,
+                self.out,
+                l.r,
+                u,
+                View::rows(0, self.out),
+                false,
+                t,
+                View::rows(0, l.r),
+                l.b,
+                View::cols(0, l.r),
+                Par::Pool,
+            );
+            y.iter_mut()
+                .zip(u.iter())
+                .for_each(|(y, &u)| *y += u * l.scale + 0.0);
         }
     }
 }
@@ -277,6 +330,7 @@ impl<'a> Decoder<'a> {
             b: None,
             out: cfg.vocab_size,
             inp: h,
+            lora: None,
         };
         let lm_head = if b > 1 { lm_head.packed() } else { lm_head };
         // Norm weights as `Llama::norm` prepares them: Gemma stores w − 1
@@ -292,13 +346,27 @@ impl<'a> Decoder<'a> {
         let opt_norm = |t: &Option<Tensor>| t.as_ref().map(norm).transpose();
         let mut layers = Vec::with_capacity(model.layers.len());
         for l in &model.layers {
-            let mut lin = |has_bias: bool, out: usize, inp: usize| {
+            let mut lin = |src: &crate::llama::Linear, out: usize, inp: usize| {
+                let w = next();
+                let bias = if src.b.is_some() { Some(next()) } else { None };
+                let lora = src.lora.as_ref().map(|lora| {
+                    let r = lora.a.dim(0).unwrap_or(0);
+                    LoraLin {
+                        a: next(),
+                        b: next(),
+                        r,
+                        // candle's affine rounds its factor to f32 too.
+                        scale: lora.scale as f32,
+                        scratch: Mutex::new((vec![0.0; b * r], vec![0.0; b * out])),
+                    }
+                });
                 let l = Lin {
-                    w: next(),
+                    w,
                     packed: None,
-                    b: if has_bias { Some(next()) } else { None },
+                    b: bias,
                     out,
                     inp,
+                    lora,
                 };
                 if b > 1 {
                     l.packed()
@@ -306,13 +374,13 @@ impl<'a> Decoder<'a> {
                     l
                 }
             };
-            let q = lin(l.q.b.is_some(), nh * hd, h);
-            let k = lin(l.k.b.is_some(), nkv * hd, h);
-            let v = lin(l.v.b.is_some(), nkv * hd, h);
-            let o = lin(l.o.b.is_some(), h, nh * hd);
-            let gate = lin(l.gate.b.is_some(), inter, h);
-            let up = lin(l.up.b.is_some(), inter, h);
-            let down = lin(l.down.b.is_some(), h, inter);
+            let q = lin(&l.q, nh * hd, h);
+            let k = lin(&l.k, nkv * hd, h);
+            let v = lin(&l.v, nkv * hd, h);
+            let o = lin(&l.o, h, nh * hd);
+            let gate = lin(&l.gate, inter, h);
+            let up = lin(&l.up, inter, h);
+            let down = lin(&l.down, h, inter);
             layers.push(Layer {
                 input_norm: norm(&l.input_norm)?,
                 q,
@@ -340,6 +408,11 @@ impl<'a> Decoder<'a> {
         {
             if lin.w.len() != lin.out * lin.inp || lin.b.is_some_and(|b| b.len() != lin.out) {
                 bail!("decode: a weight does not match the config's sizes");
+            }
+            if let Some(l) = &lin.lora {
+                if l.a.len() != l.r * lin.inp || l.b.len() != lin.out * l.r {
+                    bail!("decode: a LoRA factor does not match the config's sizes");
+                }
             }
         }
         Ok(Decoder {

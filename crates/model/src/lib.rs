@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod llama;
 pub mod llama2c;
 pub mod lm;
+pub mod lora;
 pub mod names;
 pub mod ops;
 pub mod padding;

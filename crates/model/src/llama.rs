@@ -21,11 +21,14 @@
 //! scores, softmax, logits and values are computed in at least f32, as
 //! transformers does.
 
+use std::sync::Mutex;
+
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use crate::config::{Activation, Arch, Attention, ModelConfig};
+use crate::lora::{self, Adapter, Target};
 use crate::names::{self, in_layer};
 use crate::ops;
 use crate::params::Params;
@@ -37,27 +40,72 @@ pub(crate) const MASKED: f32 = -1e9;
 pub(crate) struct Linear {
     pub(crate) w: Tensor,
     pub(crate) b: Option<Tensor>,
+    /// A frozen base weight (detached): no gradient is computed for it.
+    pub(crate) frozen: bool,
+    /// The LoRA update of this projection, when an adapter adapts it.
+    pub(crate) lora: Option<LoraLinear>,
+}
+
+/// y += s·(x·Aᵀ)·Bᵀ, PEFT's `lora_B(lora_A(dropout(x))) * scaling`.
+pub(crate) struct LoraLinear {
+    /// [r, in]
+    pub(crate) a: Tensor,
+    /// [out, r]
+    pub(crate) b: Tensor,
+    pub(crate) scale: f64,
+    pub(crate) dropout: f64,
+    /// Which projection of which layer, for its own dropout mask.
+    salt: u64,
 }
 
 impl Linear {
-    fn load(p: &Params, name: &str, bias: bool) -> Result<Self> {
+    fn load(p: &Params, name: &str, bias: bool, frozen: bool) -> Result<Self> {
+        let get = |n: &str| -> Result<Tensor> {
+            let t = p.get(n)?;
+            Ok(if frozen { t.detach() } else { t })
+        };
         Ok(Linear {
-            w: p.get(&names::weight(name))?,
+            w: get(&names::weight(name))?,
             b: if bias {
-                Some(p.get(&format!("{name}.bias"))?)
+                Some(get(&format!("{name}.bias"))?)
             } else {
                 None
             },
+            frozen,
+            lora: None,
         })
     }
 
-    /// x: [N, in] → [N, out], in x's dtype.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::linear(x, &self.w.to_dtype(x.dtype())?)?;
-        Ok(match &self.b {
+    /// x: [N, in] → [N, out], in x's dtype. `dropout`: the forward pass's
+    /// dropout key while training an adapter with dropout.
+    fn forward(&self, x: &Tensor, dropout: Option<u64>) -> Result<Tensor> {
+        let w = self.w.to_dtype(x.dtype())?;
+        let y = if self.frozen {
+            lora::frozen::linear(x, &w)?
+        } else {
+            ops::linear(x, &w)?
+        };
+        let y = match &self.b {
             Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
             None => y,
-        })
+        };
+        let Some(l) = &self.lora else { return Ok(y) };
+        let x = match dropout {
+            Some(key) if l.dropout > 0.0 => {
+                let mask = lora::dropout_mask(
+                    lora::mix(key, l.salt),
+                    x.shape(),
+                    l.dropout,
+                    x.dtype(),
+                    x.device(),
+                )?;
+                (x * mask)?
+            }
+            _ => x.clone(),
+        };
+        let t = ops::linear(&x, &l.a.to_dtype(x.dtype())?)?;
+        let u = ops::linear(&t, &l.b.to_dtype(x.dtype())?)?;
+        Ok((y + (u * l.scale)?)?)
     }
 }
 
@@ -114,6 +162,11 @@ pub struct Llama {
     pub(crate) cos: Tensor,
     pub(crate) sin: Tensor,
     pub(crate) device: Device,
+    /// With an adapter: the base weights are frozen (detached).
+    pub(crate) frozen: bool,
+    /// While training an adapter with dropout: the key of the next forward
+    /// pass and how many passes have drawn from it.
+    dropout: Mutex<Option<(u64, u64)>>,
 }
 
 /// Positions of each token within its own row: padding does not advance
@@ -184,22 +237,57 @@ impl Llama {
     }
 
     pub fn with_dtype(cfg: &ModelConfig, p: &Params, dtype: DType) -> Result<Self> {
+        Llama::build(cfg, p, dtype, None)
+    }
+
+    /// The model of base weights `p`, adapted by `adapter` when given: the
+    /// base is then frozen (its tensors detached, so no gradient is ever
+    /// computed for them) and every adapted projection adds the adapter's
+    /// low-rank update.
+    pub fn build(
+        cfg: &ModelConfig,
+        p: &Params,
+        dtype: DType,
+        adapter: Option<&Adapter>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let arch = cfg.arch()?;
         let (qkv, o, mlp) = (arch.qkv_bias, arch.o_bias, arch.mlp_bias);
+        let frozen = adapter.is_some();
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for (i, &attention) in arch.layers.iter().enumerate() {
             let pre = names::layer(i);
-            let get = |name: &str| p.get(&in_layer(&pre, name));
+            let get = |name: &str| -> Result<Tensor> {
+                let t = p.get(&in_layer(&pre, name))?;
+                Ok(if frozen { t.detach() } else { t })
+            };
             let opt = |on: bool, name: &str| -> Result<Option<Tensor>> {
                 Ok(if on { Some(get(name)?) } else { None })
             };
+            let lin = |target: Target, bias: bool| -> Result<Linear> {
+                let mut l = Linear::load(p, &in_layer(&pre, target.module()), bias, frozen)?;
+                if let Some((a, b)) = adapter
+                    .map(|ad| ad.factors(i, target))
+                    .transpose()?
+                    .flatten()
+                {
+                    let ad = adapter.expect("factors came from it");
+                    l.lora = Some(LoraLinear {
+                        a,
+                        b,
+                        scale: ad.scaling(),
+                        dropout: ad.config.dropout,
+                        salt: (i * Target::ALL.len() + target as usize) as u64,
+                    });
+                }
+                Ok(l)
+            };
             layers.push(Block {
                 input_norm: get(names::INPUT_NORM)?,
-                q: Linear::load(p, &in_layer(&pre, names::Q_PROJ), qkv)?,
-                k: Linear::load(p, &in_layer(&pre, names::K_PROJ), qkv)?,
-                v: Linear::load(p, &in_layer(&pre, names::V_PROJ), qkv)?,
-                o: Linear::load(p, &in_layer(&pre, names::O_PROJ), o)?,
+                q: lin(Target::Q, qkv)?,
+                k: lin(Target::K, qkv)?,
+                v: lin(Target::V, qkv)?,
+                o: lin(Target::O, o)?,
                 q_norm: opt(arch.qk_norm, names::Q_NORM)?,
                 k_norm: opt(arch.qk_norm, names::K_NORM)?,
                 post_attn_norm: opt(arch.sandwich_norms, names::POST_ATTENTION_NORM)?,
@@ -209,17 +297,21 @@ impl Llama {
                     get(names::POST_ATTENTION_NORM)?
                 },
                 post_mlp_norm: opt(arch.sandwich_norms, names::POST_FEEDFORWARD_NORM)?,
-                gate: Linear::load(p, &in_layer(&pre, names::GATE_PROJ), mlp)?,
-                up: Linear::load(p, &in_layer(&pre, names::UP_PROJ), mlp)?,
-                down: Linear::load(p, &in_layer(&pre, names::DOWN_PROJ), mlp)?,
+                gate: lin(Target::Gate, mlp)?,
+                up: lin(Target::Up, mlp)?,
+                down: lin(Target::Down, mlp)?,
                 attention,
             });
         }
-        let embed = p.get(names::EMBED)?;
+        let frozen_get = |name: &str| -> Result<Tensor> {
+            let t = p.get(name)?;
+            Ok(if frozen { t.detach() } else { t })
+        };
+        let embed = frozen_get(names::EMBED)?;
         let lm_head = if arch.tied {
             embed.clone()
         } else {
-            p.get(names::LM_HEAD)?
+            frozen_get(names::LM_HEAD)?
         };
         let device = embed.device().clone();
         let (cos, sin) = arch
@@ -231,12 +323,35 @@ impl Llama {
             dtype,
             embed,
             layers,
-            norm: p.get(names::FINAL_NORM)?,
+            norm: frozen_get(names::FINAL_NORM)?,
             lm_head,
             cos,
             sin,
             device,
+            frozen,
+            dropout: Mutex::new(None),
         })
+    }
+
+    /// Turns LoRA dropout on for the forward passes that follow, drawn
+    /// from `key` (one mask per pass, layer and projection, so a training
+    /// step's masks depend on its key alone), or off with `None` (the
+    /// default: evaluation, scoring, sampling).
+    pub fn set_dropout(&self, key: Option<u64>) {
+        *self.dropout.lock().expect("dropout lock") = key.map(|k| (k, 0));
+    }
+
+    /// The dropout key of one forward pass, when dropout is on.
+    fn next_dropout(&self) -> Option<u64> {
+        let mut d = self.dropout.lock().expect("dropout lock");
+        let (key, n) = d.as_mut()?;
+        *n += 1;
+        Some(lora::mix(*key, *n))
+    }
+
+    /// Whether the base weights are frozen (the model carries an adapter).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -417,11 +532,12 @@ impl Llama {
             x = (x * (h as f64).sqrt())?;
         }
         let scale = 1.0 / self.arch.query_scale.sqrt();
+        let drop = self.next_dropout();
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = self.norm(&x, &layer.input_norm)?;
             // [B, T, n, hd], time-major as the projection leaves it.
             let heads = |lin: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
-                let y = lin.forward(&hn)?.reshape((b, t, n, hd))?;
+                let y = lin.forward(&hn, drop)?.reshape((b, t, n, hd))?;
                 Ok(match norm {
                     Some(w) => self.norm(&y, w)?,
                     None => y,
@@ -465,18 +581,18 @@ impl Llama {
                     .transpose(1, 2)?
                     .reshape((b * t, nh * hd))?
             };
-            let mut att = layer.o.forward(&att)?;
+            let mut att = layer.o.forward(&att, drop)?;
             if let Some(w) = &layer.post_attn_norm {
                 att = self.norm(&att, w)?;
             }
             x = (x + att)?;
             let hn = self.norm(&x, &layer.pre_mlp_norm)?;
-            let (gate, up) = (layer.gate.forward(&hn)?, layer.up.forward(&hn)?);
+            let (gate, up) = (layer.gate.forward(&hn, drop)?, layer.up.forward(&hn, drop)?);
             let mlp = match self.arch.activation {
                 Activation::Silu => ops::silu_mul(&gate, &up)?,
                 _ => (self.activation(&gate)? * up)?,
             };
-            let mut mlp = layer.down.forward(&mlp)?;
+            let mut mlp = layer.down.forward(&mlp, drop)?;
             if let Some(w) = &layer.post_mlp_norm {
                 mlp = self.norm(&mlp, w)?;
             }
@@ -495,7 +611,12 @@ impl Llama {
     /// 2's final soft-capping.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.to_dtype(hidden.dtype())?;
-        let logits = ops::widen(&ops::linear(hidden, &head)?)?;
+        let logits = if self.frozen {
+            lora::frozen::linear(hidden, &head)?
+        } else {
+            ops::linear(hidden, &head)?
+        };
+        let logits = ops::widen(&logits)?;
         Ok(match self.arch.final_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

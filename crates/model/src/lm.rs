@@ -3,18 +3,24 @@
 //! tokens, per-token values, and the scalar score at the last real token.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::ModelConfig;
 use crate::llama::{gather_rows, last_token_index, Llama};
+use crate::lora::Adapter;
 use crate::ops;
 use crate::padding::{pad, Side};
 use crate::params::{Params, V_HEAD};
 
 pub struct Model {
     pub config: ModelConfig,
+    /// The weights: all of them, or a LoRA adapter's frozen base.
     pub params: Params,
+    /// A LoRA adapter on `params`, when the model carries one.
+    pub adapter: Option<Adapter>,
     pub llama: Llama,
+    /// The value head in use: the adapter's when it has one, else the
+    /// base's.
     pub v_head: Option<Tensor>,
 }
 
@@ -37,29 +43,106 @@ impl Model {
 
     /// A model computing in `dtype` (its parameters may be kept wider).
     pub fn with_dtype(config: ModelConfig, params: Params, dtype: DType) -> Result<Self> {
+        Model::with_adapter(config, params, dtype, None)
+    }
+
+    /// The base model of `params` adapted by `adapter` (frozen base,
+    /// trainable adapter), or the plain model when `None`.
+    pub fn with_adapter(
+        config: ModelConfig,
+        params: Params,
+        dtype: DType,
+        adapter: Option<Adapter>,
+    ) -> Result<Self> {
         params.check_against(&config)?;
-        let llama = Llama::with_dtype(&config, &params, dtype)?;
-        let v_head = if params.contains(V_HEAD) {
-            Some(params.get(V_HEAD)?)
-        } else {
-            None
-        };
-        Ok(Model {
+        let llama = Llama::build(&config, &params, dtype, adapter.as_ref())?;
+        let mut m = Model {
             config,
             params,
+            adapter,
             llama,
-            v_head,
-        })
+            v_head: None,
+        };
+        m.refresh_value_head()?;
+        Ok(m)
+    }
+
+    /// Replaces the adapter (`None`: the base model alone), keeping the
+    /// base weights: how one loaded base serves an actor and its
+    /// reference, or a critic and the reward model it started from.
+    pub fn set_adapter(&mut self, adapter: Option<Adapter>) -> Result<()> {
+        self.llama = Llama::build(
+            &self.config,
+            &self.params,
+            self.llama.dtype(),
+            adapter.as_ref(),
+        )?;
+        self.adapter = adapter;
+        self.refresh_value_head()
     }
 
     pub fn device(&self) -> &Device {
         self.llama.device()
     }
 
-    /// Rebuilds the value-head handle after `Params::add_value_head`.
+    /// Rebuilds the value-head handle after `Params::add_value_head` or
+    /// `Adapter::set_value_head`: the adapter's head, else the base's.
     pub fn refresh_value_head(&mut self) -> Result<()> {
-        self.v_head = Some(self.params.get(V_HEAD)?);
+        self.v_head = match self.adapter.as_ref().and_then(Adapter::value_head) {
+            Some(h) => Some(h),
+            None if self.params.contains(V_HEAD) => {
+                let h = self.params.get(V_HEAD)?;
+                // A frozen base's head is not trained either.
+                Some(if self.adapter.is_some() {
+                    h.detach()
+                } else {
+                    h
+                })
+            }
+            None => None,
+        };
         Ok(())
+    }
+
+    /// Gives a reward model or critic a trainable value head if it has
+    /// none: with an adapter, a copy of the base's head (or a fresh one)
+    /// in the adapter; without, a fresh one among the weights.
+    pub fn ensure_value_head(&mut self, seed: u64) -> Result<()> {
+        match &self.adapter {
+            Some(ad) if ad.value_head().is_none() => {
+                if !self.params.contains(V_HEAD) {
+                    self.params.add_value_head(&self.config, seed)?;
+                }
+                ad.set_value_head(&self.params.get(V_HEAD)?)?;
+            }
+            Some(_) => {}
+            None if !self.params.contains(V_HEAD) => {
+                self.params.add_value_head(&self.config, seed)?;
+            }
+            None => {}
+        }
+        self.refresh_value_head()
+    }
+
+    /// The parameters training updates: every weight, or with an adapter
+    /// its factors and value head alone (the base gets neither gradients
+    /// nor optimiser state).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        match &self.adapter {
+            Some(ad) => ad.vars(),
+            None => self.params.vars(),
+        }
+    }
+
+    /// How many parameters training updates.
+    pub fn num_trainable(&self) -> usize {
+        self.trainable().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Turns LoRA dropout on (a key per training step) or off; a no-op
+    /// without an adapter.
+    pub fn set_dropout(&self, key: Option<u64>) {
+        self.llama.set_dropout(key);
     }
 
     fn value_head(&self) -> Result<&Tensor> {
@@ -85,7 +168,10 @@ impl Model {
         batch: &Scored,
         temperature: f64,
     ) -> Result<(Tensor, Vec<usize>)> {
-        if self.llama.arch().final_softcap.is_some() {
+        // A frozen head off the fused path goes through the frozen
+        // product, which computes no gradient for the head.
+        let frozen_composite = self.llama.is_frozen() && !ops::fused_ok(self.llama.lm_head());
+        if self.llama.arch().final_softcap.is_some() || frozen_composite {
             let s = self.token_logits(batch)?;
             let logits = ops::temper(&s.logits, temperature)?;
             return Ok((ops::gather_logprobs(&logits, &s.targets)?, s.counts));

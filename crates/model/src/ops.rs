@@ -562,7 +562,6 @@ impl CustomOp2 for Linear {
         let (out, inner) = w.dims2()?;
         let n = x.elem_count() / inner.max(1);
         let mut gx = vec![0f32; n * inner];
-        let mut gw = vec![0f32; out * inner];
         kernels::with_slice(&g, |g| {
             kernels::with_slice(w, |w| {
                 kernels::gemm(
@@ -580,6 +579,13 @@ impl CustomOp2 for Linear {
                 )
             })
         })??;
+        let gx = Tensor::from_vec(gx, x.shape(), x.device())?;
+        // A frozen weight (LoRA's base, detached) tracks no gradient: its
+        // GEMM and its weight-sized buffer are skipped.
+        if !w.track_op() {
+            return Ok((Some(gx), None));
+        }
+        let mut gw = vec![0f32; out * inner];
         kernels::with_slice(&g, |g| {
             kernels::with_slice(x, |x| {
                 kernels::gemm(
@@ -597,10 +603,7 @@ impl CustomOp2 for Linear {
                 )
             })
         })??;
-        Ok((
-            Some(Tensor::from_vec(gx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(gw, w.shape(), w.device())?),
-        ))
+        Ok((Some(gx), Some(Tensor::from_vec(gw, w.shape(), w.device())?)))
     }
 }
 
@@ -1139,7 +1142,9 @@ impl CustomOp3 for LmHeadLogprobs {
             })
         })??;
         let mut dh = vec![0f32; m * hd];
-        let mut dw = vec![0f32; v * hd];
+        // A frozen head (LoRA's base) gets no gradient: no [V, H] GEMM.
+        let head_grad = head.track_op();
+        let mut dw = vec![0f32; if head_grad { v * hd } else { 0 }];
         kernels::with_slice(hidden, |h| {
             kernels::with_slice(head, |w| {
                 kernels::gemm(
@@ -1155,6 +1160,9 @@ impl CustomOp3 for LmHeadLogprobs {
                     View::rows(0, hd),
                     Par::Pool,
                 );
+                if !head_grad {
+                    return;
+                }
                 kernels::gemm(
                     v,
                     hd,
@@ -1170,9 +1178,14 @@ impl CustomOp3 for LmHeadLogprobs {
                 );
             })
         })??;
+        let dw = if head_grad {
+            Some(Tensor::from_vec(dw, head.shape(), head.device())?)
+        } else {
+            None
+        };
         Ok((
             Some(Tensor::from_vec(dh, hidden.shape(), hidden.device())?),
-            Some(Tensor::from_vec(dw, head.shape(), head.device())?),
+            dw,
             None,
         ))
     }

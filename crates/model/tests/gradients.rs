@@ -245,3 +245,196 @@ fn checkpoint_round_trip_is_bit_identical() {
     assert!(loaded.model.v_head.is_some());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `m`'s weights as the frozen base of a LoRA adapter on every projection
+/// (rank 3), with B random rather than PEFT's zeros so that every factor
+/// matters, and a value head in the adapter; in `dtype`.
+fn with_adapter(m: Model, rslora: bool, dropout: f64, dtype: DType) -> Model {
+    use marlhf_model::lora::{Adapter, LoraSettings, Target};
+    let settings = LoraSettings {
+        rank: 3,
+        alpha: 5.0,
+        targets: Target::ALL.to_vec(),
+        dropout,
+        rslora,
+    };
+    let adapter = Adapter::new(&settings, &m.config, "base".into(), 9, &Device::Cpu).unwrap();
+    for (i, (name, v)) in adapter.params.vars().into_iter().enumerate() {
+        let t = v.as_tensor();
+        let t = if name.contains("lora_B") {
+            let n = t.elem_count();
+            let vals: Vec<f32> = (0..n)
+                .map(|j| 0.4 * ((j as f32) * 0.9 + i as f32).sin())
+                .collect();
+            Tensor::from_vec(vals, t.shape(), &Device::Cpu).unwrap()
+        } else {
+            (t * 3.0).unwrap()
+        };
+        adapter
+            .params
+            .insert(&name, t.to_dtype(dtype).unwrap())
+            .unwrap();
+    }
+    adapter
+        .set_value_head(&m.params.get(marlhf_model::params::V_HEAD).unwrap())
+        .unwrap();
+    let head = adapter.params.get(marlhf_model::params::V_HEAD).unwrap();
+    adapter
+        .params
+        .insert(marlhf_model::params::V_HEAD, head.to_dtype(dtype).unwrap())
+        .unwrap();
+    let base = Params::empty();
+    for (name, v) in m.params.vars() {
+        base.insert(&name, v.as_tensor().to_dtype(dtype).unwrap())
+            .unwrap();
+    }
+    Model::with_adapter(m.config.clone(), base, dtype, Some(adapter)).unwrap()
+}
+
+/// Finite differences over an adapter's factors and value head (the only
+/// trained parameters), with the base frozen: no gradient reaches a base
+/// weight, not even a zero one.
+fn check_adapter_finite_differences(m: Model, dropout_key: Option<u64>) {
+    let eval = |m: &Model| {
+        m.set_dropout(dropout_key);
+        loss(m)
+    };
+    let grads = eval(&m).backward().unwrap();
+    for (name, var) in m.params.vars() {
+        assert!(
+            grads.get(&var).is_none(),
+            "the frozen base weight {name} got a gradient"
+        );
+    }
+    let trained = m.trainable();
+    assert!(trained
+        .iter()
+        .all(|(n, _)| n.contains(".lora_") || n == "v_head.weight"));
+    let eps = 1e-6;
+    let mut checked = 0;
+    for (name, var) in trained {
+        let g = grads
+            .get(&var)
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for &i in &[0, base.len() / 2, base.len() - 1] {
+            let at = |x: f64| {
+                let mut p = base.clone();
+                p[i] = x;
+                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                scalar(&eval(&m))
+            };
+            let numeric = (at(base[i] + eps) - at(base[i] - eps)) / (2.0 * eps);
+            at(base[i]);
+            let err = (numeric - g[i]).abs() / (1e-6 + numeric.abs().max(g[i].abs()));
+            assert!(
+                err < 1e-4 || (numeric - g[i]).abs() < 1e-7,
+                "{name}[{i}]: autograd {} vs finite difference {numeric}",
+                g[i]
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3 * (2 * 7 * 2 + 1),
+        "only {checked} coordinates checked"
+    );
+}
+
+#[test]
+fn lora_adapter_gradients_match_finite_differences() {
+    check_adapter_finite_differences(
+        with_adapter(tiny(DType::F64, false), false, 0.0, DType::F64),
+        None,
+    );
+    check_adapter_finite_differences(
+        with_adapter(tiny(DType::F64, true), true, 0.0, DType::F64),
+        None,
+    );
+    check_adapter_finite_differences(
+        with_adapter(gemma2(DType::F64), false, 0.0, DType::F64),
+        None,
+    );
+    check_adapter_finite_differences(with_adapter(qwen3(DType::F64), true, 0.0, DType::F64), None);
+    // With dropout on (the masks fixed by the key), through the masks.
+    check_adapter_finite_differences(
+        with_adapter(tiny(DType::F64, false), false, 0.3, DType::F64),
+        Some(5),
+    );
+}
+
+/// The fused f32 path (the base through the fused linear with no weight
+/// gradient, the LM head's fused log-probs without the head's gradient)
+/// gives the adapter the gradients of the f64 composite path.
+#[test]
+fn lora_fused_f32_gradients_match_the_f64_reference() {
+    for (what, a, b) in [
+        ("llama", tiny(DType::F32, false), tiny(DType::F64, false)),
+        ("gemma2", gemma2(DType::F32), gemma2(DType::F64)),
+    ] {
+        let (a, b) = (
+            with_adapter(a, false, 0.0, DType::F32),
+            with_adapter(b, false, 0.0, DType::F64),
+        );
+        let (ga, gb) = (loss(&a).backward().unwrap(), loss(&b).backward().unwrap());
+        for (name, var) in a.params.vars() {
+            assert!(ga.get(&var).is_none(), "{what}: {name} got a gradient");
+        }
+        for ((name, va), (_, vb)) in a.trainable().into_iter().zip(b.trainable()) {
+            let x = ga
+                .get(&va)
+                .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+            let x = x
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let y = gb
+                .get(&vb)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let top = y.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = x
+                .iter()
+                .zip(&y)
+                .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                err <= 1e-4 * top.max(1e-3),
+                "{what} {name}: fused f32 gradient differs by {err} (largest {top})"
+            );
+        }
+    }
+}
+
+/// Dropout draws from its key alone: the same key gives the same loss,
+/// another key another, and no key (evaluation) the undropped model.
+#[test]
+fn lora_dropout_is_keyed_and_off_by_default() {
+    let m = with_adapter(tiny(DType::F32, false), false, 0.5, DType::F32);
+    let at = |key: Option<u64>| {
+        m.set_dropout(key);
+        let l = scalar(&loss(&m));
+        m.set_dropout(None);
+        l
+    };
+    let plain = at(None);
+    assert_eq!(at(Some(1)), at(Some(1)));
+    assert_ne!(at(Some(1)), at(Some(2)));
+    assert_ne!(at(Some(1)), plain);
+    assert_eq!(scalar(&loss(&m)), plain);
+}

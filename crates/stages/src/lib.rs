@@ -16,6 +16,7 @@ pub mod checks;
 pub mod encode;
 pub mod evaluate;
 pub mod gold_scoring;
+pub mod memory;
 pub mod ppo;
 pub mod progress;
 pub mod rm;

@@ -96,11 +96,16 @@ pub struct RmOptions {
     pub device: candle_core::Device,
     /// The dtype the model computes in (its weights stay f32).
     pub dtype: candle_core::DType,
+    /// Train a LoRA adapter (and the value head) on the frozen `init`
+    /// model instead of every weight.
+    pub lora: Option<marlhf_model::lora::LoraSettings>,
     pub train: crate::TrainConfig,
 }
 
 pub struct RmReport {
     pub lengths: crate::encode::LengthReport,
+    /// The parameters trained (all of them without LoRA).
+    pub trainable: usize,
     pub identical_pairs: usize,
     pub train_pairs: usize,
     pub val_pairs: usize,
@@ -117,19 +122,23 @@ pub fn run(opts: &RmOptions, progress: &dyn Progress) -> Result<RmReport> {
     if rows.is_empty() {
         bail!("{}: no preference pairs to train on", opts.data.display());
     }
-    let ck = marlhf_model::Checkpoint::load_with(
-        &opts.init,
-        &opts.device,
-        opts.dtype,
-        marlhf_model::checkpoint::Use::Training,
-    )?;
+    let ck = match &opts.lora {
+        Some(l) => marlhf_model::Checkpoint::load_lora(
+            &opts.init,
+            &opts.device,
+            opts.dtype,
+            l,
+            opts.train.seed,
+        )?,
+        None => marlhf_model::Checkpoint::load_with(
+            &opts.init,
+            &opts.device,
+            opts.dtype,
+            marlhf_model::checkpoint::Use::Training,
+        )?,
+    };
     let mut model = ck.model;
-    if !model.params.contains(marlhf_model::params::V_HEAD) {
-        model
-            .params
-            .add_value_head(&model.config, opts.train.seed)?;
-        model.refresh_value_head()?;
-    }
+    model.ensure_value_head(opts.train.seed)?;
     let tok = ck.tokenizer;
     let mut lengths = crate::encode::LengthReport::default();
     let mut identical = 0;
@@ -194,8 +203,10 @@ pub fn run(opts: &RmOptions, progress: &dyn Progress) -> Result<RmReport> {
     let obj = RewardModel {
         eval_batch: opts.train.batch_size,
     };
-    let tok_path = opts.init.join(marlhf_model::checkpoint::TOKENIZER);
-    let settings = crate::trainer::run_settings(
+    let trainable = model.num_trainable();
+    let tok_path = marlhf_model::checkpoint::tokenizer_dir(&opts.init)?
+        .join(marlhf_model::checkpoint::TOKENIZER);
+    let mut settings = crate::trainer::run_settings(
         train
             .iter()
             .chain(&val)
@@ -207,6 +218,10 @@ pub fn run(opts: &RmOptions, progress: &dyn Progress) -> Result<RmReport> {
         opts.val_fraction,
         opts.limit,
     );
+    if let Some(l) = &opts.lora {
+        // Recorded only for LoRA runs, so full runs' settings stay as they were.
+        settings.insert("lora".into(), l.describe());
+    }
     let outcome = crate::trainer::fit(
         &model,
         &tok_path,
@@ -219,6 +234,7 @@ pub fn run(opts: &RmOptions, progress: &dyn Progress) -> Result<RmReport> {
     )?;
     Ok(RmReport {
         lengths,
+        trainable,
         identical_pairs: identical,
         train_pairs: train.len(),
         val_pairs: val.len(),

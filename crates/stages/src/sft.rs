@@ -83,6 +83,9 @@ pub struct SftOptions {
     pub device: candle_core::Device,
     /// The dtype the model computes in (its weights stay f32).
     pub dtype: candle_core::DType,
+    /// Train a LoRA adapter on the frozen `--init` model instead of every
+    /// weight.
+    pub lora: Option<marlhf_model::lora::LoraSettings>,
     pub train: crate::TrainConfig,
 }
 
@@ -91,6 +94,8 @@ pub struct SftReport {
     pub train_examples: usize,
     pub val_examples: usize,
     pub params: usize,
+    /// The parameters trained (all of them without LoRA).
+    pub trainable: usize,
     pub outcome: crate::TrainOutcome,
 }
 
@@ -102,9 +107,12 @@ pub fn is_validation(id: u64, fraction: f64, seed: u64) -> bool {
     (x as f64 / u64::MAX as f64) < fraction
 }
 
-/// Loads the model to train and the tokenizer file that goes with it.
+/// Loads the model to train and the tokenizer file that goes with it:
+/// every weight trainable, or with `lora` a LoRA adapter on the frozen
+/// checkpoint (`marlhf_model::Checkpoint::load_lora`).
 pub fn init_model(
     init: &Init,
+    lora: Option<&marlhf_model::lora::LoraSettings>,
     seed: u64,
     dev: &candle_core::Device,
     dtype: candle_core::DType,
@@ -113,9 +121,16 @@ pub fn init_model(
     use marlhf_model::{checkpoint, ModelConfig, Params, Tokenizer};
     match init {
         Init::Checkpoint(dir) => {
-            let ck = marlhf_model::Checkpoint::load_with(dir, dev, dtype, Use::Training)?;
-            Ok((ck.model, ck.tokenizer, dir.join(checkpoint::TOKENIZER)))
+            let ck = match lora {
+                Some(l) => marlhf_model::Checkpoint::load_lora(dir, dev, dtype, l, seed)?,
+                None => marlhf_model::Checkpoint::load_with(dir, dev, dtype, Use::Training)?,
+            };
+            let tok = checkpoint::tokenizer_dir(dir)?.join(checkpoint::TOKENIZER);
+            Ok((ck.model, ck.tokenizer, tok))
         }
+        Init::Scratch { .. } if lora.is_some() => anyhow::bail!(
+            "--lora-rank adapts a pretrained model: give it with --init (a fresh model has nothing to adapt)"
+        ),
         Init::Scratch {
             tokenizer,
             hidden,
@@ -151,7 +166,13 @@ pub fn run(opts: &SftOptions, progress: &dyn Progress) -> Result<SftReport> {
     if rows.is_empty() {
         bail!("{}: no rows to train on", opts.data.display());
     }
-    let (model, tok, tok_path) = init_model(&opts.init, opts.train.seed, &opts.device, opts.dtype)?;
+    let (model, tok, tok_path) = init_model(
+        &opts.init,
+        opts.lora.as_ref(),
+        opts.train.seed,
+        &opts.device,
+        opts.dtype,
+    )?;
     let max_pos = model.config.max_position_embeddings;
     if opts.max_prompt_tokens + opts.max_completion_tokens > max_pos {
         bail!(
@@ -191,7 +212,8 @@ pub fn run(opts: &SftOptions, progress: &dyn Progress) -> Result<SftReport> {
         eval_batch: opts.train.batch_size,
     };
     let params = model.params.num_params();
-    let settings = crate::trainer::run_settings(
+    let trainable = model.num_trainable();
+    let mut settings = crate::trainer::run_settings(
         train
             .iter()
             .chain(&val)
@@ -203,6 +225,10 @@ pub fn run(opts: &SftOptions, progress: &dyn Progress) -> Result<SftReport> {
         opts.val_fraction,
         opts.limit,
     );
+    if let Some(l) = &opts.lora {
+        // Recorded only for LoRA runs, so full runs' settings stay as they were.
+        settings.insert("lora".into(), l.describe());
+    }
     let outcome = crate::trainer::fit(
         &model,
         &tok_path,
@@ -218,6 +244,7 @@ pub fn run(opts: &SftOptions, progress: &dyn Progress) -> Result<SftReport> {
         train_examples: train.len(),
         val_examples: val.len(),
         params,
+        trainable,
         outcome,
     })
 }

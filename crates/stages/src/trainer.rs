@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use marlhf_data::{atomic, read_metrics, write_metrics, MetricsRow};
 use marlhf_model::adamw::{cosine_lr, AdamW, AdamWConfig, GradAccumulator};
-use marlhf_model::checkpoint::{latest_partial, save_into, PARTIAL_PREFIX, TRAINER_STATE};
+use marlhf_model::checkpoint::{latest_partial, save_model, PARTIAL_PREFIX, TRAINER_STATE};
 use marlhf_model::Model;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
+use marlhf_data::seed::mix_seed;
 
 pub const STATE_JSON: &str = TRAINER_STATE;
 pub const STATE_TENSORS: &str = "trainer_state.safetensors";
@@ -164,7 +165,7 @@ fn save_checkpoint(
     // failed first save (a full disk) must not leave it behind empty.
     let made_out = !state.finished && !cfg.out.exists();
     let written = atomic::write_dir(&dir, |tmp: &Path| -> Result<()> {
-        save_into(tmp, &model.config, &model.params, tokenizer_json)?;
+        save_model(tmp, model, tokenizer_json)?;
         opt.save(&tmp.join(STATE_TENSORS))?;
         std::fs::write(
             tmp.join(STATE_JSON),
@@ -383,9 +384,21 @@ fn resume(
             let mut overrides = st.overrides.clone();
             overrides.extend(changed.iter().map(|c| format!("at step {}: {c}", st.step)));
             let dev = model.device();
-            let saved =
-                marlhf_model::Params::load(&dir.join(marlhf_model::checkpoint::WEIGHTS), dev)?;
-            for (name, var) in &model.params.vars() {
+            let saved = match &model.adapter {
+                Some(_) => {
+                    marlhf_model::lora::Adapter::load(
+                        &dir,
+                        &model.config,
+                        dev,
+                        candle_core::DType::F32,
+                    )?
+                    .params
+                }
+                None => {
+                    marlhf_model::Params::load(&dir.join(marlhf_model::checkpoint::WEIGHTS), dev)?
+                }
+            };
+            for (name, var) in &model.trainable() {
                 var.set(&saved.get(name)?)?;
             }
             let opt = AdamW::load(optimizer.clone(), st.step, &dir.join(STATE_TENSORS), dev)?;
@@ -479,7 +492,7 @@ pub fn fit<O: Objective>(
         weight_decay: cfg.weight_decay,
         ..Default::default()
     };
-    let vars = model.params.vars();
+    let vars = model.trainable();
     let resumed = resume(cfg, model, &optimizer, &settings, total, progress)?;
     let resumed_from = resumed.as_ref().map(|r| r.step);
     let (mut opt, mut metrics, start, overrides, mut last_saved) = match resumed {
@@ -545,6 +558,9 @@ pub fn fit<O: Objective>(
         let mut grads = GradAccumulator::new();
         let mut loss_total = 0f64;
         let mut stats: Vec<(String, f64)> = Vec::new();
+        // LoRA dropout (if any) draws from the step, so a resumed run
+        // draws the same masks.
+        model.set_dropout(Some(mix_seed(cfg.seed, &[0x10a_d409, step])));
         for mb in &micro {
             let batch: Vec<&O::Item> = mb.iter().map(|&i| &items[i]).collect();
             let (loss_sum, s) = obj.loss_sum(model, &batch)?;
@@ -568,6 +584,7 @@ pub fn fit<O: Objective>(
             }
             grads.add(&vars, scaled.backward()?)?;
         }
+        model.set_dropout(None);
         let store = grads.into_store(&vars)?;
         let lr = cosine_lr(cfg.lr, step, warmup, total, cfg.min_lr_ratio);
         let st = opt

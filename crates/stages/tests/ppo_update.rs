@@ -94,6 +94,7 @@ fn update_follows_the_advantages() {
         seed: 1,
         device: Device::Cpu,
         dtype: candle_core::DType::F32,
+        lora: None,
     };
     let report = update(&cfg, &Silent).unwrap();
     assert_eq!(report.get("optimizer_steps"), Some(6.0));
@@ -203,6 +204,7 @@ fn update_config(run: &Run, dir: &std::path::Path, out: &str, ppo: PpoConfig) ->
         seed: 1,
         device: Device::Cpu,
         dtype: candle_core::DType::F32,
+        lora: None,
     }
 }
 

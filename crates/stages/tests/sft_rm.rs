@@ -94,6 +94,7 @@ fn sft_opts(data: &Path, out: &Path, steps: u64) -> SftOptions {
         limit: None,
         device: Device::Cpu,
         dtype: candle_core::DType::F32,
+        lora: None,
         train: train_cfg(out, steps),
     }
 }
@@ -250,6 +251,7 @@ fn reward_model_learns_preferences_and_skips_identical_pairs() {
             limit: None,
             device: Device::Cpu,
             dtype: candle_core::DType::F32,
+            lora: None,
             train: cfg,
         },
         &Silent,
@@ -333,6 +335,7 @@ fn an_unfinished_run_is_not_a_checkpoint() {
                 limit: None,
                 device: Device::Cpu,
                 dtype: candle_core::DType::F32,
+                lora: None,
                 train: train_cfg(&dir.join("rm"), 2),
             },
             &Silent,

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use marlhf_data::{read_prompts, PromptRow};
 use marlhf_eval::report::{mean_se, MeanSe};
-use marlhf_model::checkpoint::{load_tokenizer, CONFIG};
-use marlhf_model::{Checkpoint, ModelConfig};
+use marlhf_model::checkpoint::load_tokenizer;
+use marlhf_model::Checkpoint;
 
 use super::{check_unique_names, sample_indices};
 use crate::gold_scoring::{self, GoldItem, GoldScorer};
@@ -114,8 +114,8 @@ fn vocabulary(dir: &Path, role: &str) -> Result<(usize, u32)> {
     if !dir.is_dir() {
         bail!("{}: {role} checkpoint directory not found", dir.display());
     }
-    let cfg = ModelConfig::load(&dir.join(CONFIG))?;
-    let tok = load_tokenizer(dir, &cfg)?;
+    let cfg = marlhf_model::checkpoint::load_config(dir)?;
+    let tok = load_tokenizer(&marlhf_model::checkpoint::tokenizer_dir(dir)?, &cfg)?;
     Ok((tok.vocab_size(), tok.eos))
 }
 

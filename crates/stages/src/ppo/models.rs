@@ -15,6 +15,9 @@ pub struct Models {
     device: Device,
     dtype: DType,
     current: Option<(PathBuf, Checkpoint)>,
+    /// How many times a model's weights were read from disk (a LoRA
+    /// adapter swapped onto the base already held does not count).
+    pub loads: usize,
 }
 
 impl Models {
@@ -24,20 +27,38 @@ impl Models {
             device,
             dtype,
             current: None,
+            loads: 0,
         }
     }
 
     /// The checkpoint in `dir`, replacing the one held before unless it is
-    /// the same directory.
+    /// the same directory. A LoRA adapter whose base is the model held
+    /// (or that model's own base) is swapped onto it instead of loading the
+    /// base again: with a LoRA actor, the reference is the actor's base
+    /// with the adapter taken off, and costs nothing to load.
     pub fn get(&mut self, dir: &Path) -> Result<&Checkpoint> {
         let key = dir
             .canonicalize()
             .with_context(|| format!("{}: checkpoint directory not found", dir.display()))?;
-        if self.current.as_ref().map(|(k, _)| k) != Some(&key) {
-            // Free the old model before loading the next one.
-            self.current = None;
-            let ck = Checkpoint::load_with(dir, &self.device, self.dtype, Use::Inference)?;
-            self.current = Some((key, ck));
+        let same = self.current.as_ref().map(|(k, _)| k) == Some(&key);
+        if !same {
+            let swapped = match &mut self.current {
+                Some((k, ck)) => {
+                    let ok = ck.switch_to(dir)?;
+                    if ok {
+                        *k = key.clone();
+                    }
+                    ok
+                }
+                None => false,
+            };
+            if !swapped {
+                // Free the old model before loading the next one.
+                self.current = None;
+                let ck = Checkpoint::load_with(dir, &self.device, self.dtype, Use::Inference)?;
+                self.loads += 1;
+                self.current = Some((key, ck));
+            }
         }
         Ok(&self.current.as_ref().expect("just loaded").1)
     }
@@ -82,7 +103,7 @@ impl Vocabulary {
 /// model is loaded; the error names the file, the row and the column.
 pub fn check_tokens(path: &Path, rows: &[RolloutRow], models: &[(&str, &Path)]) -> Result<()> {
     for (role, dir) in models {
-        let config = dir.join(CONFIG);
+        let config = marlhf_model::checkpoint::split(dir)?.0.join(CONFIG);
         let cfg = ModelConfig::load(&config)?;
         for (i, r) in rows.iter().enumerate() {
             for (column, tokens) in [

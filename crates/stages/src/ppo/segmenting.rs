@@ -39,9 +39,11 @@ impl SegmentReport {
 /// tokens) or from a bare `tokenizer.json`.
 pub fn load_tokenizer_at(path: &Path) -> Result<Tokenizer> {
     if path.is_dir() {
-        let config = path.join(CONFIG);
+        // A LoRA adapter's config is its base's.
+        let config = marlhf_model::checkpoint::split(path)?.0.join(CONFIG);
         if config.is_file() {
-            return load_tokenizer(path, &ModelConfig::load(&config)?);
+            let dir = marlhf_model::checkpoint::tokenizer_dir(path)?;
+            return load_tokenizer(&dir, &ModelConfig::load(&config)?);
         }
         return Tokenizer::load(&path.join(TOKENIZER), None, None, None);
     }

@@ -5,9 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use marlhf_model::adamw::{AdamW, AdamWConfig};
-use marlhf_model::checkpoint::{save_into, TOKENIZER};
+use marlhf_model::checkpoint::{save_model, tokenizer_dir, Use, TOKENIZER};
+use marlhf_model::lora::LoraSettings;
+use marlhf_model::Checkpoint;
 use marlhf_model::Model;
 
 use crate::trainer::{read_state, TrainerState, STATE_JSON, STATE_TENSORS};
@@ -47,7 +49,7 @@ pub fn save_with_state(
     seed: u64,
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    save_into(out, &model.config, &model.params, &from.join(TOKENIZER))?;
+    save_model(out, model, &tokenizer_dir(from)?.join(TOKENIZER))?;
     opt.save(&out.join(STATE_TENSORS))?;
     let state = TrainerState {
         stage: stage.to_string(),
@@ -65,4 +67,22 @@ pub fn save_with_state(
     )
     .with_context(|| format!("{}: cannot write {STATE_JSON}", out.display()))?;
     Ok(())
+}
+
+/// Loads a PPO model to train: every weight, or with `lora` a LoRA
+/// adapter on its frozen base — a fresh one (seeded by `seed`) on a full
+/// checkpoint such as the SFT model or the reward model, or the adapter of
+/// the previous iteration, trained on. A critic gets a trainable value
+/// head in its adapter, a copy of its base's.
+pub fn load_for_training(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    lora: Option<&LoraSettings>,
+    seed: u64,
+) -> Result<Checkpoint> {
+    match lora {
+        Some(l) => Checkpoint::load_lora(dir, device, dtype, l, seed),
+        None => Checkpoint::load_with(dir, device, dtype, Use::Training),
+    }
 }

@@ -41,9 +41,8 @@ use marlhf_data::{
     read_metrics, read_rollouts, read_segments, stage_rows, AdvantageRow, MetricsRow, RolloutRow,
 };
 use marlhf_model::adamw::{AdamW, AdamWConfig, GradAccumulator, LrSchedule};
-use marlhf_model::checkpoint::Use;
 use marlhf_model::lm::Scored;
-use marlhf_model::{Checkpoint, Model};
+use marlhf_model::Model;
 use marlhf_rl::{
     actor_loss_weighted, credit_diagnostics, critic_loss_weighted, explained_variance_flat,
     process_sequence, response_mask, whiten, KlEstimator, LossAgg, RlConfig, SequenceInput,
@@ -54,7 +53,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::forward::{padded, policy_pass};
-use super::state::{load_optimizer, save_with_state, ACTOR_STAGE, CRITIC_STAGE};
+use super::state::{load_for_training, load_optimizer, save_with_state, ACTOR_STAGE, CRITIC_STAGE};
 use crate::progress::Progress;
 use marlhf_data::seed::mix_seed;
 
@@ -78,6 +77,9 @@ pub struct UpdateConfig {
     pub device: Device,
     /// The dtype the models compute in (their weights stay f32).
     pub dtype: candle_core::DType,
+    /// Train LoRA adapters on the frozen actor and critic (the critic's
+    /// value head trained too) instead of every weight.
+    pub lora: Option<marlhf_model::lora::LoraSettings>,
 }
 
 /// A named set of [`PpoConfig`] values.
@@ -572,7 +574,7 @@ fn optimise_role(
     batches: &Batches,
     progress: &dyn Progress,
 ) -> Result<Tally> {
-    let vars = model.params.vars();
+    let vars = model.trainable();
     let dev = model.device();
     let mut tally = Tally::default();
     let pb = progress.bar(batches.steps.len() as u64, role.name());
@@ -1034,7 +1036,16 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     }
     let mut files = FileSet::new();
     let t1 = Instant::now();
-    let actor = Checkpoint::load_with(&cfg.actor, &cfg.device, cfg.dtype, Use::Training)?;
+    let actor = load_for_training(
+        &cfg.actor,
+        &cfg.device,
+        cfg.dtype,
+        cfg.lora.as_ref(),
+        cfg.seed,
+    )?;
+    actor
+        .model
+        .set_dropout(Some(mix_seed(cfg.seed, &[iteration as u64, 0x10a])));
     let (mut opt, actor_continued) =
         load_optimizer(&cfg.actor, ACTOR_STAGE, adamw(ppo.actor_lr), &cfg.device)?;
     // During the critic's warm-up the actor is written back unchanged.
@@ -1061,13 +1072,24 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
     let secs_actor = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let critic = Checkpoint::load_with(&cfg.critic, &cfg.device, cfg.dtype, Use::Training)?;
+    let mut critic = load_for_training(
+        &cfg.critic,
+        &cfg.device,
+        cfg.dtype,
+        cfg.lora.as_ref(),
+        cfg.seed,
+    )?;
     if critic.model.v_head.is_none() {
         bail!(
             "{}: the critic has no value head (v_head.weight); start it from the reward model",
             cfg.critic.display()
         );
     }
+    // A LoRA critic trains its value head with its adapter.
+    critic.model.ensure_value_head(cfg.seed)?;
+    critic
+        .model
+        .set_dropout(Some(mix_seed(cfg.seed, &[iteration as u64, 0x10b])));
     let (mut opt, critic_continued) =
         load_optimizer(&cfg.critic, CRITIC_STAGE, adamw(ppo.critic_lr), &cfg.device)?;
     let critic_tally = optimise_role(
@@ -1107,6 +1129,10 @@ pub fn update(cfg: &UpdateConfig, progress: &dyn Progress) -> Result<UpdateRepor
         values.retain(|(k, _)| !ACTOR_FIGURES.contains(&k.as_str()));
     }
     values.push(("actor_updated".into(), f64::from(u8::from(actor_updated))));
+    // What training the two models held at most (LoRA's saving shows here).
+    if let Some(mb) = crate::memory::peak_rss_mb() {
+        values.push(("update_peak_rss_mb".into(), mb));
+    }
 
     let advantages: Vec<AdvantageRow> = outputs
         .into_iter()
