@@ -72,9 +72,10 @@ struct Args {
     /// How far GAE over macro actions looks back: per-macro (γ and λ once
     /// per macro action, the paper's released code) or per-token (a macro
     /// action of n tokens discounts by γ^n and λ^n, as far back as
-    /// token-level PPO)
-    #[arg(long, default_value = "per-macro", value_parser = parse_macro_lambda)]
-    macro_lambda: MacroLambda,
+    /// token-level PPO) [default: per-token with the default recipe,
+    /// per-macro with reference]
+    #[arg(long, value_parser = parse_macro_lambda)]
+    macro_lambda: Option<MacroLambda>,
     /// A macro action's reward from its tokens' rewards: mean (aggregated
     /// with the value function like the values, the released code: β/n per
     /// token with equal) or sum (every token pays β, as in token-level PPO)
@@ -261,7 +262,7 @@ fn main() {
                 gamma: args.gamma,
                 lambda: args.lambda,
                 macro_kl: args.macro_kl,
-                macro_lambda: args.macro_lambda,
+                macro_lambda: args.macro_lambda.unwrap_or(args.recipe.macro_lambda()),
             },
             ppo,
             seed: args.seed,
@@ -271,7 +272,10 @@ fn main() {
         };
         let mut summary = Summary::new("update");
         let r = update(&cfg, &Bars)?;
-        if let Some(f) = r.get("score_clipped_fraction").filter(|&f| f > CLIPPED_WARNING) {
+        if let Some(f) = r
+            .get("score_clipped_fraction")
+            .filter(|&f| f > CLIPPED_WARNING)
+        {
             eprintln!(
                 "warning: {:.0}% of the scores lie beyond --clip-reward {}: they all pay the same, and a critic \
                  started from the reward model predicts the unclipped score (DESIGN.md, \"MA-PPO's slow start\")",

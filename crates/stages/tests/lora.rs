@@ -16,7 +16,8 @@ use marlhf_model::Checkpoint;
 use marlhf_rl::{RlConfig, Termination};
 use marlhf_stages::ppo::models::Models;
 use marlhf_stages::ppo::{
-    rollout, run_segment, update, PpoConfig, PromptOrder, RolloutConfig, SegmentConfig, UpdateConfig,
+    rollout, run_segment, update, PpoConfig, PromptOrder, RolloutConfig, SegmentConfig,
+    UpdateConfig,
 };
 use marlhf_stages::progress::Silent;
 use marlhf_stages::rm::{self, RmOptions};

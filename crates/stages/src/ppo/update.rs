@@ -97,6 +97,20 @@ pub enum Recipe {
 }
 
 impl Recipe {
+    /// How far MA-PPO's GAE looks back. The released code discounts once
+    /// per macro action, so with n-token macro actions λ reaches n times as
+    /// many tokens as token-level PPO's; with the reward clipped below the
+    /// critic's starting values that carries the last token's error over
+    /// most of the response, and half the stories seeds never learned
+    /// (DESIGN.md, "MA-PPO's slow start"). `default` therefore discounts per
+    /// token; `reference` keeps the released behaviour.
+    pub fn macro_lambda(self) -> marlhf_rl::MacroLambda {
+        match self {
+            Recipe::Default => marlhf_rl::MacroLambda::PerToken,
+            Recipe::Reference => marlhf_rl::MacroLambda::PerMacro,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Recipe::Default => "default",
