@@ -6,10 +6,11 @@ use std::process::{Command, Output};
 
 use marlhf_testkit::TempDir;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "sft.parquet",
     "pairs.parquet",
     "prompts.parquet",
+    "validation_prompts.parquet",
     "eval_prompts.parquet",
     "prepare_report.json",
 ];
@@ -44,7 +45,7 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn happy_path_writes_the_four_tables_and_a_report_deterministically() {
+fn happy_path_writes_the_tables_and_a_report_deterministically() {
     let dir = TempDir::new("prepare-ok");
     for task in ["hh-rlhf", "tldr", "webgpt", "apps"] {
         let out = dir.path().join(task);
