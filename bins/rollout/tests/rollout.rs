@@ -124,7 +124,10 @@ fn check_against_single_passes(run: &Run, rows: &[RolloutRow]) {
 fn rollouts_are_aligned_scored_and_deterministic() {
     let run = Run::new("rollout", 6).unwrap();
     let out = run.root().join("ppo/iter-001/rollouts.parquet");
-    let exit = rollout(&run, &out, 7, &[]);
+    // The file's prompt order, so that the prompts below are known; the
+    // seeded order is checked at the end.
+    const FILE: (&str, &str) = ("--prompt-order", "file");
+    let exit = rollout(&run, &out, 7, &[FILE]);
     assert!(exit.success, "{}", exit.stderr);
     assert!(
         exit.stderr.contains("── rollout, iteration 1 ──"),
@@ -181,12 +184,12 @@ fn rollouts_are_aligned_scored_and_deterministic() {
     // Temperature 1.3: scored at 1.3 too. The released code's scoring at 1
     // on request: the same samples, other log-probabilities.
     let hot = run.root().join("hot.parquet");
-    assert!(rollout(&run, &hot, 7, &[("--temperature", "1.3")]).success);
+    assert!(rollout(&run, &hot, 7, &[("--temperature", "1.3"), FILE]).success);
     let hot = read_rollouts(&hot).unwrap();
     assert!(hot.iter().all(|r| r.logprob_temperature == 1.3));
     check_against_single_passes(&run, &hot);
     let released = run.root().join("released.parquet");
-    let exit = rollout(&run, &released, 7, &[("--logprob-temperature", "1")]);
+    let exit = rollout(&run, &released, 7, &[("--logprob-temperature", "1"), FILE]);
     assert!(exit.success, "{}", exit.stderr);
     let released = read_rollouts(&released).unwrap();
     check_against_single_passes(&run, &released);
@@ -212,15 +215,39 @@ fn rollouts_are_aligned_scored_and_deterministic() {
 
     // Same seed, same bytes; another seed, other samples.
     let again = run.root().join("again.parquet");
-    assert!(rollout(&run, &again, 7, &[]).success);
+    assert!(rollout(&run, &again, 7, &[FILE]).success);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     let other = run.root().join("other.parquet");
-    assert!(rollout(&run, &other, 8, &[]).success);
+    assert!(rollout(&run, &other, 8, &[FILE]).success);
     let other = read_rollouts(&other).unwrap();
     assert_ne!(
         other.iter().map(|r| &r.response_tokens).collect::<Vec<_>>(),
         rows.iter().map(|r| &r.response_tokens).collect::<Vec<_>>()
     );
+
+    // The default order is the seed's: the same for the same seed; rows 5–9
+    // of the stream are the last prompt of the first pass and the first
+    // four of the second, each pass its own arrangement of the six, so
+    // those four are distinct; another seed, another arrangement.
+    let ids = |seed: u64, name: &str| -> Vec<u64> {
+        let path = run.root().join(name);
+        let exit = rollout(&run, &path, seed, &[]);
+        assert!(exit.success, "{}", exit.stderr);
+        read_rollouts(&path)
+            .unwrap()
+            .iter()
+            .map(|r| r.prompt_id)
+            .collect()
+    };
+    let (a, b) = (ids(7, "shuffled-7a.parquet"), ids(7, "shuffled-7b.parquet"));
+    assert_eq!(a, b);
+    let distinct: std::collections::BTreeSet<u64> = a[1..].iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "{a:?}");
+    assert!(a.iter().all(|id| (1000..1006).contains(id)), "{a:?}");
+    let seeds: std::collections::BTreeSet<Vec<u64>> = (7..12)
+        .map(|s| ids(s, &format!("shuffled-{s}.parquet")))
+        .collect();
+    assert!(seeds.len() > 1, "five seeds, one order: {seeds:?}");
 }
 
 #[test]

@@ -165,32 +165,45 @@ fn fixed_one_is_token_level_ppo_bit_for_bit() {
 #[test]
 #[ignore = "needs ../shared"]
 fn macro_actions_share_one_advantage_golden() {
-    let run = Run::new("update-macro", 1).unwrap();
-    let p = Paths::new(&run, "iter-000", run.sft(), run.rm(), "iter-001");
-    let mut row = synthetic_rollout(7, 0, 3, 3, 1);
-    row.ref_logprobs = row.logprobs.clone(); // no KL penalty
-    row.values = vec![0.5, 0.25, 0.5];
-    row.score = 1.0;
-    write_inputs(&p, &[row], |_| vec![0, 2]);
-    let exit = update(&p, &[]);
-    assert!(exit.success, "{}", exit.stderr);
     // Macro actions [0 1] [2], equal value function: rewards [0, 1], values
     // [(0.5 + 0.25)/2, 0.5] = [0.375, 0.5]. GAE, γ = 1, λ = 0.95:
     //   k=1: δ = 1 − 0.5 = 0.5;               A = 0.5
-    //   k=0: δ = 0 + 0.5 − 0.375 = 0.125;     A = 0.125 + 0.95·0.5 = 0.6
-    // returns A + V = [0.975, 1.0]; tokens take their macro action's.
-    let a = &read_advantages(&p.advantages()).unwrap()[0];
-    let close = |got: &[f32], want: &[f32]| {
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
-        }
-    };
-    close(&a.macro_advantages, &[0.6, 0.5]);
-    close(&a.macro_returns, &[0.975, 1.0]);
-    close(&a.advantages, &[0.6, 0.6, 0.5]);
-    close(&a.returns, &[0.975, 0.975, 1.0]);
-    close(&a.rewards, &[0.0, 0.0, 1.0]);
+    //   k=0: δ = 0 + 0.5 − 0.375 = 0.125;     A = 0.125 + λ'·0.5
+    // with λ' = 0.95 once per macro action (the released code, `reference`
+    // recipe): A = 0.6; per token (the `default` recipe), λ' = 0.95² for
+    // the first macro action's two tokens: A = 0.57625.
+    // Returns A + V; tokens take their macro action's.
+    for (flags, a0) in [
+        (&[][..], 0.57625f32),
+        (&[("--macro-lambda", "per-token")][..], 0.57625),
+        (&[("--macro-lambda", "per-macro")][..], 0.6),
+        (
+            &[("--recipe", "reference"), ("--total-iterations", "1")][..],
+            0.6,
+        ),
+    ] {
+        let run = Run::new("update-macro", 1).unwrap();
+        let p = Paths::new(&run, "iter-000", run.sft(), run.rm(), "iter-001");
+        let mut row = synthetic_rollout(7, 0, 3, 3, 1);
+        row.ref_logprobs = row.logprobs.clone(); // no KL penalty
+        row.values = vec![0.5, 0.25, 0.5];
+        row.score = 1.0;
+        write_inputs(&p, &[row], |_| vec![0, 2]);
+        let exit = update(&p, flags);
+        assert!(exit.success, "{flags:?}: {}", exit.stderr);
+        let a = &read_advantages(&p.advantages()).unwrap()[0];
+        let close = |got: &[f32], want: &[f32]| {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{flags:?}: {got:?} vs {want:?}");
+            }
+        };
+        close(&a.macro_advantages, &[a0, 0.5]);
+        close(&a.macro_returns, &[a0 + 0.375, 1.0]);
+        close(&a.advantages, &[a0, a0, 0.5]);
+        close(&a.returns, &[a0 + 0.375, a0 + 0.375, 1.0]);
+        close(&a.rewards, &[0.0, 0.0, 1.0]);
+    }
 }
 
 fn rollouts_for(run: &Run, p: &Paths, iteration: u32) {
