@@ -91,13 +91,22 @@ ifneq ($(and $(COMPARE_FULL),$(PPO_LORA_RANK)),)
 # $(1): condition. The full fine-tuning run's group, and its responses in
 # the full comparison's directory.
 cmp_full_group = $(subst $(ppo_lora_suffix),,$(call cmp_group,$(1)))
-cmp_full_responses = $(subst $(ppo_lora_suffix),,$(COMPARE_DIR))/responses/$(call cmp_full_group,$(1)).$(2).parquet
-compare_full := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_full_responses,$(t),$(s))))
+cmp_full_dir = $(subst $(ppo_lora_suffix),,$(COMPARE_DIR))
+cmp_full_responses = $(cmp_full_dir)/responses/$(call cmp_full_group,$(1)).$(2).parquet
+# With early stopping every run of the report needs its validation and
+# early-stopped responses, the full fine-tune's too.
+cmp_full_validation = $(cmp_full_dir)/validation/$(call cmp_full_group,$(1)).$(2).parquet
+cmp_full_early = $(cmp_full_dir)/early/$(call cmp_full_group,$(1)).$(2).parquet
+compare_full := $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),$(call cmp_full_responses,$(t),$(s)) \
+  $(if $(COMPARE_EARLY_STOP),$(call cmp_full_validation,$(t),$(s)) $(call cmp_full_early,$(t),$(s)))))
 $(compare_full): | $(BIN)/marlhf-eval
 	@echo "==> compare: the full fine-tuning run beside the LoRA runs"
 	$(MAKE) --no-print-directory PPO_LORA_RANK= PPO_LORA_ALPHA= PPO_LORA_TARGETS= PPO_LORA_DROPOUT= PPO_USE_RSLORA= $@
-compare_full_args = $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_full_group,$(t)).$(s)=$(RUN)/$(call cmp_full_group,$(t))/seed-$(s)) \
-  --label '$(call cmp_full_group,$(t))=$(t) full') $(addprefix --responses ,$(compare_full))
+compare_full_args = $(foreach t,$(TERMINATIONS),$(foreach s,$(SEEDS),--run $(call cmp_full_group,$(t)).$(s)=$(RUN)/$(call cmp_full_group,$(t))/seed-$(s) \
+    --responses $(call cmp_full_responses,$(t),$(s)) \
+    $(if $(COMPARE_EARLY_STOP),--validation $(call cmp_full_group,$(t)).$(s)=$(call cmp_full_validation,$(t),$(s)) \
+      --early-responses $(call cmp_full_early,$(t),$(s)))) \
+  --label '$(call cmp_full_group,$(t))=$(t) full')
 endif
 compare_pairs := $(foreach t,$(filter-out $(COMPARE_BASELINE),$(TERMINATIONS)),\
   $(foreach s,$(SEEDS),$(call cmp_name,$(t),$(s)):$(call cmp_name,$(COMPARE_BASELINE),$(s))))
