@@ -76,20 +76,23 @@ RM_EPOCHS = 4
 RM_BATCH = 8
 
 # PPO from the pretrained model. Learning rates, KL coefficient and
-# advantage whitening were picked on vanilla PPO alone, on two seeds no
-# comparison uses (scripts/tune-stories.sh; README, "The stories
-# experiment").
+# advantage whitening: the setting both methods chose with the same budget
+# (scripts/tune-stories.sh: 6 settings × tuning seeds 98 and 99 per method,
+# ranked by the final policies' mean gold on the validation prompts; README,
+# "The stories experiment, measured"). Before it, 1e-4 and KL 0.1, picked
+# on vanilla PPO alone.
 ITERS = 12
 PPO_ROLLOUT_BATCH = 64
 PPO_BATCH = 32
 PPO_TOP_K = 0
-PPO_ACTOR_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),1e-4)
-PPO_CRITIC_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),1e-4)
-# LoRA PPO's learning rate (actor and critic), searched the same way on
-# rank-16 adapters (scripts/tune-stories-lora.sh; README, "LoRA on the
-# stories task"): 3e-4 ranked first of 1e-4, 3e-4, 1e-3 and 3e-3.
+PPO_ACTOR_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),3e-5)
+PPO_CRITIC_LR = $(if $(PPO_LORA_RANK),$(STORIES_LORA_LR),3e-5)
+# LoRA PPO's learning rate (actor and critic), searched on rank-16 adapters
+# with KL 0.1 (scripts/tune-stories-lora.sh; README, "LoRA on the stories
+# task"): 3e-4 ranked first of 1e-4, 3e-4, 1e-3 and 3e-3. LoRA runs keep
+# the KL coefficient they were searched with.
 STORIES_LORA_LR = 3e-4
-PPO_KL = 0.1
+PPO_KL = $(if $(PPO_LORA_RANK),0.1,0.05)
 PPO_WHITEN = true
 
 # Evaluation: the policies' own distributions, scored by gold and proxy.
