@@ -4,8 +4,9 @@
 # the actor and the critic, vanilla PPO only (fixed:1), on the tuning
 # seeds that no comparison uses, ranked like scripts/tune-stories.sh by
 # the mean gold reward of the last three iterations' rollouts over the
-# seeds. Everything else is the full fine-tune's tuned setting
-# (pipelines/stories.mk). An adapter starts at B = 0 and moves a few
+# seeds. Everything else as pipelines/stories.mk sets it for LoRA runs
+# (KL 0.1, whitened advantages: the full fine-tune's setting when this
+# search ran). An adapter starts at B = 0 and moves a few
 # million times fewer numbers, so it needs a larger step than full
 # fine-tuning's 1e-4; the grid starts there.
 #
