@@ -2,9 +2,9 @@
 # The learning rate of LoRA PPO on the stories task (README, "LoRA on the
 # stories task"): rank-16 adapters (alpha 16, all seven projections) on
 # the actor and the critic, vanilla PPO only (fixed:1), on the tuning
-# seeds that no comparison uses, ranked like scripts/tune-stories.sh by
-# the mean gold reward of the last three iterations' rollouts over the
-# seeds. Everything else as pipelines/stories.mk sets it for LoRA runs
+# seeds that no comparison uses, ranked by the mean gold reward of the
+# last three iterations' rollouts over the seeds (the criterion
+# scripts/tune-stories.sh used before it moved to validation prompts). Everything else as pipelines/stories.mk sets it for LoRA runs
 # (KL 0.1, whitened advantages: the full fine-tune's setting when this
 # search ran). An adapter starts at B = 0 and moves a few
 # million times fewer numbers, so it needs a larger step than full
