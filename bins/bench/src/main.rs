@@ -409,7 +409,11 @@ fn measure(
     f: impl Fn() -> Result<(f64, Option<f64>)>,
 ) -> Result<()> {
     device::reset_peak_memory(&s.dev);
-    blocking::set_portable(false);
+    // With `--portable`, this machine's blocking first; without it, the
+    // mode the process was started in (MARLHF_PORTABLE) is left alone.
+    if s.portable {
+        blocking::set_portable(false);
+    }
     let (value, of_peak) = f()?;
     let memory = device::peak_memory_bytes(&s.dev).map(|b| b as f64 / (1u64 << 30) as f64);
     eprintln!("  {name}: {value:.1} {unit}");
